@@ -1,0 +1,38 @@
+# Every target creates .venv when it is missing and runs inside it.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.sdlab-installed
+NOTEBOOK ?= notebooks/00_start_here.ipynb
+PORT   ?= 8888
+
+.PHONY: setup lab demo test test-fast bench present clean-outputs
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP) ## install sdlab and everything the notebooks and tests need into .venv
+
+lab: setup ## start JupyterLab on the tour notebook
+	$(BIN)/jupyter lab --notebook-dir=. $(NOTEBOOK)
+
+demo: setup ## headless: a labelled seed x guidance grid from the shapes world into outputs/
+	$(BIN)/sdlab demo --out outputs
+
+present: setup ## serve a notebook as a code-free app (Voila) for a projector
+	$(BIN)/voila --port=$(PORT) $(NOTEBOOK)
+
+test: setup ## the whole suite, slow tests and notebooks included (what CI runs)
+	$(BIN)/python -m pytest -q
+
+test-fast: setup ## the suite without slow tests
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: setup ## speed and memory figures against their targets
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean-outputs:
+	rm -rf outputs

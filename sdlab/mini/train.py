@@ -1,0 +1,271 @@
+"""Train the shapes world from scratch: data -> VAE -> cached latents -> UNet + text encoder.
+
+Each stage leaves its result in the output directory and is skipped when that
+result is already there, and the two long stages checkpoint every few
+minutes, so ``sdlab mini train --out DIR`` killed at any point resumes where it
+stopped. Batches, noise and timesteps are drawn from a generator seeded by
+(seed, step), so a resumed run is the same run.
+
+The UNet objective is SD's: predict the noise ``eps`` added at a uniformly
+drawn timestep, with min-SNR-gamma loss weighting (Hang et al. 2023) for
+faster convergence, and the caption dropped (empty prompt) a share of the time
+so classifier-free guidance works at inference.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..io import atomic_path, atomic_write_text
+from . import model as model_lib
+from . import tokenizer as tokenizer_lib
+from . import world
+
+PIPELINE_DIR = "pipeline"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides the trained weights (with the seed, a run is reproducible)."""
+
+    seed: int = 0
+    n_images: int = 40_000
+    vae_steps: int = 1_000
+    vae_batch: int = 32
+    vae_lr: float = 1e-3
+    vae_kl_weight: float = 1e-6
+    unet_steps: int = 6_000
+    unet_batch: int = 64
+    unet_lr: float = 4e-4
+    warmup_steps: int = 200
+    cfg_dropout: float = 0.1
+    ema_decay: float = 0.999
+    min_snr_gamma: float = 5.0
+    checkpoint_minutes: float = 3.0
+    model: model_lib.ModelConfig = field(default_factory=model_lib.ModelConfig)
+
+
+def _step_generator(seed: int, stage: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + stage * 100_003 + step)
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [-1, 1], as SD's VAE expects."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _log(out: Path, record: dict) -> None:
+    with open(out / "train_log.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def prepare_data(out: Path, cfg: TrainConfig) -> tuple[np.ndarray, "object"]:
+    """Generate (or reuse) the training images and their metadata parquet."""
+    import pandas as pd
+
+    data = out / "data"
+    images_path, meta_path = data / "images.npy", data / "metadata.parquet"
+    if images_path.exists() and meta_path.exists():
+        return np.load(images_path), pd.read_parquet(meta_path)
+    images, meta = world.make_dataset(cfg.n_images, seed=cfg.seed)
+    data.mkdir(parents=True, exist_ok=True)
+    with atomic_path(images_path) as tmp:
+        np.save(tmp, images)
+    with atomic_path(meta_path) as tmp:
+        meta.to_parquet(tmp, index=False)
+    return images, meta
+
+
+def train_vae(out: Path, images: np.ndarray, cfg: TrainConfig, progress: bool = True):
+    """Stage 2: a KL autoencoder that reconstructs flat shapes (MSE + tiny KL, as SD)."""
+    from diffusers import AutoencoderKL
+
+    final = out / "vae"
+    if (final / "config.json").exists():
+        return AutoencoderKL.from_pretrained(final)
+    torch.manual_seed(cfg.seed)
+    vae = model_lib.build_vae(cfg.model)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    ckpt_path, start = out / "vae.ckpt", 0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=True)
+        vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
+        start = state["step"]
+    last_save = time.monotonic()
+    bar = tqdm(range(start, cfg.vae_steps), initial=start, total=cfg.vae_steps, desc="vae", disable=not progress)
+    vae.train()
+    for step in bar:
+        g = _step_generator(cfg.seed, 1, step)
+        idx = torch.randint(len(images), (cfg.vae_batch,), generator=g).numpy()
+        x = _to_tensor(images[idx])
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample(generator=g)).sample
+        mse = F.mse_loss(recon, x)
+        loss = mse + cfg.vae_kl_weight * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(mse=f"{mse.item():.5f}")
+        if step % 50 == 0:
+            _log(out, {"stage": "vae", "step": step, "mse": mse.item(), "time": time.time()})
+        if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
+            _save_checkpoint(ckpt_path, {"step": step + 1, "model": vae.state_dict(), "opt": opt.state_dict()})
+            last_save = time.monotonic()
+    vae.eval()
+    vae.save_pretrained(final)
+    return vae
+
+
+@torch.no_grad()
+def encode_latents(out: Path, vae, images: np.ndarray, batch: int = 256, progress: bool = True) -> np.ndarray:
+    """Stage 3: the VAE posterior means of every training image, cached so the UNet never runs the encoder."""
+    path = out / "latents.npy"
+    if path.exists():
+        return np.load(path)
+    chunks = []
+    for i in tqdm(range(0, len(images), batch), desc="encode", disable=not progress):
+        chunks.append(vae.encode(_to_tensor(images[i : i + batch])).latent_dist.mean.numpy())
+    latents = np.concatenate(chunks).astype(np.float32)
+    with atomic_path(path) as tmp:
+        np.save(tmp, latents)
+    return latents
+
+
+def fit_preview_factors(latents: np.ndarray, images: np.ndarray) -> dict:
+    """Least-squares linear map from (scaled) latent channels to RGB in [-1, 1], as A1111's cheap previews."""
+    n, c, h, w = latents.shape
+    small = _to_tensor(images).reshape(n, 3, h, images.shape[1] // h, w, images.shape[2] // w).mean(dim=(3, 5))
+    x = np.concatenate([latents.transpose(0, 2, 3, 1).reshape(-1, c), np.ones((n * h * w, 1), np.float32)], axis=1)
+    y = small.numpy().transpose(0, 2, 3, 1).reshape(-1, 3)
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return {"latent_rgb_factors": coef[:c].round(5).tolist(), "latent_rgb_bias": coef[c].round(5).tolist()}
+
+
+def _ema_update(ema: torch.nn.Module, live: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        ema_p, live_p = list(ema.parameters()), list(live.parameters())
+        torch._foreach_mul_(ema_p, decay)
+        torch._foreach_add_(ema_p, live_p, alpha=1.0 - decay)
+
+
+def train_unet(out: Path, latents: np.ndarray, captions: list[str], tok, cfg: TrainConfig, progress: bool = True):
+    """Stage 4: UNet and text encoder together, epsilon prediction, CFG dropout, EMA weights."""
+    torch.manual_seed(cfg.seed)
+    unet = model_lib.build_unet(cfg.model)
+    text = model_lib.build_text_encoder(cfg.model, tok)
+    ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text).requires_grad_(False)
+    params = list(unet.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
+    ckpt_path, start = out / "unet.ckpt", 0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=True)
+        for module, key in ((unet, "unet"), (text, "text"), (ema_unet, "ema_unet"), (ema_text, "ema_text")):
+            module.load_state_dict(state[key])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+    sched = model_lib.build_noise_scheduler()
+    alphas_cumprod = sched.alphas_cumprod
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    weights = torch.clamp(snr, max=cfg.min_snr_gamma) / snr  # min-SNR-gamma for epsilon prediction
+
+    ids = torch.tensor(tok(captions, padding="max_length", max_length=tokenizer_lib.MAX_LENGTH, truncation=True).input_ids)
+    empty = torch.tensor(tok([""], padding="max_length", max_length=tokenizer_lib.MAX_LENGTH).input_ids)
+    z_all = torch.from_numpy(latents)
+    last_save = time.monotonic()
+    unet.train(), text.train()
+
+    def save(step: int) -> None:
+        _save_checkpoint(ckpt_path, {
+            "step": step, "unet": unet.state_dict(), "text": text.state_dict(),
+            "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(), "opt": opt.state_dict(),
+        })
+
+    bar = tqdm(range(start, cfg.unet_steps), initial=start, total=cfg.unet_steps, desc="unet", disable=not progress)
+    for step in bar:
+        lr = cfg.unet_lr * min(1.0, (step + 1) / cfg.warmup_steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        g = _step_generator(cfg.seed, 2, step)
+        idx = torch.randint(len(z_all), (cfg.unet_batch,), generator=g)
+        z0 = z_all[idx]
+        batch_ids = ids[idx].clone()
+        drop = torch.rand(cfg.unet_batch, generator=g) < cfg.cfg_dropout
+        batch_ids[drop] = empty
+        t = torch.randint(0, sched.config.num_train_timesteps, (cfg.unet_batch,), generator=g)
+        eps = torch.randn(z0.shape, generator=g)
+        z_t = sched.add_noise(z0, eps, t)
+        context = text(batch_ids).last_hidden_state
+        pred = unet(z_t, t, context).sample
+        loss = (weights[t] * (pred - eps).pow(2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        _ema_update(ema_unet, unet, decay), _ema_update(ema_text, text, decay)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % 50 == 0:
+            _log(out, {"stage": "unet", "step": step, "loss": loss.item(), "time": time.time()})
+        if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
+            save(step + 1)
+            last_save = time.monotonic()
+    save(cfg.unet_steps)
+    return ema_unet.eval(), ema_text.eval()
+
+
+def export_pipeline(out: Path, vae, text, unet, tok, preview: dict, cfg: TrainConfig, defaults: dict | None = None) -> Path:
+    """Save a standard diffusers ``StableDiffusionPipeline`` directory plus ``sdlab.json``."""
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    from ..models import SDLAB_META, MODEL_DEFAULTS
+
+    scheduler = DPMSolverMultistepScheduler.from_config(model_lib.build_noise_scheduler().config)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    target = out / PIPELINE_DIR
+    pipe.save_pretrained(target, safe_serialization=True)
+    meta = {
+        "name": "shapes-world",
+        "defaults": defaults or dict(MODEL_DEFAULTS),
+        "preview": preview,
+        "training": {k: v for k, v in asdict(cfg).items()},
+        "vocabulary": world.vocabulary(),
+    }
+    atomic_write_text(target / SDLAB_META, json.dumps(meta, indent=2))
+    return target
+
+
+def train(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), progress: bool = True) -> Path:
+    """Run (or resume) every stage and return the exported pipeline directory."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "train_config.json", json.dumps(asdict(cfg), indent=2))
+    started = time.time()
+    images, meta = prepare_data(out, cfg)
+    tok = tokenizer_lib.save_tokenizer(world.vocabulary(), out / "tokenizer")
+    vae = train_vae(out, images, cfg, progress)
+    vae.requires_grad_(False)
+    latents = encode_latents(out, vae, images, progress=progress)
+    scaling = float(1.0 / latents.std())
+    vae.register_to_config(scaling_factor=scaling)
+    scaled = latents * scaling
+    preview = fit_preview_factors(scaled, images)
+    unet, text = train_unet(out, scaled, meta["TEXT"].tolist(), tok, cfg, progress)
+    target = export_pipeline(out, vae, text, unet, tok, preview, cfg)
+    _log(out, {"stage": "done", "seconds_this_run": time.time() - started, "time": time.time()})
+    return target
