@@ -1,0 +1,100 @@
+"""Images in, images out: one normalisation used by every module.
+
+Everything inside sdlab works on RGB ``uint8`` arrays of shape (H, W, 3).
+:func:`to_rgb` accepts what users hand us (paths, PIL images, arrays; alpha,
+grayscale, 16-bit, palette) and says what it converted, so results can carry
+an honest note.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image
+
+from .errors import ValidationError
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+
+def to_rgb(image: ImageLike) -> tuple[np.ndarray, list[str]]:
+    """Return (RGB uint8 HxWx3 array, notes on what was converted)."""
+    notes: list[str] = []
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.exists():
+            raise ValidationError(f"image: no such file {str(path)!r}")
+        try:
+            image = Image.open(path)
+            image.load()
+        except Exception as exc:
+            raise ValidationError(f"image: {str(path)!r} is not a readable image ({exc})") from None
+    if isinstance(image, Image.Image):
+        if image.mode == "P":
+            notes.append("palette image converted to RGB")
+            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            notes.append("16-bit image reduced to 8 bits")
+            arr = np.asarray(image, dtype=np.float64)
+            image = Image.fromarray(np.clip(arr / 257.0, 0, 255).astype(np.uint8))
+        if image.mode in ("RGBA", "LA", "PA"):
+            notes.append("alpha channel composited onto white")
+            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, image.convert("RGBA"))
+        if image.mode in ("L", "1"):
+            notes.append("grayscale image converted to RGB")
+        array = np.asarray(image.convert("RGB"))
+        return np.ascontiguousarray(array), notes
+    if isinstance(image, np.ndarray):
+        array = image
+        if array.dtype == np.uint16:
+            notes.append("16-bit image reduced to 8 bits")
+            array = (array / 257.0).round().astype(np.uint8)
+        elif array.dtype in (np.float32, np.float64):
+            if array.min() < 0 or array.max() > 1:
+                raise ValidationError("image: float arrays must hold values in [0, 1]")
+            array = (array * 255.0).round().astype(np.uint8)
+        elif array.dtype != np.uint8:
+            raise ValidationError(f"image: unsupported array dtype {array.dtype}; use uint8, uint16 or float in [0, 1]")
+        if array.ndim == 2:
+            notes.append("grayscale image converted to RGB")
+            array = np.repeat(array[..., None], 3, axis=2)
+        elif array.ndim == 3 and array.shape[2] == 4:
+            notes.append("alpha channel composited onto white")
+            alpha = array[..., 3:4].astype(np.float32) / 255.0
+            array = (array[..., :3] * alpha + 255.0 * (1 - alpha)).round().astype(np.uint8)
+        elif not (array.ndim == 3 and array.shape[2] == 3):
+            raise ValidationError(f"image: array shape {array.shape} is not HxW, HxWx3 or HxWx4")
+        return np.ascontiguousarray(array), notes
+    raise ValidationError(f"image: expected a path, PIL image or numpy array, got {type(image).__name__}")
+
+
+def load_rgb(image: ImageLike) -> np.ndarray:
+    """:func:`to_rgb` without the notes."""
+    return to_rgb(image)[0]
+
+
+# scikit-image ships these photos inside its wheel: available offline.
+SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat", "immunohistochemistry", "hubble_deep_field")
+
+
+def sample_photos(size: int | None = 512, names: tuple[str, ...] = SAMPLE_PHOTOS) -> dict[str, np.ndarray]:
+    """scikit-image's bundled photos as RGB uint8, centre-cropped square and resized to ``size`` (None: as shipped)."""
+    from skimage import data
+
+    photos = {}
+    for name in names:
+        loader = getattr(data, name, None)
+        if loader is None:
+            continue
+        array = load_rgb(loader())
+        if size is not None:
+            h, w = array.shape[:2]
+            side = min(h, w)
+            top, left = (h - side) // 2, (w - side) // 2
+            square = Image.fromarray(array[top : top + side, left : left + side])
+            array = np.asarray(square.resize((size, size), Image.LANCZOS))
+        photos[name] = array
+    return photos
