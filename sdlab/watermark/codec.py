@@ -1,0 +1,260 @@
+"""Payloads, presets and the post-hoc watermark codec (``invisible-watermark``).
+
+Everything here takes and returns RGB ``uint8`` arrays. The library works in
+OpenCV's BGR order; the flip to BGR and back happens in :func:`_to_bgr` /
+:func:`_from_bgr` and nowhere else in sdlab.
+
+Decoding ``dwtDct`` and ``dwtDctSvd`` is vectorised here (one pass over the
+4x4 blocks of the U channel's Haar approximation, then a vote per bit),
+which gives the library's bits (checked in the tests) and lets one block
+pass serve payloads of every length, so testing all presets costs one decode.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DependencyError, ValidationError
+from ..images import ImageLike, to_rgb
+
+METHODS = ("dwtDct", "dwtDctSvd", "rivaGan")
+MIN_AREA = 256 * 256  # the library raises below this many pixels
+RIVAGAN_BITS = 32
+_SCALE = 36.0  # the library's default quantisation step for both DWT methods
+_BLOCK = 4
+# Orthonormal DCT-II matrix, so that _DCT @ B @ _DCT.T equals cv2.dct(B) for a 4x4 block.
+_DCT = np.array(
+    [[np.sqrt((1 if k == 0 else 2) / _BLOCK) * np.cos(np.pi * (2 * n + 1) * k / (2 * _BLOCK)) for n in range(_BLOCK)] for k in range(_BLOCK)]
+)
+
+PayloadLike = Union[str, bytes, Sequence[int], "Payload"]
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A watermark message as bits (most significant bit of each byte first, as the library packs them)."""
+
+    bits: tuple[int, ...]
+    label: str
+
+    @property
+    def n_bits(self) -> int:
+        return len(self.bits)
+
+    @property
+    def array(self) -> np.ndarray:
+        return np.asarray(self.bits, dtype=np.uint8)
+
+    @property
+    def key(self) -> str:
+        """Stable text form used by the calibration file: ``0b`` then the bits."""
+        return "0b" + "".join(map(str, self.bits))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, label: str | None = None) -> "Payload":
+        if not data:
+            raise ValidationError("payload: empty bytes; give at least one byte")
+        bits = tuple(int(b) for b in np.unpackbits(np.frombuffer(data, dtype=np.uint8)))
+        return cls(bits, label or repr(data))
+
+    @classmethod
+    def from_bits(cls, bits: Iterable[int] | str, label: str | None = None) -> "Payload":
+        if isinstance(bits, str):
+            text = bits[2:] if bits.startswith("0b") else bits
+            if not text or set(text) - {"0", "1"}:
+                raise ValidationError(f"payload: {bits!r} is not a bit string; use 0b followed by 0s and 1s")
+            values = tuple(int(c) for c in text)
+        else:
+            values = tuple(int(b) for b in bits)
+            if not values or set(values) - {0, 1}:
+                raise ValidationError("payload: bits must be a non-empty sequence of 0 and 1")
+        return cls(values, label or "0b" + "".join(map(str, values)))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A payload and method some released model ships with."""
+
+    name: str
+    payload: Payload
+    method: str
+    source: str = ""
+
+
+SDXL_BITS = "0b101100111110110010010000011110111011000110011110"  # 0xB3EC907BB19E, diffusers' StableDiffusionXLWatermarker
+PRESETS: dict[str, Preset] = {
+    "sd1": Preset("sd1", Payload.from_bytes(b"StableDiffusionV1", "StableDiffusionV1"), "dwtDct", "SD 1.x reference scripts"),
+    "sd2": Preset("sd2", Payload.from_bytes(b"SDV2", "SDV2"), "dwtDct", "SD 2.x reference scripts"),
+    "sdxl": Preset("sdxl", Payload.from_bits(SDXL_BITS, "0xB3EC907BB19E"), "dwtDct", "diffusers StableDiffusionXLWatermarker"),
+}
+
+
+def parse_payload(value: PayloadLike) -> Payload:
+    """Text (UTF-8), bytes, ``0b…`` bits, ``0x…`` hex bytes, a bit sequence, or a :class:`Payload`."""
+    if isinstance(value, Payload):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return Payload.from_bytes(bytes(value))
+    if isinstance(value, str):
+        if re.fullmatch(r"0b[01]+", value):
+            return Payload.from_bits(value)
+        if re.fullmatch(r"0x([0-9a-fA-F]{2})+", value):
+            return Payload.from_bytes(bytes.fromhex(value[2:]), value)
+        if not value:
+            raise ValidationError("payload: empty text; give a non-empty string, 0b… bits or 0x… hex")
+        return Payload.from_bytes(value.encode("utf-8"), value)
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return Payload.from_bits(list(value))
+    raise ValidationError(f"payload: expected text, bytes or a bit sequence, got {type(value).__name__}")
+
+
+def check_method(method: str, payload: Payload | None = None) -> str:
+    """Validate ``method`` (and the payload length rivaGan needs)."""
+    if method not in METHODS:
+        raise ValidationError(f"method: {method!r} is not one of {', '.join(METHODS)}")
+    if method == "rivaGan" and payload is not None and payload.n_bits != RIVAGAN_BITS:
+        raise ValidationError(f"payload: rivaGan carries exactly {RIVAGAN_BITS} bits, got {payload.n_bits}")
+    return method
+
+
+def resolve(preset: str | None = None, payload: PayloadLike | None = None, method: str | None = None) -> tuple[str, Payload, str]:
+    """(preset name or ``custom``, payload, method) from a preset name or a custom payload."""
+    if preset is not None and payload is not None:
+        raise ValidationError("preset/payload: give one of them, not both")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValidationError(f"preset: {preset!r} is not one of {', '.join(PRESETS)}")
+        p = PRESETS[preset]
+        if method is not None and method != p.method:
+            raise ValidationError(f"method: preset {preset!r} uses {p.method}; pass a payload to use {method}")
+        return preset, p.payload, p.method
+    if payload is None:
+        raise ValidationError("preset/payload: give a preset (sd1, sd2, sdxl) or a payload")
+    parsed = parse_payload(payload)
+    method = check_method(method or "dwtDct", parsed)
+    return "custom", parsed, method
+
+
+# -- images ------------------------------------------------------------------------------------
+def prepare(image: ImageLike, upscale: bool = False, n_bits: int = 1) -> tuple[np.ndarray, list[str]]:
+    """RGB uint8 array ready for the codec, plus notes; refuses (or upscales) images under the minimum area."""
+    rgb, notes = to_rgb(image)
+    h, w = rgb.shape[:2]
+    too_small = h * w < MIN_AREA or (h // (2 * _BLOCK)) * (w // (2 * _BLOCK)) < n_bits
+    if too_small:
+        if not upscale:
+            raise ValidationError(
+                f"image: {w}x{h} is below the watermark library's minimum area of 256x256 pixels; "
+                "pass upscale=True (CLI: --upscale) to enlarge it first"
+            )
+        factor = max(np.sqrt(MIN_AREA / (h * w)), 2 * _BLOCK * np.sqrt(n_bits) / min(h, w), 1.0)
+        new_w, new_h = int(np.ceil(w * factor)), int(np.ceil(h * factor))
+        rgb = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.LANCZOS))
+        notes.append(f"upscaled from {w}x{h} to {new_w}x{new_h} to reach the library's minimum area")
+    return rgb, notes
+
+
+def _to_bgr(rgb: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(rgb[..., ::-1])
+
+
+def _from_bgr(bgr: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def _riva():
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise DependencyError("method: rivaGan needs onnxruntime; pip install onnxruntime") from None
+    from imwatermark.rivaGan import RivaWatermark
+
+    RivaWatermark.loadModel()
+    return RivaWatermark
+
+
+def embed_array(rgb: np.ndarray, payload: Payload, method: str) -> np.ndarray:
+    """Embed ``payload`` in an RGB array already checked by :func:`prepare`; returns RGB."""
+    from imwatermark import WatermarkEncoder
+
+    check_method(method, payload)
+    if method == "rivaGan":
+        _riva()
+    encoder = WatermarkEncoder()
+    encoder.set_watermark("bits", list(payload.bits))
+    return _from_bgr(encoder.encode(_to_bgr(rgb), method))
+
+
+# -- decoding ------------------------------------------------------------------------------------
+def block_votes(rgb: np.ndarray, method: str) -> np.ndarray:
+    """Per-block bit votes (0/1) of a DWT method, in the library's block order (row-major)."""
+    import cv2
+    import pywt
+
+    yuv = cv2.cvtColor(_to_bgr(rgb), cv2.COLOR_BGR2YUV)
+    h, w = yuv.shape[:2]
+    approx, _ = pywt.dwt2(yuv[: h // 4 * 4, : w // 4 * 4, 1], "haar")  # U channel; Y and V carry nothing
+    rows, cols = approx.shape[0] // _BLOCK, approx.shape[1] // _BLOCK
+    blocks = approx[: rows * _BLOCK, : cols * _BLOCK].reshape(rows, _BLOCK, cols, _BLOCK).swapaxes(1, 2)
+    blocks = blocks.reshape(rows * cols, _BLOCK * _BLOCK)
+    if method == "dwtDct":  # largest AC coefficient of the (DWT-domain) block
+        pos = np.argmax(np.abs(blocks[:, 1:]), axis=1) + 1
+        values = np.abs(blocks[np.arange(len(blocks)), pos])
+    elif method == "dwtDctSvd":  # largest singular value of the block's 2-D DCT
+        stack = blocks.reshape(-1, _BLOCK, _BLOCK)
+        values = np.linalg.svd(_DCT @ stack @ _DCT.T, compute_uv=False)[:, 0]
+    else:
+        raise ValidationError(f"method: block votes exist for dwtDct and dwtDctSvd, not {method!r}")
+    return ((values % _SCALE) > 0.5 * _SCALE).astype(np.float64)
+
+
+def bits_from_votes(votes: np.ndarray, n_bits: int) -> np.ndarray:
+    """The library's decision: block ``k`` votes for bit ``k % n_bits``; a bit is 1 when its mean vote exceeds 127/255."""
+    index = np.arange(len(votes)) % n_bits
+    mean = np.bincount(index, weights=votes, minlength=n_bits) / np.maximum(np.bincount(index, minlength=n_bits), 1)
+    return (mean * 255 > 127).astype(np.uint8)
+
+
+def riva_scores(rgb: np.ndarray) -> np.ndarray:
+    """rivaGan's 32 decoder outputs (a bit is 1 above the library's 0.52)."""
+    riva = _riva()
+    frame = _to_bgr(rgb).astype(np.float32)[None] / 127.5 - 1.0  # (1, H, W, 3)
+    return riva.decoder.run(None, {"frame": frame.transpose(3, 0, 1, 2)[None]})[0][0]
+
+
+@dataclass
+class Decoder:
+    """Decodes one image once per method and answers for any payload length (caches the block pass)."""
+
+    rgb: np.ndarray
+    _votes: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def bits(self, method: str, n_bits: int) -> np.ndarray:
+        check_method(method)
+        if method == "rivaGan":
+            if n_bits != RIVAGAN_BITS:
+                raise ValidationError(f"payload: rivaGan carries exactly {RIVAGAN_BITS} bits, got {n_bits}")
+            if "rivaGan" not in self._votes:
+                self._votes["rivaGan"] = (riva_scores(self.rgb) > 0.52).astype(np.uint8)
+            return self._votes["rivaGan"]
+        if method not in self._votes:
+            self._votes[method] = block_votes(self.rgb, method)
+        return bits_from_votes(self._votes[method], n_bits)
+
+
+def decode_bits(rgb: np.ndarray, method: str, n_bits: int) -> np.ndarray:
+    """Decoded bits (uint8 0/1) of an RGB array."""
+    return Decoder(rgb).bits(method, n_bits)
+
+
+def library_decode(rgb: np.ndarray, method: str, n_bits: int) -> np.ndarray:
+    """The library's own decoder (slower; the tests compare it with :func:`decode_bits`)."""
+    from imwatermark import WatermarkDecoder
+
+    if method == "rivaGan":
+        _riva()
+    return np.asarray(WatermarkDecoder("bits", n_bits).decode(_to_bgr(rgb), method), dtype=np.uint8)

@@ -1,0 +1,94 @@
+"""embed and detect: the public face of the post-hoc watermarks (RGB in, RGB out)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..images import ImageLike
+from .calibration import Calibration, bundled
+from .codec import PRESETS, Decoder, PayloadLike, embed_array, prepare, resolve
+
+DEFAULT_FPR = 0.01
+# Published SDXL rule on bits matched out of 48: <=27 none, 28-33 partial, 34-35 likely, >=36 very likely.
+SDXL_RULE = ((36, "very likely"), (34, "likely"), (28, "partial"), (0, "none"))
+
+
+@dataclass
+class Detection:
+    """What one payload/method test found in one image."""
+
+    preset: str
+    method: str
+    payload: str
+    bits_matched: int
+    bits_total: int
+    bit_accuracy: float
+    p_value: float
+    fpr: float
+    threshold_bits: int
+    detected: bool
+    decision: str
+    bits: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def confidence(self) -> float:
+        """1 - p-value: how unlikely these matches are on a clean image."""
+        return 1.0 - self.p_value
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (f"{self.preset} ({self.method}): {self.bits_matched}/{self.bits_total} bits, "
+                f"p={self.p_value:.2g}, {self.decision}")
+
+
+def sdxl_decision(matched: int) -> str:
+    """The published SDXL rule (48 bits)."""
+    return next(label for low, label in SDXL_RULE if matched >= low)
+
+
+def embed(image: ImageLike, preset: str | None = None, payload: PayloadLike | None = None, method: str | None = None,
+          upscale: bool = False) -> np.ndarray:
+    """Return an RGB uint8 copy of ``image`` carrying a preset's payload (or a custom one with ``method``)."""
+    _, parsed, method = resolve(preset, payload, method)
+    rgb, _ = prepare(image, upscale=upscale, n_bits=parsed.n_bits)
+    return embed_array(rgb, parsed, method)
+
+
+def _test(decoder: Decoder, name: str, payload, method: str, fpr: float, calibration: Calibration,
+          notes: list[str]) -> Detection:
+    bits = decoder.bits(method, payload.n_bits)
+    matched = int((bits == payload.array).sum())
+    p = calibration.p_value(payload, method, matched)
+    detected = p <= fpr
+    decision = sdxl_decision(matched) if name == "sdxl" else ("detected" if detected else "not detected")
+    return Detection(
+        preset=name, method=method, payload=payload.label, bits_matched=matched, bits_total=payload.n_bits,
+        bit_accuracy=matched / payload.n_bits, p_value=p, fpr=fpr,
+        threshold_bits=calibration.threshold(payload, method, fpr), detected=bool(detected), decision=decision,
+        bits="".join(map(str, bits)), notes=list(notes) + list(calibration.notes),
+    )
+
+
+def detect(image: ImageLike, preset: str | None = None, payload: PayloadLike | None = None, method: str | None = None,
+           fpr: float = DEFAULT_FPR, upscale: bool = False, calibration: Calibration | None = None) -> Detection | list[Detection]:
+    """Test ``image`` for a preset or payload; with neither, test every preset and return a list.
+
+    ``detected`` means the p-value against the calibrated clean-image null is at
+    most ``fpr``; for ``sdxl`` the decision also follows the published rule.
+    """
+    calibration = calibration or bundled()
+    targets = [resolve(name) for name in PRESETS] if preset is None and payload is None else [resolve(preset, payload, method)]
+    n_max = max(p.n_bits for _, p, _ in targets)
+    rgb, notes = prepare(image, upscale=upscale, n_bits=n_max)
+    decoder = Decoder(rgb)
+    results = [_test(decoder, name, p, m, fpr, calibration, notes) for name, p, m in targets]
+    return results if preset is None and payload is None else results[0]
+
+
+def detect_all(image: ImageLike, fpr: float = DEFAULT_FPR, upscale: bool = False) -> list[Detection]:
+    """Every preset's result for one image."""
+    return detect(image, fpr=fpr, upscale=upscale)  # type: ignore[return-value]
