@@ -1,0 +1,103 @@
+"""Caption languages: who the data speaks for.
+
+laion2B-multi has a ``LANGUAGE`` column; elsewhere captions are detected
+offline with lingua (its models ship in the wheel) on a deterministic sample,
+with a confidence interval from the sample size. Shares are set beside how
+many people speak each language, as context for "English-first" data.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DependencyError, ValidationError
+from .dataset import Dataset
+from .expr import col, lower
+from .progress import Reporter
+from .results import AuditResult
+from .schema import not_available
+
+WORLD_POPULATION_MILLIONS = 8000  # 2023, for "share of the world that speaks it"
+UNKNOWN = "unknown"
+
+
+def load_speakers() -> pd.DataFrame:
+    """ISO 639-1 code, name and total speakers (millions) of the most spoken languages, shipped as data."""
+    with resources.files("sdlab.audit").joinpath("data/language_speakers.csv").open("r", encoding="utf-8") as fh:
+        return pd.read_csv(fh, comment="#")
+
+
+@lru_cache(maxsize=1)
+def _detector():
+    try:
+        from lingua import LanguageDetectorBuilder
+    except ImportError as exc:  # pragma: no cover - a dependency
+        raise DependencyError("language detection needs lingua: pip install lingua-language-detector") from exc
+    return LanguageDetectorBuilder.from_all_languages().with_low_accuracy_mode().build()
+
+
+def detect_languages(texts: list[str]) -> list[str]:
+    """ISO 639-1 code per text (``unknown`` where lingua cannot tell), offline."""
+    if not texts:
+        return []
+    found = _detector().detect_languages_in_parallel_of(list(texts))
+    return [lang.iso_code_639_1.name.lower() if lang is not None else UNKNOWN for lang in found]
+
+
+def wilson(k: np.ndarray, n: int, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval for k successes out of n (vectorised); good at shares near 0 and 1."""
+    k = np.asarray(k, dtype=float)
+    if n <= 0:
+        return np.full_like(k, np.nan), np.full_like(k, np.nan)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+
+
+def languages(ds: Dataset, sample: int = 2000, seed: int = 0, callback: Callable[[int, int], None] | None = None,
+              progress: bool = False) -> AuditResult:
+    """Share per language: from ``LANGUAGE`` where present, else detected on ``sample`` captions (with 95% CIs)."""
+    if sample < 1:
+        raise ValidationError(f"sample: must be at least 1 caption, got {sample}")
+    reason = not_available("languages", ds.columns)
+    if reason:
+        return AuditResult.not_available("languages", reason)
+    with Reporter(callback, progress, "languages") as report:
+        if "LANGUAGE" in ds.columns:
+            counts = ds.engine.group_count({"language": lower(col("LANGUAGE"))}, callback=report)
+            counts["language"] = counts["language"].fillna(UNKNOWN).replace("", UNKNOWN)
+            method = "LANGUAGE column"
+        else:
+            texts = ds.engine.sample_text("TEXT", sample, seed)
+            report(0, len(texts))
+            detected = detect_languages(texts)
+            report(len(texts), len(texts))
+            counts = pd.Series(detected, dtype=object).value_counts().rename_axis("language").reset_index(name="count")
+            method = f"detected by lingua on {len(texts)} captions sampled by md5 (seed {seed})"
+    counts = counts.groupby("language", as_index=False)["count"].sum()
+    n = int(counts["count"].sum())
+    table = counts.sort_values(["count", "language"], ascending=[False, True]).reset_index(drop=True)
+    table["share"] = table["count"] / max(n, 1)
+    low, high = wilson(table["count"].to_numpy(), n)
+    sampled = "LANGUAGE" not in ds.columns
+    table["ci_low"], table["ci_high"] = (low, high) if sampled else (table["share"], table["share"])
+    speakers = load_speakers()
+    context = speakers.merge(table[["language", "share", "ci_low", "ci_high"]], on="language", how="left")
+    context["share"] = context["share"].fillna(0.0)
+    context["world_share"] = context["speakers_millions"] / WORLD_POPULATION_MILLIONS
+    context["representation"] = context["share"] / context["world_share"]
+    english = table.loc[table["language"] == "en"]
+    stats = {
+        "rows_counted": n,
+        "method": method,
+        "languages": int((table["language"] != UNKNOWN).sum()),
+        "english_share": float(english["share"].iloc[0]) if len(english) else 0.0,
+        "english_world_speaker_share": float(speakers.loc[speakers["language"] == "en", "speakers_millions"].iloc[0]) / WORLD_POPULATION_MILLIONS,
+    }
+    notes = [method, "world_share: total (L1+L2) speakers / 8.0 billion people, approximate (Ethnologue 2023)"]
+    return AuditResult("languages", table, stats=stats, tables={"speakers": context}, notes=notes)
