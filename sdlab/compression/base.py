@@ -1,0 +1,107 @@
+"""What every codec in the lab is: encode at a quality, decode, and fit a byte budget.
+
+Codecs are compared at matched sizes, so the one shared algorithm lives here:
+:meth:`Codec.encode_to_budget` binary-searches the integer quality knob for
+the highest quality whose output fits ``max_bytes``. It assumes size grows
+with quality, which holds for every codec here except for rare one-step
+wiggles; the result always fits and the next quality up never does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DependencyError, ValidationError
+
+
+class BudgetTooSmall(ValidationError):
+    """Even the lowest quality of a codec does not fit the byte budget."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One encoded image: the bytes and the quality setting that made them."""
+
+    codec: str
+    quality: int
+    data: bytes
+
+    @property
+    def n_bytes(self) -> int:
+        return len(self.data)
+
+
+class Codec:
+    """Base class: subclasses set ``name`` and ``quality_range`` and implement encode/decode."""
+
+    name: str = "codec"
+    quality_range: tuple[int, int] = (1, 100)
+    install_hint: str = ""
+
+    # -- availability ----------------------------------------------------------------
+    def unavailable_reason(self) -> str | None:
+        """None when the codec works here, else one line saying what to install."""
+        return None
+
+    @property
+    def available(self) -> bool:
+        return self.unavailable_reason() is None
+
+    def require(self) -> None:
+        """Raise :class:`DependencyError` when the codec cannot run here."""
+        reason = self.unavailable_reason()
+        if reason is not None:
+            raise DependencyError(f"codec {self.name!r} is not installed: {reason}")
+
+    # -- coding ------------------------------------------------------------------------
+    def encode(self, image: np.ndarray, quality: int) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> np.ndarray:
+        raise NotImplementedError
+
+    def decode_many(self, datas: list[bytes]) -> list[np.ndarray]:
+        """Decode several byte strings (latent codecs batch them through the VAE)."""
+        return [self.decode(d) for d in datas]
+
+    def check_quality(self, quality: int) -> int:
+        lo, hi = self.quality_range
+        if not isinstance(quality, (int, np.integer)) or not lo <= int(quality) <= hi:
+            raise ValidationError(f"quality: {self.name} takes an integer in [{lo}, {hi}], got {quality!r}")
+        return int(quality)
+
+    def encode_to_budget(self, image: np.ndarray, max_bytes: int) -> Encoded:
+        """The highest-quality encoding of ``image`` that is at most ``max_bytes`` long.
+
+        Raises :class:`BudgetTooSmall` when even the lowest quality is larger.
+        """
+        if not isinstance(max_bytes, (int, np.integer)) or max_bytes <= 0:
+            raise ValidationError(f"max_bytes: expected a positive integer, got {max_bytes!r}")
+        self.require()
+        cache: dict[int, bytes] = {}
+
+        def size(q: int) -> int:
+            if q not in cache:
+                cache[q] = self.encode(image, q)
+            return len(cache[q])
+
+        lo, hi = self.quality_range
+        if size(hi) <= max_bytes:
+            return Encoded(self.name, hi, cache[hi])
+        if size(lo) > max_bytes:
+            raise BudgetTooSmall(
+                f"max_bytes: {max_bytes} is below {self.name}'s smallest output for this image "
+                f"({size(lo)} bytes at quality {lo})"
+            )
+        # Invariant: lo fits, hi does not.
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if size(mid) <= max_bytes:
+                lo = mid
+            else:
+                hi = mid
+        return Encoded(self.name, lo, cache[lo])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"

@@ -1,0 +1,136 @@
+"""Rate–distortion sweeps: every image x codec x byte budget, measured, in one tidy table.
+
+Each codec is fitted to each budget with ``encode_to_budget`` (highest quality
+that fits), decoded, and scored, so rows compare codecs at matched sizes. A
+codec that cannot run here yields rows with ``status = "not installed: ..."``
+and a budget below a codec's smallest output yields ``status = "over budget"``
+(the metrics are NaN), so a sweep never crashes half way for want of a library.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ValidationError, require
+from ..images import ImageLike, load_rgb
+from ..metrics import bits_per_pixel, ms_ssim, psnr, ssim
+from . import classical
+from .base import BudgetTooSmall, Codec
+
+CLASSICAL = {"jpeg": classical.jpeg, "jpeg444": lambda: classical.jpeg("4:4:4"), "webp": classical.webp,
+             "avif": classical.avif, "jxl": classical.jxl}
+LATENT = ("vae", "vae-palette")
+CODEC_NAMES = tuple(CLASSICAL) + LATENT
+DEFAULT_CODECS = ("vae", "jpeg", "webp", "avif", "jxl")
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"psnr": psnr, "ssim": ssim, "ms_ssim": ms_ssim}
+COLUMNS = ["image", "codec", "budget", "status", "bytes", "bpp", "quality", "width", "height",
+           "encode_s", "decode_s"]
+
+
+def get_codec(name: str, vae: Any = None, **options: Any) -> Codec:
+    """A codec by name: jpeg, jpeg444, webp, avif, jxl, or vae / vae-palette (these need ``vae``)."""
+    if name in CLASSICAL:
+        return CLASSICAL[name](**options)
+    if name in LATENT:
+        require(vae is not None, f"vae: codec {name!r} needs an AutoencoderKL (pass vae=...)")
+        from .latent import LatentCodec
+
+        return LatentCodec(vae, palette=name == "vae-palette", **options)
+    raise ValidationError(f"codec: expected one of {', '.join(CODEC_NAMES)}, got {name!r}")
+
+
+def _codecs(codecs: Mapping[str, Codec] | Sequence[Codec | str], vae: Any) -> dict[str, Codec]:
+    if isinstance(codecs, Mapping):
+        return dict(codecs)
+    out = {}
+    for c in codecs:
+        codec = get_codec(c, vae) if isinstance(c, str) else c
+        out[codec.name] = codec
+    return out
+
+
+def _images(images: Mapping[str, ImageLike] | Sequence[ImageLike]) -> dict[str, np.ndarray]:
+    if isinstance(images, Mapping):
+        return {str(k): load_rgb(v) for k, v in images.items()}
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        images = list(images)
+    return {f"image{i}": load_rgb(v) for i, v in enumerate(images)}
+
+
+def rd_curves(images: Mapping[str, ImageLike] | Sequence[ImageLike], codecs: Mapping[str, Codec] | Sequence[Codec | str],
+              budgets: Sequence[int], *, vae: Any = None, metrics: Sequence[str] = ("psnr", "ssim", "ms_ssim"),
+              keep_images: bool = False, callback: Callable[[int, int], None] | None = None,
+              progress: bool = False):
+    """One row per image x codec x budget: bytes, bpp, quality and ``metrics`` at the best fit.
+
+    ``images``: a dict name -> image, or a list (named image0, image1...).
+    ``codecs``: names (see :func:`get_codec`; "vae" needs ``vae``) or Codec
+    objects. ``keep_images`` adds a ``decoded`` column with the arrays.
+    Latent codecs encode all images in one batched VAE pass first and decode
+    each codec's outputs in one batched pass (``decode_s`` is the per-image share).
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    require(len(budgets) > 0 and all(isinstance(b, (int, np.integer)) and b > 0 for b in budgets),
+            f"budgets: expected positive integers, got {list(budgets)!r}")
+    unknown = [m for m in metrics if m not in METRICS]
+    require(not unknown, f"metrics: unknown {unknown}; valid: {', '.join(METRICS)}")
+    images, codecs = _images(images), _codecs(codecs, vae)
+    require(len(images) > 0, "images: expected at least one image")
+    total, done = len(images) * len(codecs) * len(budgets), 0
+    bar = tqdm(total=total, desc="rd", disable=not progress)
+    rows: list[dict] = []
+    for codec_name, codec in codecs.items():
+        reason = codec.unavailable_reason()
+        pending: list[tuple[dict, bytes, np.ndarray]] = []
+        if reason is None and hasattr(codec, "latents"):
+            codec.latents(list(images.values()))  # one batched encoder pass, cached
+        for image_name, image in images.items():
+            h, w = image.shape[:2]
+            for budget in budgets:
+                row = {"image": image_name, "codec": codec_name, "budget": int(budget), "status": "ok",
+                       "bytes": math.nan, "bpp": math.nan, "quality": math.nan, "width": w, "height": h,
+                       "encode_s": math.nan, "decode_s": math.nan, **{m: math.nan for m in metrics}}
+                if keep_images:
+                    row["decoded"] = None
+                if reason is not None:
+                    row["status"] = f"not installed: {reason}"
+                else:
+                    t0 = time.perf_counter()
+                    try:
+                        enc = codec.encode_to_budget(image, int(budget))
+                    except BudgetTooSmall:
+                        row["status"] = "over budget"
+                    else:
+                        row.update(bytes=enc.n_bytes, bpp=bits_per_pixel(enc.n_bytes, image.shape),
+                                   quality=enc.quality, encode_s=time.perf_counter() - t0)
+                        pending.append((row, enc.data, image))
+                rows.append(row)
+                done += 1
+                bar.update(1)
+                if callback is not None:
+                    callback(done, total)
+        if pending:
+            t0 = time.perf_counter()
+            decoded = codec.decode_many([p[1] for p in pending])
+            per_image = (time.perf_counter() - t0) / len(pending)
+            for (row, _, image), out in zip(pending, decoded):
+                row["decode_s"] = per_image
+                row.update({m: METRICS[m](image, out) for m in metrics})
+                if keep_images:
+                    row["decoded"] = out
+    bar.close()
+    frame = pd.DataFrame(rows, columns=COLUMNS + list(metrics) + (["decoded"] if keep_images else []))
+    return frame
+
+
+def summarise(frame, metric: str = "psnr"):
+    """Mean ``metric`` and bytes per codec x budget over the images that fit (count in ``n``)."""
+    ok = frame[frame["status"] == "ok"]
+    return (ok.groupby(["codec", "budget"], as_index=False)
+              .agg(bytes=("bytes", "mean"), bpp=("bpp", "mean"), value=(metric, "mean"), n=(metric, "size"))
+              .rename(columns={"value": metric}))
