@@ -57,7 +57,7 @@ class Calibration:
     ones: dict[tuple[str, int], np.ndarray]
     source: str = ""
     evaluation: dict = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    made_now: dict[tuple[str, int], str] = field(default_factory=dict)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def has(self, method: str, n_bits: int) -> bool:
@@ -71,7 +71,12 @@ class Calibration:
             return
         images = (img for _, img in cleanset.clean_images(QUICK_IMAGES, seed=0))
         self.ones.update({k: np.asarray(v) for k, v in decode_ones(images, {method: (n_bits,)}).items()})
-        self.notes.append(f"{method} with {n_bits} bits was not calibrated; calibrated now on {QUICK_IMAGES} clean images")
+        self.made_now[(method, n_bits)] = (f"{method} with {n_bits} bits had no stored calibration; "
+                                           f"calibrated now on {QUICK_IMAGES} clean images")
+
+    def notes(self, method: str, n_bits: int) -> list[str]:
+        """What a result using this (method, length) should say about its calibration."""
+        return [self.made_now[(method, n_bits)]] if (method, n_bits) in self.made_now else []
 
     def null_pmf(self, payload: Payload, method: str) -> np.ndarray:
         """P(bits matched = k) for k = 0..n on a clean image, under the mixture model."""

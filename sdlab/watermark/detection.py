@@ -69,7 +69,7 @@ def _test(decoder: Decoder, name: str, payload, method: str, fpr: float, calibra
         preset=name, method=method, payload=payload.label, bits_matched=matched, bits_total=payload.n_bits,
         bit_accuracy=matched / payload.n_bits, p_value=p, fpr=fpr,
         threshold_bits=calibration.threshold(payload, method, fpr), detected=bool(detected), decision=decision,
-        bits="".join(map(str, bits)), notes=list(notes) + list(calibration.notes),
+        bits="".join(map(str, bits)), notes=list(notes) + calibration.notes(method, payload.n_bits),
     )
 
 

@@ -1,0 +1,159 @@
+"""Watermark codec, calibration and detection: real bits on real photos."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sdlab.errors import ValidationError
+from sdlab.images import sample_photos
+from sdlab.watermark import PRESETS, Payload, detect, embed, parse_payload
+from sdlab.watermark import calibration as cal_lib
+from sdlab.watermark import codec
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, np.ndarray]:
+    return sample_photos(512, ("astronaut", "coffee", "rocket", "chelsea"))
+
+
+@pytest.mark.parametrize("preset", ["sd1", "sd2", "sdxl"])
+def test_round_trip_per_preset(photos, preset):
+    for name, photo in photos.items():
+        marked = embed(photo, preset=preset)
+        assert marked.shape == photo.shape and marked.dtype == np.uint8
+        assert 0 < np.abs(marked.astype(int) - photo).mean() < 3  # invisible but present
+        found = detect(marked, preset=preset)
+        assert found.detected, (name, found)
+        assert found.bit_accuracy >= 0.85
+        assert found.p_value < 1e-4
+
+
+def test_clean_photos_not_detected(photos):
+    for name, photo in photos.items():
+        for d in detect(photo):
+            assert not d.detected, (name, d)
+            assert d.p_value > 0.01
+
+
+def test_no_preset_reports_each_and_sdxl_rule(photos):
+    results = detect(embed(photos["rocket"], preset="sdxl"))
+    assert [d.preset for d in results] == ["sd1", "sd2", "sdxl"]
+    sdxl = results[2]
+    assert sdxl.bits_total == 48 and sdxl.bits_matched >= 36 and sdxl.decision == "very likely"
+    assert detect(photos["rocket"], preset="sdxl").decision in ("none", "partial")
+    assert [results[0].decision, results[1].decision] == ["not detected", "not detected"]
+
+
+def test_sdxl_published_rule():
+    from sdlab.watermark.detection import sdxl_decision
+
+    assert [sdxl_decision(k) for k in (0, 27, 28, 33, 34, 35, 36, 48)] == [
+        "none", "none", "partial", "partial", "likely", "likely", "very likely", "very likely"]
+
+
+def test_channel_order_library_bgr_found_on_rgb(photos):
+    """Mark through the library itself in BGR; detect must find it when handed RGB."""
+    from imwatermark import WatermarkEncoder
+
+    rgb = photos["coffee"]
+    encoder = WatermarkEncoder()
+    encoder.set_watermark("bytes", b"StableDiffusionV1")
+    marked_bgr = encoder.encode(np.ascontiguousarray(rgb[..., ::-1]), "dwtDct")
+    assert detect(np.ascontiguousarray(marked_bgr[..., ::-1]), preset="sd1").detected
+    assert not detect(marked_bgr, preset="sd1").detected  # BGR handed in as if RGB: the mark is in the wrong chroma
+
+
+@pytest.mark.parametrize("method", ["dwtDct", "dwtDctSvd"])
+def test_fast_decoder_matches_library(photos, method):
+    payload = PRESETS["sd1"].payload
+    for photo in photos.values():
+        marked = codec.embed_array(photo, payload, method)
+        for image in (marked, photo):
+            for n in (136, 48):
+                ours, theirs = codec.decode_bits(image, method, n), codec.library_decode(image, method, n)
+                # dwtDctSvd's float rounding may flip one tied block vote in 4096 on a clean image
+                assert (ours != theirs).sum() <= (0 if method == "dwtDct" or image is marked else 1)
+
+
+def test_custom_payloads_and_methods(photos):
+    photo = photos["astronaut"]
+    for payload, method in (("hell", "dwtDct"), (b"\x01\x02\x03\x04\x05\x06", "dwtDctSvd"), ("0b1011001110", "dwtDct")):
+        found = detect(embed(photo, payload=payload, method=method), payload=payload, method=method)
+        assert found.preset == "custom" and found.bits_matched == found.bits_total and found.detected
+    assert any("calibrated now" in note for note in found.notes)  # 10 bits: no stored calibration, made on the fly
+
+
+def test_parse_payload_forms():
+    assert parse_payload("0b101").bits == (1, 0, 1)
+    assert parse_payload("0x8001").bits == (1,) + (0,) * 14 + (1,)
+    assert parse_payload("A").bits == (0, 1, 0, 0, 0, 0, 0, 1)
+    assert parse_payload([1, 0]).bits == (1, 0)
+    assert PRESETS["sdxl"].payload.n_bits == 48 and PRESETS["sd1"].payload.n_bits == 136
+    with pytest.raises(ValidationError, match="payload"):
+        parse_payload("")
+    with pytest.raises(ValidationError, match="rivaGan carries exactly 32"):
+        embed(np.zeros((256, 256, 3), np.uint8), payload="hi", method="rivaGan")
+    with pytest.raises(ValidationError, match="method"):
+        embed(np.zeros((256, 256, 3), np.uint8), payload="hi", method="lsb")
+    with pytest.raises(ValidationError, match="preset"):
+        detect(np.zeros((256, 256, 3), np.uint8), preset="sd3")
+
+
+def test_size_guard_names_size_and_offers_upscale():
+    small = np.full((200, 150, 3), 90, np.uint8)
+    with pytest.raises(ValidationError, match=r"150x200 .*256x256.*upscale=True"):
+        embed(small, preset="sd1")
+    with pytest.raises(ValidationError, match="upscale=True"):
+        detect(small)
+    marked = embed(small, preset="sd1", upscale=True)
+    assert marked.shape[0] * marked.shape[1] >= 256 * 256
+    found = detect(marked, preset="sd1")
+    assert found.detected
+    assert "upscaled" in detect(small, preset="sd1", upscale=True).notes[0]
+    with pytest.raises(ValidationError, match="minimum area"):  # enough area, too thin for the block grid
+        detect(np.zeros((65536, 2, 3), np.uint8))
+
+
+def test_conversions_are_noted(photos):
+    photo = photos["astronaut"][:256, :256]
+    rgba = Image.fromarray(photo).convert("RGBA")
+    gray = Image.fromarray(photo).convert("L")
+    palette = Image.fromarray(photo).convert("P")
+    sixteen = Image.fromarray((gray_arr := np.asarray(gray)).astype(np.uint16) * 257)
+    for image, word in ((rgba, "alpha"), (gray, "grayscale"), (palette, "palette"), (sixteen, "16-bit")):
+        found = detect(image, preset="sd1")
+        assert any(word in note for note in found.notes), (word, found.notes)
+    assert gray_arr.dtype == np.uint8
+
+
+def test_marked_survives_png_round_trip(tmp_path, photos):
+    path = tmp_path / "m.png"
+    Image.fromarray(embed(photos["chelsea"], preset="sd2")).save(path)
+    assert detect(path, preset="sd2").detected
+
+
+def test_null_pmf_follows_the_bias():
+    """A calibration where every clean image decodes all zeros puts the null's mass on the payload's zero count."""
+    payload = Payload.from_bits("0b1100000000")
+    zeros = cal_lib.Calibration({("dwtDct", 10): np.zeros(50, int)})
+    pmf = zeros.null_pmf(payload, "dwtDct")
+    assert pmf[8] == pytest.approx(1.0)
+    assert zeros.p_value(payload, "dwtDct", 8) == pytest.approx(1.0)
+    assert zeros.p_value(payload, "dwtDct", 9) == pytest.approx(0.0, abs=1e-12)
+    fair = cal_lib.Calibration({("dwtDct", 10): np.full(50, 5)})  # rate 0.5: Binomial(10, 0.5)
+    assert fair.p_value(payload, "dwtDct", 10) == pytest.approx(2**-10)
+    assert fair.p_value(payload, "dwtDct", 8) == pytest.approx(56 / 1024)  # P(X >= 8) = (1 + 10 + 45) / 1024
+    assert fair.threshold(payload, "dwtDct", 0.06) == 8  # 5.5 % <= 6 % < P(X >= 7) = 17 %
+    assert fair.threshold(payload, "dwtDct", 0.01) == 10  # P(X >= 9) = 1.07 % > 1 %
+
+
+def test_bundled_calibration_is_biased_and_fpr_measured():
+    cal = cal_lib.bundled()
+    rates = cal.ones[("dwtDct", 136)] / 136
+    assert len(rates) >= 300
+    assert np.median(rates) < 0.25  # most clean images decode to (nearly) all zeros: not a fair coin
+    records = cal.evaluation["fpr"]
+    assert {r["payload"] for r in records} == {"sd1", "sd2", "sdxl"}
+    for r in records:
+        assert r["measured_fpr"] <= max(2 * r["target_fpr"], 0.01)
