@@ -122,7 +122,7 @@ def vae_roundtrip(img: np.ndarray, rounds: float, rng, ctx: dict) -> np.ndarray:
     vae = ctx["vae"]
     h, w = img.shape[:2]
     h8, w8 = h // 8 * 8, w // 8 * 8
-    x = torch.from_numpy(np.ascontiguousarray(img[:h8, :w8])).permute(2, 0, 1)[None].float() / 127.5 - 1
+    x = torch.from_numpy(np.array(img[:h8, :w8])).permute(2, 0, 1)[None].float() / 127.5 - 1
     with torch.no_grad():
         for _ in range(int(rounds)):
             x = vae.decode(vae.encode(x.to(vae.dtype)).latent_dist.mean).sample.float().clamp(-1, 1)

@@ -107,7 +107,9 @@ def plan_attacks(attacks: Sequence[str] | None, strengths: Mapping[str, Sequence
     return plan
 
 
-def _image_digest(image: np.ndarray) -> str:
+def _image_digest(image: np.ndarray | None) -> str:
+    if image is None:
+        return "generated"
     return hashlib.sha1(np.ascontiguousarray(image).tobytes() + str(image.shape).encode()).hexdigest()[:16]
 
 
@@ -197,8 +199,8 @@ def _as_named(images: Mapping[str, Any] | Iterable[Any] | None) -> dict[str, np.
 
     if images is None:
         return default_images()
-    if isinstance(images, Mapping):
-        return {str(k): load_rgb(v) for k, v in images.items()}
+    if isinstance(images, Mapping):  # None values: sources for schemes that generate their own pair (Tree-Ring)
+        return {str(k): None if v is None else load_rgb(v) for k, v in images.items()}
     named = {}
     for i, image in enumerate(images):
         key = Path(image).stem if isinstance(image, (str, os.PathLike)) else f"image{i:03d}"
@@ -217,8 +219,10 @@ def battery(images: Mapping[str, Any] | Iterable[Any] | None = None,
 
     ``strengths`` maps an attack to its strengths (default: each attack's three).
     ``out`` makes it resumable; ``workers`` processes share the units (default:
-    all cores; 1 runs in this process). ``models`` passes ``vae=`` / ``pipe=`` to
-    the regeneration attacks.
+    all cores for post-hoc methods; 1, in this process, when a torch model is
+    involved, since forking a process that already runs torch threads can hang).
+    ``models`` passes ``vae=`` / ``pipe=`` to the regeneration attacks. An image
+    given as ``None`` (in a mapping) is only a name for generating schemes.
     """
     from tqdm.auto import tqdm
 
@@ -239,7 +243,11 @@ def battery(images: Mapping[str, Any] | Iterable[Any] | None = None,
     tasks = [(s, i, name, image, plan, seed) for s in schemes for i, (name, image) in enumerate(named.items())
              if (name, s) not in done]
     total, finished = len(named) * len(schemes), len(named) * len(schemes) - len(tasks)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
+    if any(image is None for image in named.values()) and any(isinstance(s, PostHoc) for s in schemes.values()):
+        raise ValidationError("images: post-hoc methods need real images; None is only for generating schemes such as Tree-Ring")
+    torch_inside = bool(models) or not all(isinstance(s, PostHoc) for s in schemes.values())
+    workers = workers or (1 if torch_inside else os.cpu_count() or 1)
+    workers = max(1, min(workers, len(tasks) or 1))
     bar = tqdm(total=total, initial=finished, desc="battery", unit="unit", disable=not progress)
     collected: list[dict] = []
 
