@@ -1,5 +1,257 @@
-"""Loading pipelines: the shapes world offline, real SD checkpoints through the same function."""
+"""Loading pipelines: the shapes world offline, real SD checkpoints through the same function.
+
+``load_pipeline`` returns a plain diffusers pipeline with an ``sdlab_info``
+attribute (:class:`ModelInfo`: name, short hash, recommended defaults, preview
+factors) that generation and metadata read. Nothing is downloaded unless the
+caller says ``download=True``: a classroom without internet gets a one-line
+error that names the model and says how to fetch it, never a hang.
+"""
 from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelNotFoundError, UnsafeCheckpointError, ValidationError
 
 SDLAB_META = "sdlab.json"  # sdlab's own notes saved beside a diffusers pipeline
 MODEL_DEFAULTS = {"guidance": 5.0, "sampler": "DPM++ 2M", "steps": 25}
+SHAPES_WORLD = "shapes-world"
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / SHAPES_WORLD
+
+# Latent -> RGB preview factors from ../shared/REFERENCE.md (rows: latent channels; columns: R, G, B).
+SD1_PREVIEW = {
+    "latent_rgb_factors": [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]],
+    "latent_rgb_bias": [0.0, 0.0, 0.0],
+}
+SDXL_PREVIEW = {
+    "latent_rgb_factors": [[0.3651, 0.4232, 0.4341], [-0.2533, -0.0042, 0.1068], [0.1076, 0.1111, -0.0362], [-0.3165, -0.2492, -0.2188]],
+    "latent_rgb_bias": [0.1084, -0.0175, -0.0011],
+}
+
+
+@dataclass(frozen=True)
+class HubModel:
+    repo_id: str
+    defaults: dict
+    preview: dict | None
+
+
+HUB_ALIASES: dict[str, HubModel] = {
+    "sd14": HubModel("CompVis/stable-diffusion-v1-4", {"guidance": 7.5, "sampler": "PLMS", "steps": 50, "width": 512, "height": 512}, SD1_PREVIEW),
+    "sd15": HubModel("stable-diffusion-v1-5/stable-diffusion-v1-5", {"guidance": 7.5, "sampler": "DPM++ 2M Karras", "steps": 25, "width": 512, "height": 512}, SD1_PREVIEW),
+    "sd21": HubModel("stabilityai/stable-diffusion-2-1", {"guidance": 7.5, "sampler": "DPM++ 2M Karras", "steps": 25, "width": 768, "height": 768}, SD1_PREVIEW),
+    "sdxl": HubModel("stabilityai/stable-diffusion-xl-base-1.0", {"guidance": 7.0, "sampler": "DPM++ 2M Karras", "steps": 30, "width": 1024, "height": 1024}, SDXL_PREVIEW),
+    "sd35-medium": HubModel("stabilityai/stable-diffusion-3.5-medium", {"guidance": 4.5, "sampler": "Euler", "steps": 28, "width": 1024, "height": 1024}, None),
+}
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+
+
+@dataclass
+class ModelInfo:
+    """What sdlab knows about a loaded model, for defaults, previews and metadata."""
+
+    name: str
+    source: str  # directory, file or hub id the weights came from
+    defaults: dict = field(default_factory=lambda: dict(MODEL_DEFAULTS))
+    preview: dict | None = None
+    extra: dict = field(default_factory=dict)
+    _hash: str | None = None
+
+    @property
+    def hash(self) -> str:
+        """A1111-style short hash: first 10 hex digits of SHA-256 of the (UNet) weights file."""
+        if self._hash is None:
+            self._hash = _short_hash(self.source)
+        return self._hash
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(functools.partial(f.read, 1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _short_hash(source: str) -> str:
+    path = Path(source)
+    if path.is_file():
+        return _sha256(path)[:10]
+    if path.is_dir():
+        weights = sorted(path.glob("unet/*.safetensors")) or sorted(path.glob("transformer/*.safetensors"))
+        if weights:
+            digest = hashlib.sha256("".join(_sha256(w) for w in weights).encode())
+            return digest.hexdigest()[:10]
+    return hashlib.sha256(source.encode()).hexdigest()[:10]
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> cuda, then mps, then cpu; an explicit name is checked."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise ValidationError(f"device: {device!r} is not valid; use auto, cpu, cuda, cuda:N or mps")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValidationError(f"device: {device!r} requested but this torch has no CUDA (torch {torch.__version__}); use cpu")
+    return device
+
+
+def resolve_dtype(dtype: Any = "auto", device: str = "cpu"):
+    """``auto`` -> fp16 on CUDA, fp32 elsewhere; also accepts 'fp16', 'bf16', 'fp32' or a torch dtype."""
+    import torch
+
+    names = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+             "fp32": torch.float32, "float32": torch.float32}
+    if dtype == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in names:
+        raise ValidationError(f"dtype: {dtype!r} is not valid; use auto, fp16, bf16 or fp32")
+    return names[dtype]
+
+
+def _read_meta(directory: Path) -> dict:
+    path = directory / SDLAB_META
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _info_for_directory(directory: Path, name: str | None = None) -> ModelInfo:
+    meta = _read_meta(directory)
+    return ModelInfo(
+        name=name or meta.get("name") or directory.name,
+        source=str(directory),
+        defaults={**MODEL_DEFAULTS, **meta.get("defaults", {})},
+        preview=meta.get("preview"),
+        extra={k: v for k, v in meta.items() if k not in ("name", "defaults", "preview")},
+    )
+
+
+def _single_file_class(path: Path):
+    """Pick the diffusers pipeline class for an original-format checkpoint from its tensor names."""
+    from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+    if any(k.startswith("conditioner.embedders.1") for k in keys):
+        return StableDiffusionXLPipeline
+    if any("joint_blocks" in k for k in keys):
+        return StableDiffusion3Pipeline
+    return StableDiffusionPipeline
+
+
+def _hub_cached(repo_id: str) -> str | None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id, local_files_only=True)
+    except Exception:
+        return None
+
+
+def load_pipeline(
+    model: str | os.PathLike = SHAPES_WORLD,
+    device: str = "auto",
+    dtype: Any = "auto",
+    allow_pickle: bool = False,
+    download: bool = False,
+):
+    """Load a diffusers pipeline by registered name, local directory or single checkpoint file.
+
+    - ``shapes-world``: the project's own model, shipped in the package.
+    - ``sd14``, ``sd15``, ``sd21``, ``sdxl``, ``sd35-medium`` (or any hub id
+      ``owner/name``): from the local Hugging Face cache; fetched only when
+      ``download=True``.
+    - a directory with ``model_index.json``; a single ``.safetensors`` file.
+    - ``.ckpt``/``.pt``/``.bin`` pickles are refused unless ``allow_pickle=True``:
+      unpickling runs code from the file.
+
+    The returned pipeline has ``sdlab_info`` (:class:`ModelInfo`).
+    """
+    from diffusers import DiffusionPipeline
+
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    name = os.fspath(model)
+    path = Path(name).expanduser()
+
+    if name == SHAPES_WORLD:
+        if not (SHIPPED_DIR / "model_index.json").exists():
+            raise ModelNotFoundError(
+                f"the shapes-world weights are missing from {SHIPPED_DIR}; reinstall sdlab or train them with 'sdlab mini train --out DIR'"
+            )
+        pipe = DiffusionPipeline.from_pretrained(SHIPPED_DIR, dtype=torch_dtype)
+        info = _info_for_directory(SHIPPED_DIR, SHAPES_WORLD)
+    elif path.is_dir():
+        if not (path / "model_index.json").exists():
+            raise ModelNotFoundError(f"model: {name!r} is a directory but not a diffusers pipeline (no model_index.json)")
+        pipe = DiffusionPipeline.from_pretrained(path, dtype=torch_dtype)
+        info = _info_for_directory(path)
+    elif path.suffix.lower() in PICKLE_SUFFIXES:
+        if not path.exists():
+            raise ModelNotFoundError(f"model: no such file {name!r}")
+        if not allow_pickle:
+            raise UnsafeCheckpointError(
+                f"model: {path.name} is a pickle checkpoint, and loading a pickle can run arbitrary code; "
+                "convert it to .safetensors or pass allow_pickle=True (CLI: --allow-pickle) if you trust its source"
+            )
+        pipe = _from_single_file(path, torch_dtype)
+        info = ModelInfo(name=path.stem, source=str(path))
+    elif path.suffix.lower() == ".safetensors":
+        if not path.exists():
+            raise ModelNotFoundError(f"model: no such file {name!r}")
+        pipe = _from_single_file(path, torch_dtype)
+        info = ModelInfo(name=path.stem, source=str(path))
+    elif name in HUB_ALIASES or "/" in name:
+        hub = HUB_ALIASES.get(name, HubModel(name, dict(MODEL_DEFAULTS), None))
+        local = _hub_cached(hub.repo_id)
+        if local is None and not download:
+            raise ModelNotFoundError(
+                f"model {name!r} ({hub.repo_id}) is not in the local Hugging Face cache and sdlab does not download by itself; "
+                f"fetch it once with 'huggingface-cli download {hub.repo_id}' or load_pipeline({name!r}, download=True)"
+            )
+        pipe = DiffusionPipeline.from_pretrained(local or hub.repo_id, dtype=torch_dtype)
+        info = ModelInfo(name=name, source=local or hub.repo_id, defaults={**MODEL_DEFAULTS, **hub.defaults}, preview=hub.preview)
+    else:
+        valid = ", ".join([SHAPES_WORLD, *HUB_ALIASES])
+        raise ModelNotFoundError(f"model: {name!r} is not a registered name ({valid}), a diffusers directory, or a checkpoint file")
+
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.sdlab_info = info
+    return pipe
+
+
+def _from_single_file(path: Path, torch_dtype):
+    cls = _single_file_class(path) if path.suffix.lower() == ".safetensors" else None
+    if cls is None:
+        from diffusers import StableDiffusionPipeline as cls  # pickles: SD 1.x/2.x is by far the common case
+    try:
+        return cls.from_single_file(str(path), dtype=torch_dtype, local_files_only=True)
+    except Exception as exc:
+        raise ModelNotFoundError(
+            f"model: could not load {path.name} as {cls.__name__} offline ({type(exc).__name__}); "
+            "single-file loading needs the model's config in the local Hugging Face cache"
+        ) from None
+
+
+def model_info(pipe) -> ModelInfo:
+    """The :class:`ModelInfo` of a pipeline (one made for a pipeline not loaded through sdlab)."""
+    info = getattr(pipe, "sdlab_info", None)
+    if info is None:
+        source = getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path", "unknown")
+        info = _info_for_directory(Path(source)) if Path(str(source)).is_dir() else ModelInfo(name=str(source), source=str(source))
+        pipe.sdlab_info = info
+    return info

@@ -18,3 +18,12 @@ def laion_sample() -> Path:
             pytest.fail(f"{LAION_SAMPLE} is missing, but CI must have ../shared")
         pytest.skip(f"needs {LAION_SAMPLE} (present in CI; a fresh clone has no ../shared)")
     return LAION_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory) -> Path:
+    """A shapes-world pipeline trained for a few steps from scratch (weights meaningless, format real)."""
+    from sdlab.mini.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    return train(out, TrainConfig(n_images=96, vae_steps=2, unet_steps=2, vae_batch=4, unet_batch=4), progress=False)

@@ -1,9 +1,10 @@
 """Architecture of the shapes-world model: standard diffusers/transformers parts, small.
 
-Sizes were chosen by measurement on a 2-core CPU (see ``../shared/DESIGN.md``
-and ``benchmarks/``): an 8x8x4 latent, a two-level UNet with cross-attention
-at both levels (about 15 ms per classifier-free-guidance call), a 3-layer
-CLIP text encoder of width 128.
+Sizes were chosen by measurement on a 2-core CPU (see ``benchmarks/``): a
+VAE that downsamples by 4 (64x64 RGB <-> 4x16x16; at a factor of 8 a small
+shape falls into one or two latent pixels and the VAE learned it several
+times slower), a three-level UNet with cross-attention at 8x8 and 4x4 (about
+17 ms per classifier-free-guidance call), a 3-layer CLIP text encoder of width 128.
 """
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from . import tokenizer as tokenizer_lib
 from .world import IMAGE_SIZE
 
-LATENT_CHANNELS = 4
-VAE_FACTOR = 8  # 64x64 image -> 8x8 latent, as SD's VAE
+VAE_FACTOR = 4  # 64x64 image -> 16x16 latent (SD's VAE uses 8)
 TEXT_WIDTH = 128
 
 
@@ -24,23 +24,26 @@ TEXT_WIDTH = 128
 class ModelConfig:
     """The knobs of the shapes-world architecture (the defaults are what ships)."""
 
-    unet_channels: tuple[int, ...] = (64, 128)
+    unet_channels: tuple[int, ...] = (32, 64, 128)
+    unet_attention: tuple[bool, ...] = (False, True, True)  # cross-attention per level
     unet_heads: int = 4
     text_layers: int = 3
     text_width: int = TEXT_WIDTH
-    vae_channels: tuple[int, ...] = (16, 32, 64, 64)
+    vae_channels: tuple[int, ...] = (16, 32, 64)
+    latent_channels: int = 4
+    vae_norm_groups: int = 8
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def build_vae(cfg: ModelConfig) -> AutoencoderKL:
-    """A 4-level KL autoencoder: 64x64 RGB <-> 4x8x8 latents."""
+    """A 3-level KL autoencoder: 64x64 RGB <-> 4x16x16 latents."""
     n = len(cfg.vae_channels)
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS,
+        in_channels=3, out_channels=3, latent_channels=cfg.latent_channels,
         down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=cfg.vae_channels, layers_per_block=1, norm_num_groups=8,
+        block_out_channels=cfg.vae_channels, layers_per_block=1, norm_num_groups=cfg.vae_norm_groups,
         sample_size=IMAGE_SIZE,
     )
 
@@ -57,12 +60,13 @@ def build_text_encoder(cfg: ModelConfig, tok: CLIPTokenizer) -> CLIPTextModel:
 
 
 def build_unet(cfg: ModelConfig) -> UNet2DConditionModel:
-    """A two-level conditional UNet with cross-attention at both levels."""
-    n = len(cfg.unet_channels)
+    """A conditional UNet; cross-attention on the levels ``cfg.unet_attention`` marks."""
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in cfg.unet_attention)
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.unet_attention))
     return UNet2DConditionModel(
-        sample_size=IMAGE_SIZE // VAE_FACTOR, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
+        sample_size=IMAGE_SIZE // VAE_FACTOR, in_channels=cfg.latent_channels, out_channels=cfg.latent_channels,
         block_out_channels=cfg.unet_channels,
-        down_block_types=("CrossAttnDownBlock2D",) * n, up_block_types=("CrossAttnUpBlock2D",) * n,
+        down_block_types=down, up_block_types=up,
         layers_per_block=1, cross_attention_dim=cfg.text_width, attention_head_dim=cfg.unet_heads,
     )
 

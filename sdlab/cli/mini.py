@@ -1,0 +1,114 @@
+"""``sdlab mini data | train | eval``: the shapes world's data, training and evaluation."""
+from __future__ import annotations
+
+import json
+
+from ..errors import ValidationError
+
+
+def register(sub) -> None:
+    mini = sub.add_parser("mini", help="the shapes world: make its data, train it, evaluate it")
+    verbs = mini.add_subparsers(dest="mini_command", metavar="VERB", parser_class=type(mini))
+    verbs.required = True
+
+    p = verbs.add_parser("data", help="write shapes-world images (PNG) and their LAION-style metadata parquet")
+    p.add_argument("--out", required=True)
+    p.add_argument("-n", type=int, default=2000, help="number of images (default 2000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data)
+
+    p = verbs.add_parser("train", help="train the shapes world from scratch (resumes if killed)")
+    p.add_argument("--out", required=True, help="run directory: checkpoints, logs and the exported pipeline")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images", type=int, help="training images (default 40000)")
+    p.add_argument("--vae-steps", type=int)
+    p.add_argument("--unet-steps", type=int)
+    p.set_defaults(func=cmd_train)
+
+    p = verbs.add_parser("eval", help="accuracy per attribute per guidance, skews, negative prompts, diversity")
+    p.add_argument("model", nargs="?", default="shapes-world")
+    p.add_argument("--prompts", type=int, default=320, help="fully specified evaluation prompts (default 320)")
+    p.add_argument("--guidance", default="1,2,3,5,7.5,10,15", help="comma-separated guidance values")
+    p.add_argument("--seeds", type=int, default=64, help="seeds for the skew and negative-prompt checks")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", help="also write the report as JSON to this file")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_data(args) -> int:
+    from pathlib import Path
+
+    from PIL import Image
+
+    from ..io import atomic_path
+    from ..mini import world
+
+    if args.n < 1:
+        raise ValidationError(f"-n: {args.n} must be >= 1")
+    out = Path(args.out)
+    images, meta = world.make_dataset(args.n, seed=args.seed)
+    files = []
+    for i, array in enumerate(images):
+        path = out / "images" / f"{i:07d}.png"
+        with atomic_path(path) as tmp:
+            Image.fromarray(array).save(tmp, format="PNG")
+        files.append(str(path.relative_to(out)))
+    meta["file"] = files
+    with atomic_path(out / "metadata.parquet") as tmp:
+        meta.to_parquet(tmp, index=False)
+    print(out / "metadata.parquet")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from dataclasses import replace
+
+    from ..mini.train import TrainConfig, train
+
+    changes = {k: v for k, v in (("seed", args.seed), ("n_images", args.images), ("vae_steps", args.vae_steps), ("unet_steps", args.unet_steps)) if v is not None}
+    for key, value in changes.items():
+        if key != "seed" and value < 1:
+            raise ValidationError(f"--{key.replace('_', '-')}: {value} must be >= 1")
+    print(train(args.out, replace(TrainConfig(), **changes)))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from ..io import atomic_write_text
+    from ..mini.evaluate import evaluate
+    from ..models import load_pipeline
+
+    try:
+        guidance = tuple(float(v) for v in args.guidance.split(","))
+    except ValueError:
+        raise ValidationError(f"--guidance: {args.guidance!r} must be comma-separated numbers, e.g. 1,3,7.5") from None
+    if args.prompts < 1 or args.seeds < 2:
+        raise ValidationError("--prompts must be >= 1 and --seeds >= 2")
+    pipe = load_pipeline(args.model, device="auto")
+    report = evaluate(pipe, n_prompts=args.prompts, guidance=guidance, n_seeds=args.seeds, progress=not args.json)
+    report["model"] = pipe.sdlab_info.name
+    text = json.dumps(report, indent=None if args.json else 2)
+    if args.out:
+        atomic_write_text(args.out, text)
+    if args.json:
+        print(text)
+    else:
+        _print_report(report)
+    return 0
+
+
+def _print_report(report: dict) -> None:
+    import pandas as pd
+
+    print(f"model {report['model']}: defaults {report['defaults']}")
+    print("accuracy per guidance (share correct):")
+    print(pd.DataFrame(report["accuracy"]).to_string(index=False))
+    print(f"best guidance: {report['best_guidance']}")
+    skews = pd.DataFrame(report["skews"])
+    print("colour shares for under-specified prompts (generated vs training captions):")
+    print(skews[(skews.generated_share > 0) | (skews.training_share > 0)].to_string(index=False))
+    print("negative prompt:")
+    print(pd.DataFrame(report["negative_prompt"]).to_string(index=False))
+    print("diversity over seeds:")
+    print(pd.DataFrame(report["diversity"]).to_string(index=False))
+    print(f"{report['seconds']} s")

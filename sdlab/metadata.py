@@ -1,0 +1,249 @@
+"""PNG metadata: AUTOMATIC1111's ``parameters`` text chunk, written and read.
+
+Format (REFERENCE.md): the prompt (may span lines), an optional
+``Negative prompt: ...`` line, and a last line of ``Key: value`` pairs joined
+by ``, `` (values with commas, colons or newlines JSON-quoted). Reading uses
+A1111's own regex and rule (a last line with fewer than 3 pairs is prompt).
+Keys sdlab has no field for are kept in ``spec.extra`` and written back.
+ComfyUI's ``prompt`` JSON chunk is read where its graph has a KSampler.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from .errors import MetadataError, ValidationError
+from .io import atomic_path, unique_path
+from .spec import GenerationSpec
+
+_PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_SIZE = re.compile(r"^(\d+)x(\d+)$")
+NEGATIVE = "Negative prompt:"
+
+# Keys sdlab writes beyond A1111's own (A1111 keeps unknown keys too).
+INIT_HASH, MASK_HASH, OUTPAINT, BATCH = "Init image hash", "Mask hash", "Outpaint margins", "Batch size"
+
+
+def _quote(value: str) -> str:
+    """A1111's quoting: JSON-quote values that contain a comma, colon, newline or quote."""
+    return json.dumps(value, ensure_ascii=False) if any(c in value for c in ',:\n"') else value
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value[1:-1]
+    return value
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def image_hash(image: Any) -> str:
+    """Short SHA-256 of an image's RGB pixels (for init images and masks)."""
+    from .images import load_rgb
+
+    pixels = load_rgb(image)
+    return hashlib.sha256(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()[:10]
+
+
+def format_parameters(spec: GenerationSpec) -> str:
+    """The A1111 ``parameters`` text for a resolved spec."""
+    lines = [spec.prompt]
+    if spec.negative_prompt:
+        lines.append(f"{NEGATIVE} {spec.negative_prompt}")
+    pairs: list[tuple[str, str]] = []
+    if spec.steps is not None:
+        pairs.append(("Steps", str(spec.steps)))
+    if spec.sampler is not None:
+        base, karras = (spec.sampler[: -len(" Karras")], True) if spec.sampler.endswith(" Karras") else (spec.sampler, False)
+        pairs.append(("Sampler", base))
+        if karras:
+            pairs.append(("Schedule type", "Karras"))
+    if spec.guidance is not None:
+        pairs.append(("CFG scale", _number(spec.guidance)))
+    pairs.append(("Seed", str(spec.seed)))
+    if spec.width is not None and spec.height is not None:
+        pairs.append(("Size", f"{spec.width}x{spec.height}"))
+    if spec.model_hash:
+        pairs.append(("Model hash", spec.model_hash))
+    if spec.model:
+        pairs.append(("Model", spec.model))
+    if spec.init_image is not None:
+        pairs.append(("Denoising strength", _number(spec.strength)))
+        pairs.append((INIT_HASH, image_hash(spec.init_image)))
+    if spec.mask is not None:
+        pairs.append(("Mask blur", str(spec.mask_blur)))
+        pairs.append((MASK_HASH, image_hash(spec.mask)))
+    if spec.outpaint is not None:
+        pairs.append((OUTPAINT, ",".join(map(str, spec.outpaint))))
+    if spec.clip_skip != 1:
+        pairs.append(("Clip skip", str(spec.clip_skip)))
+    if spec.batch_size != 1:
+        pairs.append((BATCH, str(spec.batch_size)))
+    written = {k for k, _ in pairs}
+    pairs += [(k, str(v)) for k, v in spec.extra.items() if k not in written]
+    lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in pairs))
+    return "\n".join(lines)
+
+
+def parse_parameters(text: str) -> tuple[str, str, dict[str, str]]:
+    """Split A1111 ``parameters`` text into (prompt, negative prompt, key/value pairs)."""
+    if not isinstance(text, str) or not text.strip():
+        raise MetadataError("parameters: the text is empty")
+    *lines, last = text.strip().split("\n")
+    pairs = _PAIR.findall(last)
+    if len(pairs) < 3:  # A1111's rule: then the last line is part of the prompt
+        lines.append(last)
+        pairs = []
+    prompt_lines, negative_lines, in_negative = [], [], False
+    for line in lines:
+        if line.startswith(NEGATIVE):
+            in_negative = True
+            line = line[len(NEGATIVE):].strip()
+        (negative_lines if in_negative else prompt_lines).append(line)
+    return "\n".join(prompt_lines).strip(), "\n".join(negative_lines).strip(), {k.strip(): _unquote(v) for k, v in pairs}
+
+
+def _int(pairs: dict, key: str) -> int | None:
+    try:
+        return int(float(pairs[key])) if key in pairs else None
+    except ValueError:
+        raise MetadataError(f"parameters: {key} {pairs[key]!r} is not a number") from None
+
+
+def _float(pairs: dict, key: str) -> float | None:
+    try:
+        return float(pairs[key]) if key in pairs else None
+    except ValueError:
+        raise MetadataError(f"parameters: {key} {pairs[key]!r} is not a number") from None
+
+
+# Keys held by spec fields. "Denoising strength" and "Mask blur" also stay in ``extra``:
+# A1111 writes them for hires fix too, where sdlab has no init image to carry them.
+_CONSUMED = {"Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model hash", "Model", "Clip skip", BATCH}
+
+
+def spec_from_parameters(text: str) -> GenerationSpec:
+    """A :class:`GenerationSpec` from A1111 ``parameters`` text; unknown keys go to ``extra``."""
+    prompt, negative, pairs = parse_parameters(text)
+    width = height = None
+    if "Size" in pairs:
+        m = _SIZE.match(pairs["Size"].strip())
+        if not m:
+            raise MetadataError(f"parameters: Size {pairs['Size']!r} is not WIDTHxHEIGHT")
+        width, height = int(m.group(1)), int(m.group(2))
+    sampler = pairs.get("Sampler")
+    if sampler is not None:
+        from .samplers import canonical_name
+
+        try:
+            sampler = canonical_name(sampler, pairs.get("Schedule type"))
+        except ValidationError:
+            sampler = None  # a sampler sdlab lacks: keep the text, generate with the model's default
+    # Init images, masks and outpaint canvases cannot live in the text: their
+    # hashes and margins stay in ``extra`` (reproduce takes the image again).
+    extra = {k: v for k, v in pairs.items() if k not in _CONSUMED}
+    if sampler is None and "Sampler" in pairs:
+        extra["Sampler"] = pairs["Sampler"]
+    try:
+        return GenerationSpec(
+            prompt=prompt, negative_prompt=negative,
+            seed=_int(pairs, "Seed") if "Seed" in pairs else -1,
+            steps=_int(pairs, "Steps"), guidance=_float(pairs, "CFG scale"), sampler=sampler,
+            width=width, height=height, batch_size=_int(pairs, BATCH) or 1,
+            clip_skip=_int(pairs, "Clip skip") or 1,
+            strength=_float(pairs, "Denoising strength") if "Denoising strength" in pairs else 0.75,
+            mask_blur=_int(pairs, "Mask blur") if "Mask blur" in pairs else 4,
+            model=pairs.get("Model"), model_hash=pairs.get("Model hash"),
+            extra=extra,
+        )
+    except ValidationError as exc:
+        raise MetadataError(f"parameters: {exc}") from None
+
+
+# ComfyUI sampler names -> A1111 names (scheduler "karras" adds " Karras").
+_COMFY_SAMPLERS = {
+    "euler": "Euler", "euler_ancestral": "Euler a", "heun": "Heun", "lms": "LMS", "ddim": "DDIM",
+    "dpm_2": "DPM2", "dpm_2_ancestral": "DPM2 a", "dpmpp_2m": "DPM++ 2M", "dpmpp_2m_sde": "DPM++ 2M SDE",
+    "dpmpp_sde": "DPM++ SDE", "uni_pc": "UniPC", "lcm": "LCM",
+}
+
+
+def spec_from_comfyui(prompt_json: str) -> GenerationSpec:
+    """Read what maps from a ComfyUI ``prompt`` graph (its first KSampler); the rest is named in ``extra['unmapped']``."""
+    try:
+        graph = json.loads(prompt_json)
+    except json.JSONDecodeError as exc:
+        raise MetadataError(f"ComfyUI prompt: not valid JSON ({exc.msg})") from None
+    samplers = [n for n in graph.values() if isinstance(n, dict) and str(n.get("class_type", "")).startswith("KSampler")]
+    if not samplers:
+        raise MetadataError("ComfyUI prompt: no KSampler node, so there is no seed/steps/CFG to read")
+    inputs = samplers[0].get("inputs", {})
+
+    def text_of(link) -> str:
+        node = graph.get(str(link[0])) if isinstance(link, list) and link else None
+        return str(node.get("inputs", {}).get("text", "")) if node else ""
+
+    unmapped = []
+    name = _COMFY_SAMPLERS.get(str(inputs.get("sampler_name")))
+    if name is None:
+        unmapped.append(f"sampler {inputs.get('sampler_name')!r}")
+    elif inputs.get("scheduler") == "karras" and f"{name} Karras" in __import__("sdlab.samplers", fromlist=["SAMPLERS"]).SAMPLERS:
+        name += " Karras"
+    width = height = None
+    latent = graph.get(str(inputs.get("latent_image", [None])[0])) if isinstance(inputs.get("latent_image"), list) else None
+    if latent and "width" in latent.get("inputs", {}):
+        width, height = int(latent["inputs"]["width"]), int(latent["inputs"]["height"])
+    else:
+        unmapped.append("size")
+    if float(inputs.get("denoise", 1.0)) != 1.0:
+        unmapped.append(f"denoise {inputs.get('denoise')} (img2img source not in the graph)")
+    seed = int(inputs.get("seed", inputs.get("noise_seed", -1))) % 2**32
+    return GenerationSpec(
+        prompt=text_of(inputs.get("positive")), negative_prompt=text_of(inputs.get("negative")),
+        seed=seed, steps=int(inputs["steps"]) if "steps" in inputs else None,
+        guidance=float(inputs["cfg"]) if "cfg" in inputs else None, sampler=name,
+        width=width, height=height, extra={"source": "ComfyUI", "unmapped": "; ".join(unmapped)} if unmapped else {"source": "ComfyUI"},
+    )
+
+
+def read_parameters(path: str | Path) -> GenerationSpec:
+    """The spec stored in a PNG by sdlab, AUTOMATIC1111 or ComfyUI."""
+    path = Path(path)
+    if not path.exists():
+        raise MetadataError(f"no such file {str(path)!r}")
+    try:
+        with Image.open(path) as image:
+            info = dict(image.info)
+            text = getattr(image, "text", None) or {}
+    except Exception as exc:
+        raise MetadataError(f"{path.name}: not a readable image ({exc})") from None
+    chunks = {**{k: v for k, v in info.items() if isinstance(v, str)}, **text}
+    if "parameters" in chunks:
+        return spec_from_parameters(chunks["parameters"])
+    if "prompt" in chunks:
+        return spec_from_comfyui(chunks["prompt"])
+    raise MetadataError(f"{path.name}: no generation metadata (no 'parameters' or ComfyUI 'prompt' text chunk)")
+
+
+def save_png(image: Image.Image | np.ndarray, spec: GenerationSpec, out_dir: str | Path) -> Path:
+    """Save ``image`` with its ``parameters`` chunk as ``seed-NNNN.png`` in ``out_dir``; never overwrites."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    chunk = PngImagePlugin.PngInfo()
+    chunk.add_text("parameters", format_parameters(spec))
+    path = unique_path(out_dir, f"{spec.seed}", ".png")
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", pnginfo=chunk)
+    return path

@@ -1,0 +1,38 @@
+"""Training from scratch: a few steps through every stage, a standard diffusers pipeline out."""
+import json
+from dataclasses import replace
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
+
+from sdlab.mini.train import TrainConfig, train
+
+
+def test_pipeline_loads_with_plain_diffusers_and_generates(tiny_pipeline_dir):
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir)
+    image = pipe("a red circle", num_inference_steps=2, height=64, width=64, generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (64, 64)
+    meta = json.loads((tiny_pipeline_dir / "sdlab.json").read_text())
+    assert meta["defaults"]["steps"] >= 1 and len(meta["preview"]["latent_rgb_factors"]) == pipe.unet.config.in_channels
+    assert all(p.suffix == ".safetensors" for p in tiny_pipeline_dir.rglob("*.safetensors"))
+    assert not list(tiny_pipeline_dir.rglob("*.bin"))
+
+
+def test_training_resumes_where_it_stopped(tmp_path):
+    cfg = TrainConfig(n_images=64, vae_steps=2, unet_steps=3, vae_batch=4, unet_batch=4, checkpoint_minutes=0.0)
+    first = train(tmp_path, cfg, progress=False)
+    unet_before = {k: v.clone() for k, v in StableDiffusionPipeline.from_pretrained(first).unet.state_dict().items()}
+    log_lines = (tmp_path / "train_log.jsonl").read_text().splitlines()
+    # a rerun finds every stage done: same weights, no new training steps
+    again = train(tmp_path, cfg, progress=False)
+    unet_after = StableDiffusionPipeline.from_pretrained(again).unet.state_dict()
+    assert all(torch.equal(unet_before[k], unet_after[k]) for k in unet_before)
+    new_lines = (tmp_path / "train_log.jsonl").read_text().splitlines()[len(log_lines):]
+    assert [json.loads(l)["stage"] for l in new_lines] == ["done"]
+    # extending the run continues from the checkpoint rather than starting over
+    longer = train(tmp_path, replace(cfg, unet_steps=5), progress=False)
+    steps = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines() if '"unet"' in l]
+    assert [s["step"] for s in steps] == [0]  # a restart from scratch would have logged step 0 again
+    state = torch.load(tmp_path / "unet.ckpt", weights_only=True)
+    assert state["step"] == 5 and longer.exists()
