@@ -64,10 +64,17 @@ def min_size(pipe) -> int:
     return size_factor(pipe) * 2 ** (levels - 1)
 
 
+def native_size(pipe) -> int:
+    """The size the model was trained at (diffusers' own default when none is given)."""
+    unet = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    return int(unet.config.sample_size) * size_factor(pipe)
+
+
 def prepare(pipe, spec: GenerationSpec) -> GenerationSpec:
     """Resolve defaults and a seed, and check the spec against the model."""
     info = model_info(pipe)
-    spec = spec.with_seed().resolved(info.defaults)
+    side = native_size(pipe)
+    spec = spec.with_seed().resolved({"width": side, "height": side, **info.defaults})
     if spec.model is None or spec.model_hash is None:
         spec = spec.replace(model=spec.model or info.name, model_hash=spec.model_hash or info.hash)
     factor, smallest = size_factor(pipe), min_size(pipe)

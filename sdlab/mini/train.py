@@ -249,7 +249,7 @@ def export_pipeline(out: Path, vae, text, unet, tok, preview: dict, cfg: TrainCo
     pipe.save_pretrained(target, safe_serialization=True)
     meta = {
         "name": "shapes-world",
-        "defaults": defaults or dict(MODEL_DEFAULTS),
+        "defaults": defaults or {**MODEL_DEFAULTS, "width": world.IMAGE_SIZE, "height": world.IMAGE_SIZE},
         "preview": preview,
         "training": {k: v for k, v in asdict(cfg).items()},
         "vocabulary": world.vocabulary(),
