@@ -20,7 +20,7 @@ def test_pipeline_loads_with_plain_diffusers_and_generates(tiny_pipeline_dir):
 
 
 def test_training_resumes_where_it_stopped(tmp_path):
-    cfg = TrainConfig(n_images=64, vae_steps=2, unet_steps=3, vae_batch=4, unet_batch=4, checkpoint_minutes=0.0)
+    cfg = TrainConfig(n_images=64, vae_steps=2, decoder_steps=2, unet_steps=3, vae_batch=4, decoder_batch=4, unet_batch=4, checkpoint_minutes=0.0)
     first = train(tmp_path, cfg, progress=False)
     unet_before = {k: v.clone() for k, v in StableDiffusionPipeline.from_pretrained(first).unet.state_dict().items()}
     log_lines = (tmp_path / "train_log.jsonl").read_text().splitlines()
@@ -30,6 +30,7 @@ def test_training_resumes_where_it_stopped(tmp_path):
     assert all(torch.equal(unet_before[k], unet_after[k]) for k in unet_before)
     new_lines = (tmp_path / "train_log.jsonl").read_text().splitlines()[len(log_lines):]
     assert [json.loads(l)["stage"] for l in new_lines] == ["done"]
+    assert (tmp_path / "vae_decoder" / "config.json").exists()
     # extending the run continues from the checkpoint rather than starting over
     longer = train(tmp_path, replace(cfg, unet_steps=5), progress=False)
     steps = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines() if '"unet"' in l]
