@@ -80,15 +80,23 @@ def test_languages_from_column():
 
 
 def test_languages_detected_offline():
-    texts = ["The quick brown fox jumps over the lazy dog near the river",
-             "Der schnelle braune Fuchs springt über den faulen Hund",
-             "Le renard brun rapide saute par-dessus le chien paresseux",
-             "El rápido zorro marrón salta sobre el perro perezoso"] * 5
-    frame = pd.DataFrame({"TEXT": texts + [f"A beautiful red house with a garden number {i}" for i in range(20)]})
-    r = languages(open_dataset(frame), sample=1000)
+    texts = ["The quick brown fox jumps over the lazy dog near the river bank this morning",
+             "Der schnelle braune Fuchs springt über den faulen Hund und läuft davon",
+             "Le renard brun rapide saute par-dessus le chien paresseux dans le jardin",
+             "El rápido zorro marrón salta sobre el perro perezoso en el parque"] * 5
+    frame = pd.DataFrame({"TEXT": texts + [f"A beautiful old house with a large garden and {i} tall trees" for i in range(20)]})
+    r = languages(open_dataset(frame), sample=1000, accuracy="low")
     got = dict(zip(r.table["language"], r.table["count"]))
     assert got["en"] == 21 and got["de"] == 1 and got["fr"] == 1 and got["es"] == 1  # distinct captions only
     assert (r.table["ci_low"] <= r.table["share"]).all() and (r.table["share"] <= r.table["ci_high"]).all()
+    with pytest.raises(ValidationError, match="accuracy"):
+        languages(open_dataset(frame), accuracy="best")
+
+
+@pytest.mark.slow
+def test_languages_high_accuracy_on_the_sample(laion_sample):
+    r = languages(open_dataset(laion_sample), sample=500)
+    assert r.table["language"].iloc[0] == "en" and r.stats["english_share"] > 0.75
 
 
 def test_wilson_interval():

@@ -125,7 +125,7 @@ def _discover(source: Source, engine: str, engine_options: dict) -> list[str]:
         return list(dd.read_csv(source.paths, sep="\t" if source.format == "tsv" else ",", storage_options=opts).columns)
     from .engines import DuckDBEngine
 
-    probe = DuckDBEngine(source, {})
+    probe = DuckDBEngine(source, {}, setup_sql=engine_options.get("setup_sql"))
     try:
         return probe.describe_columns()
     except Exception as exc:  # duckdb's own errors: unreadable files

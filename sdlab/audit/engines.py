@@ -97,7 +97,11 @@ class DuckDBEngine(Engine):
     name = "duckdb"
 
     def __init__(self, source: Source, columns: dict[str, str], threads: int | None = None,
-                 memory_limit: str = "1GB", temp_directory: str | None = None) -> None:
+                 memory_limit: str = "1GB", temp_directory: str | None = None,
+                 setup_sql: list[str] | None = None) -> None:
+        """``setup_sql`` runs first: e.g. ``["CREATE SECRET (TYPE s3, PROVIDER credential_chain)"]``
+        for private s3:// data, or ``["CREATE SECRET (TYPE huggingface, PROVIDER credential_chain)"]``
+        for gated hf:// datasets (DuckDB loads httpfs by itself, given internet)."""
         import duckdb
 
         super().__init__(source, columns)
@@ -109,6 +113,8 @@ class DuckDBEngine(Engine):
         self.con = duckdb.connect(config=config)
         # progress is tracked (query_progress) but never printed
         self.con.execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false")
+        for statement in setup_sql or []:
+            self.con.execute(statement)
         self._lock = threading.Lock()
         scan = self._scan()
         select = ", ".join(f'"{actual}" AS "{canon}"' for canon, actual in columns.items()) or "1 AS __none"
@@ -266,7 +272,7 @@ class DaskEngine(Engine):
         if s.frame is not None:
             ddf = dd.from_pandas(s.frame[actual], npartitions=max(1, min(16, len(s.frame) // 50_000)))
         elif s.format == "parquet":
-            ddf = dd.read_parquet(s.paths, columns=actual, **kw)
+            ddf = dd.read_parquet(s.paths, columns=actual, split_row_groups="adaptive", blocksize=self.blocksize, **kw)
         elif s.format in ("csv", "tsv"):
             ddf = dd.read_csv(s.paths, sep="\t" if s.format == "tsv" else ",", usecols=actual, dtype=str,
                               blocksize=None if any(p.endswith(".gz") for p in s.paths) else self.blocksize,

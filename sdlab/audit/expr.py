@@ -18,7 +18,8 @@ import pandas as pd
 
 # scheme and authority of a URL, whatever follows it: "https://user@www.x.com:80" of ".../a.jpg?b".
 # The host itself is parsed in Python once per distinct value (see domains.py).
-AUTHORITY_REGEX = r"^(?:[^/?#]*//)?[^/?#]*"
+# Written so RE2 can run it one-pass (fast): no ambiguity about where "//" belongs.
+AUTHORITY_REGEX = r"^[^/?#]*(?://[^/?#]*)?"
 
 
 @dataclass(frozen=True)
@@ -134,11 +135,25 @@ def to_sql(e: Expr) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# pandas (used per partition by the Dask engine)
+# pandas (used per partition by the Dask engine). Text work goes through pyarrow.compute, which
+# uses RE2 like DuckDB: the same regex dialect, the same case folding, and C++ speed.
 
 
-def _text(s: pd.Series) -> pd.Series:
-    return s.astype("string")
+def _arrow_text(s: pd.Series):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        a = pa.array(s, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        a = pa.array(s.astype("string"), from_pandas=True)
+    if not (pa.types.is_string(a.type) or pa.types.is_large_string(a.type)):
+        a = pc.cast(a, pa.string())
+    return a
+
+
+def _from_arrow(a, index: pd.Index) -> pd.Series:
+    return a.to_pandas().set_axis(index)
 
 
 def to_pandas(e: Expr, df: pd.DataFrame) -> pd.Series:
@@ -150,8 +165,10 @@ def to_pandas(e: Expr, df: pd.DataFrame) -> pd.Series:
         s = to_pandas(a[0], df)
         return pd.to_numeric(s, errors="coerce").astype("float64")
     if op == "authority":
-        s = _text(to_pandas(a[0], df))
-        return s.str.extract("(" + AUTHORITY_REGEX + ")", expand=False)
+        import pyarrow.compute as pc
+
+        text = _arrow_text(to_pandas(a[0], df))
+        return _from_arrow(pc.struct_field(pc.extract_regex(text, f"(?P<k>{AUTHORITY_REGEX})"), [0]), df.index)
     if op == "least":
         x, y = to_pandas(a[0], df), to_pandas(a[1], df)
         return pd.concat([x, y], axis=1).min(axis=1, skipna=False)
@@ -174,8 +191,12 @@ def to_pandas(e: Expr, df: pd.DataFrame) -> pd.Series:
     if op == "not_null":
         return to_pandas(a[0], df).notna()
     if op == "matches":
-        s = _text(to_pandas(a[0], df))
-        return s.str.contains(a[1], case=False, regex=True).fillna(False).astype(bool)
+        import pyarrow.compute as pc
+
+        hit = pc.match_substring_regex(_arrow_text(to_pandas(a[0], df)), a[1], ignore_case=True).fill_null(False)
+        return pd.Series(hit.to_numpy(zero_copy_only=False), index=df.index, dtype=bool)
     if op == "lower":
-        return _text(to_pandas(a[0], df)).str.lower()
+        import pyarrow.compute as pc
+
+        return _from_arrow(pc.utf8_lower(_arrow_text(to_pandas(a[0], df))), df.index)
     raise ValueError(f"unknown op {op!r}")

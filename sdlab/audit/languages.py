@@ -31,20 +31,35 @@ def load_speakers() -> pd.DataFrame:
         return pd.read_csv(fh, comment="#")
 
 
-@lru_cache(maxsize=1)
-def _detector():
+ACCURACY = ("high", "low")
+
+
+@lru_cache(maxsize=2)
+def _detector(accuracy: str):
+    """Lingua over every *spoken* language (Latin excluded: short product captions otherwise read as Latin).
+
+    High accuracy (default) also uses longer n-grams, which matters for short
+    captions: on the shared sample it finds ~86% English where low accuracy
+    finds ~65% and scatters the rest over Tagalog, Danish and Welsh. It needs
+    ~1 GB of memory and loads models on first use.
+    """
     try:
         from lingua import LanguageDetectorBuilder
     except ImportError as exc:  # pragma: no cover - a dependency
         raise DependencyError("language detection needs lingua: pip install lingua-language-detector") from exc
-    return LanguageDetectorBuilder.from_all_languages().with_low_accuracy_mode().build()
+    builder = LanguageDetectorBuilder.from_all_spoken_languages()
+    if accuracy == "low":
+        builder = builder.with_low_accuracy_mode().with_minimum_relative_distance(0.1)
+    return builder.build()
 
 
-def detect_languages(texts: list[str]) -> list[str]:
+def detect_languages(texts: list[str], accuracy: str = "high") -> list[str]:
     """ISO 639-1 code per text (``unknown`` where lingua cannot tell), offline."""
+    if accuracy not in ACCURACY:
+        raise ValidationError(f"accuracy: {accuracy!r} is not one of {', '.join(ACCURACY)}")
     if not texts:
         return []
-    found = _detector().detect_languages_in_parallel_of(list(texts))
+    found = _detector(accuracy).detect_languages_in_parallel_of(list(texts))
     return [lang.iso_code_639_1.name.lower() if lang is not None else UNKNOWN for lang in found]
 
 
@@ -59,9 +74,11 @@ def wilson(k: np.ndarray, n: int, z: float = 1.96) -> tuple[np.ndarray, np.ndarr
     return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
 
 
-def languages(ds: Dataset, sample: int = 2000, seed: int = 0, callback: Callable[[int, int], None] | None = None,
-              progress: bool = False) -> AuditResult:
+def languages(ds: Dataset, sample: int = 2000, seed: int = 0, accuracy: str = "high",
+              callback: Callable[[int, int], None] | None = None, progress: bool = False) -> AuditResult:
     """Share per language: from ``LANGUAGE`` where present, else detected on ``sample`` captions (with 95% CIs)."""
+    if accuracy not in ACCURACY:
+        raise ValidationError(f"accuracy: {accuracy!r} is not one of {', '.join(ACCURACY)}")
     if sample < 1:
         raise ValidationError(f"sample: must be at least 1 caption, got {sample}")
     reason = not_available("languages", ds.columns)
@@ -75,10 +92,10 @@ def languages(ds: Dataset, sample: int = 2000, seed: int = 0, callback: Callable
         else:
             texts = ds.engine.sample_text("TEXT", sample, seed)
             report(0, len(texts))
-            detected = detect_languages(texts)
+            detected = detect_languages(texts, accuracy)
             report(len(texts), len(texts))
             counts = pd.Series(detected, dtype=object).value_counts().rename_axis("language").reset_index(name="count")
-            method = f"detected by lingua on {len(texts)} captions sampled by md5 (seed {seed})"
+            method = f"detected by lingua ({accuracy} accuracy) on {len(texts)} captions sampled by md5 (seed {seed})"
     counts = counts.groupby("language", as_index=False)["count"].sum()
     n = int(counts["count"].sum())
     table = counts.sort_values(["count", "language"], ascending=[False, True]).reset_index(drop=True)

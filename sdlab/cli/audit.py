@@ -21,6 +21,8 @@ def _common(p: argparse.ArgumentParser, path: bool = True) -> None:
         p.add_argument("--engine", choices=("duckdb", "dask"), default="duckdb", help="where the work runs (default duckdb)")
         p.add_argument("--scheduler", default=None,
                        help="with --engine dask: 'local' for a LocalCluster or an address like tcp://host:8786")
+        p.add_argument("--setup-sql", action="append", default=None, metavar="SQL",
+                       help="with --engine duckdb: a statement to run first, e.g. a CREATE SECRET for s3:// or hf://")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--out", default=None, metavar="DIR", help="also write CSV, parquet and PNG files here")
     p.add_argument("--rows", type=int, default=20, metavar="N", help="table rows to print (default 20)")
@@ -35,6 +37,10 @@ def _open(args):
         if args.engine != "dask":
             raise ValidationError("--scheduler: only applies with --engine dask")
         options["scheduler"] = args.scheduler
+    if args.setup_sql:
+        if args.engine != "duckdb":
+            raise ValidationError("--setup-sql: only applies with --engine duckdb")
+        options["setup_sql"] = args.setup_sql
     return open_dataset(args.path, engine=args.engine, **options)
 
 
@@ -81,7 +87,7 @@ def _domains(args) -> int:
 def _languages(args) -> int:
     from ..audit.languages import languages
 
-    return _emit(languages(_open(args), sample=args.sample, seed=args.seed), args)
+    return _emit(languages(_open(args), sample=args.sample, seed=args.seed, accuracy=args.accuracy), args)
 
 
 def _sizes(args) -> int:
@@ -140,6 +146,7 @@ def register(subparsers) -> None:
     p = verbs.add_parser("languages", help="share per language (LANGUAGE column, or detected on a caption sample)")
     _common(p)
     p.add_argument("--sample", type=int, default=2000, help="captions to detect when there is no LANGUAGE column")
+    p.add_argument("--accuracy", choices=("high", "low"), default="high", help="lingua mode (low: faster, worse on short captions)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_languages)
 
