@@ -152,7 +152,7 @@ def main() -> int:
     parser.add_argument("--treering", type=Path, default=ROOT / "runs" / "shapes-world" / "pipeline")
     args = parser.parse_args()
     print(f"sdlab watermark benchmark — {os.cpu_count()} cores\n")
-    detection_rates(8 if args.quick else 40)
+    detection_rates(8 if args.quick else 100)
     detection_time()
     default_battery(args.quick)
     if not args.no_rivagan:

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import DataError, ValidationError
 from ..io import atomic_write_text
 from . import cleanset
-from .codec import METHODS, PRESETS, RIVAGAN_BITS, Decoder, Payload, check_method
+from .codec import PRESETS, RIVAGAN_BITS, Decoder, Payload, check_method
 
 Callback = Callable[[int, int], None]
 BUNDLED = "watermark_calibration.json"
@@ -207,11 +207,3 @@ def calibrate(n_images: int = 400, seed: int = 0, lengths: dict[str, tuple[int, 
         cal.save(path)
     return cal
 
-
-def check_methods(methods: Iterable[str]) -> tuple[str, ...]:
-    """Validate a list of method names."""
-    methods = tuple(methods)
-    for m in methods:
-        if m not in METHODS:
-            raise ValidationError(f"methods: {m!r} is not one of {', '.join(METHODS)}")
-    return methods

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..errors import ValidationError
 from ..images import ImageLike
 from .calibration import Calibration, bundled
 from .codec import PRESETS, Decoder, PayloadLike, embed_array, prepare, resolve
@@ -81,6 +82,8 @@ def detect(image: ImageLike, preset: str | None = None, payload: PayloadLike | N
     most ``fpr``; for ``sdxl`` the decision also follows the published rule.
     """
     calibration = calibration or bundled()
+    if method is not None and payload is None and preset is None:
+        raise ValidationError("method: give it with a payload (each preset fixes its own method)")
     targets = [resolve(name) for name in PRESETS] if preset is None and payload is None else [resolve(preset, payload, method)]
     n_max = max(p.n_bits for _, p, _ in targets)
     rgb, notes = prepare(image, upscale=upscale, n_bits=n_max)
