@@ -26,7 +26,8 @@ present: setup ## serve a notebook as a code-free app (Voila) for a projector
 	$(BIN)/voila --port=$(PORT) $(NOTEBOOK)
 
 test: setup ## the whole suite, slow tests and notebooks included (what CI runs)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --nbmake --nbmake-timeout=600 notebooks/[0-9]*.ipynb
 
 test-fast: setup ## the suite without slow tests
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -298,7 +298,7 @@ def train_unet(out: Path, latents: np.ndarray, captions: list[str], tok, cfg: Tr
     return ema_unet.eval(), ema_text.eval()
 
 
-def export_pipeline(out: Path, vae, text, unet, tok, preview: dict, cfg: TrainConfig, defaults: dict | None = None) -> Path:
+def export_pipeline(out: Path, vae, text, unet, tok, preview: dict, cfg: TrainConfig, defaults: dict | None = None, name: str = PIPELINE_DIR) -> Path:
     """Save a standard diffusers ``StableDiffusionPipeline`` directory plus ``sdlab.json``."""
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
@@ -309,7 +309,7 @@ def export_pipeline(out: Path, vae, text, unet, tok, preview: dict, cfg: TrainCo
         vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
-    target = out / PIPELINE_DIR
+    target = out / name
     pipe.save_pretrained(target, safe_serialization=True)
     meta = {
         "name": "shapes-world",
@@ -320,6 +320,34 @@ def export_pipeline(out: Path, vae, text, unet, tok, preview: dict, cfg: TrainCo
     }
     atomic_write_text(target / SDLAB_META, json.dumps(meta, indent=2))
     return target
+
+
+def export_checkpoint(out_dir: str | Path, target: str | Path | None = None) -> Path:
+    """Export a pipeline from a run's latest UNet checkpoint (EMA weights), mid-training.
+
+    Uses the fine-tuned decoder when that stage has finished, else the VAE.
+    """
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTokenizer
+
+    out = Path(out_dir)
+    saved = json.loads((out / "train_config.json").read_text())
+    model = model_lib.ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.pop("model").items()})
+    cfg = TrainConfig(**saved, model=model)
+    state = torch.load(out / "unet.ckpt", weights_only=True)
+    tok = CLIPTokenizer.from_pretrained(out / "tokenizer")
+    unet, text = model_lib.build_unet(cfg.model), model_lib.build_text_encoder(cfg.model, tok)
+    unet.load_state_dict(state["ema_unet"]), text.load_state_dict(state["ema_text"])
+    vae_dir = out / "vae_decoder" if (out / "vae_decoder" / "config.json").exists() else out / "vae"
+    vae = AutoencoderKL.from_pretrained(vae_dir)
+    latents = np.load(out / "latents.npy")
+    scaling = float(1.0 / latents.std())
+    vae.register_to_config(scaling_factor=scaling)
+    images, _ = prepare_data(out, cfg)
+    preview = fit_preview_factors(latents * scaling, images)
+    destination = Path(target) if target else out / f"pipeline-step{state['step']}"
+    export_pipeline(destination.parent, vae, text.eval(), unet.eval(), tok, preview, cfg, name=destination.name)
+    return destination
 
 
 def train(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), progress: bool = True) -> Path:
