@@ -15,6 +15,7 @@ the same path. sdlab adds what a researcher needs around the call:
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,15 +191,49 @@ def generate(pipe, spec: GenerationSpec, callback: Callback | None = None) -> Re
 
 
 def _batch_key(spec: GenerationSpec) -> tuple:
-    return (spec.steps, spec.guidance, spec.sampler, spec.width, spec.height, spec.clip_skip)
+    return (spec.steps, spec.sampler, spec.width, spec.height, spec.clip_skip)
+
+
+@contextlib.contextmanager
+def per_sample_guidance(pipe, weights: list[float], scale: float):
+    """Make a pipeline called with ``guidance_scale=scale`` apply ``weights[i]`` to sample i.
+
+    The pipeline computes u + scale (c - u) from the UNet's unconditional and
+    conditional halves. Handing it c' = u + (w_i / scale)(c - u) instead of c
+    gives u + w_i (c - u): classifier-free guidance with a per-sample vector,
+    so one batched call serves a whole guidance sweep. ``scale`` must be > 1
+    (so the pipeline runs the CFG batch at all).
+    """
+    import torch
+
+    unet = pipe.unet
+    original = unet.forward
+    ratio = torch.tensor([w / scale for w in weights], dtype=unet.dtype, device=unet.device)[:, None, None, None]
+
+    def forward(sample, timestep, encoder_hidden_states, *args, **kwargs):
+        out = original(sample, timestep, encoder_hidden_states, *args, **kwargs)
+        pred = out.sample if hasattr(out, "sample") else out[0]
+        uncond, cond = pred.chunk(2)
+        rescaled = torch.cat([uncond, uncond + ratio * (cond - uncond)])
+        if hasattr(out, "sample"):
+            out.sample = rescaled
+            return out
+        return (rescaled, *out[1:])
+
+    unet.forward = forward
+    try:
+        yield
+    finally:
+        unet.forward = original
 
 
 def generate_many(
     pipe, specs: list[GenerationSpec], max_batch: int = 32, callback: Callback | None = None
 ) -> list[tuple[Image.Image, GenerationSpec]]:
-    """Text-to-image for many specs, batched: specs that share steps, guidance, sampler,
-    size and clip skip run in one pipeline call (each image still from its own seed's
-    generator and its own prompt). Returns (image, resolved spec) in input order.
+    """Text-to-image for many specs, batched: specs that share steps, sampler, size and
+    clip skip run in one pipeline call, each image from its own seed's generator, its own
+    prompt and its own guidance (:func:`per_sample_guidance`). Returns (image, resolved
+    spec) in input order.
 
     ``callback(done, total)`` counts images.
     """
@@ -233,13 +268,18 @@ def generate_many(
                 images = [generate(pipe, spec).images[0] for spec in chunk]
             else:
                 pipe.scheduler = make_scheduler(first.sampler, scheduler_config(pipe))
-                images = pipe(
-                    prompt_embeds=torch.cat([p["prompt_embeds"] for p in parts]),
-                    negative_prompt_embeds=torch.cat([p["negative_prompt_embeds"] for p in parts]),
-                    num_inference_steps=first.steps, guidance_scale=first.guidance,
-                    width=first.width, height=first.height,
-                    generator=[torch.Generator("cpu").manual_seed(s.seed) for s in chunk], output_type="pil",
-                ).images
+                weights = [float(s.guidance) for s in chunk]
+                same = len(set(weights)) == 1
+                scale = weights[0] if same else max(2.0, max(weights))
+                guidance = contextlib.nullcontext() if same else per_sample_guidance(pipe, weights, scale)
+                with guidance:
+                    images = pipe(
+                        prompt_embeds=torch.cat([p["prompt_embeds"] for p in parts]),
+                        negative_prompt_embeds=torch.cat([p["negative_prompt_embeds"] for p in parts]),
+                        num_inference_steps=first.steps, guidance_scale=scale,
+                        width=first.width, height=first.height,
+                        generator=[torch.Generator("cpu").manual_seed(s.seed) for s in chunk], output_type="pil",
+                    ).images
             for i, image in zip(indices[start : start + max_batch], images):
                 out[i] = image
             done += len(chunk)

@@ -23,6 +23,14 @@ def nearest_sizes(value: int, factor: int) -> tuple[int, int]:
     return below, below + factor
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``WxH`` -> (width, height)."""
+    parts = str(text).lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValidationError(f"size: {text!r} must be WIDTHxHEIGHT, e.g. 64x64")
+    return int(parts[0]), int(parts[1])
+
+
 def check_size(name: str, value: int, factor: int) -> None:
     """Refuse a width/height that is not a positive multiple of ``factor``, naming the nearest valid ones."""
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

@@ -11,7 +11,7 @@ from sdlab.cli import main
     "argv, expected",
     [
         (["generate", "a circle", "--size", "65x64"], "width: 65 is not a multiple of 8; nearest valid: 64 or 72"),
-        (["generate", "a circle", "--size", "big"], "--size"),
+        (["generate", "a circle", "--size", "big"], "size: 'big' must be WIDTHxHEIGHT"),
         (["generate", "a circle", "--sampler", "Eulr"], "sampler: 'Eulr' is not known; valid: Euler"),
         (["generate", "a circle", "--steps", "0"], "steps: 0 must be a whole number >= 1"),
         (["generate", "a circle", "--strength", "1.5", "--init", "x.png"], "strength: 1.5 must be in [0, 1]"),

@@ -4,14 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ValidationError
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``WxH`` -> (width, height)."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ValidationError(f"--size: {text!r} must be WIDTHxHEIGHT, e.g. 64x64")
-    return int(parts[0]), int(parts[1])
+from ..spec import parse_size
 
 
 def parse_margins(text: str) -> tuple[int, int, int, int]:
