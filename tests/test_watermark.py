@@ -98,6 +98,8 @@ def test_parse_payload_forms():
         embed(np.zeros((256, 256, 3), np.uint8), payload="hi", method="lsb")
     with pytest.raises(ValidationError, match="preset"):
         detect(np.zeros((256, 256, 3), np.uint8), preset="sd3")
+    with pytest.raises(ValidationError, match="method: give it with a payload"):
+        detect(np.zeros((256, 256, 3), np.uint8), method="dwtDctSvd")
 
 
 def test_size_guard_names_size_and_offers_upscale():
