@@ -65,6 +65,8 @@ def parse_values(field: str, text: str) -> list:
                     values += [start + i * step for i in range(count)]
             else:
                 values.append(float(item))
+        except ValidationError:
+            raise
         except ValueError:
             raise ValidationError(f"axis {field}: {item!r} is not a number or a range like 1-5, 1-5 (+2), 0.5-2 (+0.25), 1-10 [4]") from None
     if kind is int:

@@ -17,7 +17,7 @@ final image is the same image. Per step it keeps
 Optionally, cross-attention maps softmax(Q K^T / sqrt(d)) per prompt token
 (A1111 issue 4592, diffusers issue 3599), averaged over heads and layers.
 Second-order samplers (Heun, DPM2) call the UNet twice per step: the first
-call, at the step's own noise level, is the one recorded.
+call, at the step's own noise level (``state_in_first_order``), is the one recorded.
 """
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ def trace(pipe, spec: GenerationSpec, attention: bool = False, callback=None) ->
     guidance = float(resolved.guidance)
     unet = pipe.unet
     steps: list[Step] = []
-    state = {"index": 0, "recorded_for": -1}
+    state = {"index": 0}
     recorder = _AttentionRecorder() if attention else None
     original_processors = unet.attn_processors if attention else None
     if attention:
@@ -197,11 +197,10 @@ def trace(pipe, spec: GenerationSpec, attention: bool = False, callback=None) ->
 
     def recording_forward(sample, timestep, encoder_hidden_states, *args, **kwargs):
         out = original_forward(sample, timestep, encoder_hidden_states, *args, **kwargs)
-        if state["recorded_for"] == state["index"]:  # second-order samplers: keep the first evaluation
+        if not getattr(pipe.scheduler, "state_in_first_order", True):  # Heun/DPM2's second evaluation
             if recorder is not None:
                 recorder.maps = []
             return out
-        state["recorded_for"] = state["index"]
         pred = (out.sample if hasattr(out, "sample") else out[0]).detach().float().cpu()
         if pred.shape[0] == 2:  # the CFG batch: [unconditional (negative prompt), conditional]
             eps_uncond, eps_cond = pred[0], pred[1]
@@ -211,7 +210,7 @@ def trace(pipe, spec: GenerationSpec, attention: bool = False, callback=None) ->
         t = float(timestep.flatten()[0]) if torch.is_tensor(timestep) else float(timestep)
         x_t, x0, sigma = _x_t_and_x0(pipe.scheduler, sample.detach().float().cpu()[0], eps, t, state["index"])
         attn_map = recorder.pop_step((x_t.shape[-2], x_t.shape[-1])) if recorder is not None else None
-        steps.append(Step(state["index"], t, sigma, x_t, eps_uncond, eps_cond, eps, x0, attn_map))
+        steps.append(Step(len(steps), t, sigma, x_t, eps_uncond, eps_cond, eps, x0, attn_map))
         return out
 
     def on_step(done: int, total: int) -> None:
