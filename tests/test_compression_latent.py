@@ -99,7 +99,8 @@ def test_palette_has_at_most_the_asked_entries_and_dithers(vae, images):
 def test_header_says_what_made_it(codec, images):
     data = codec.encode(images[0], 100)
     header = LatentHeader.unpack(data)
-    assert (header.height, header.width, header.channels, header.tile) == (64, 64, 4, 0)
+    assert (header.height, header.width, header.tile) == (64, 64, 0)
+    assert header.channels == codec.vae.config.latent_channels
     assert header.vae_id == codec.id and header.size + 4 + 0 <= len(data)
 
 
@@ -129,13 +130,14 @@ def test_vae_id_is_stable_across_dtype_and_differs_between_vaes(vae):
 
 def test_large_and_odd_images_go_through_in_tiles_or_whole(vae, images):
     big = np.tile(images[0], (2, 2, 1))[:100, :72]  # 100x72: two rows of 64-px tiles, padded
+    c, f = vae.config.latent_channels, 2 ** (len(vae.config.block_out_channels) - 1)
     tiled = LatentCodec(vae)
     header, grid = tiled.unpack(tiled.encode(big, 60))
-    assert header.tile == 64 and grid.shape == (4, 16, 16)
+    assert header.tile == 64 and grid.shape == (c, 128 // f, 128 // f)  # 2x2 tiles of 64 px
     assert tiled.decode(tiled.encode(big, 60)).shape == big.shape
     whole = LatentCodec(vae, tile=None)
     header, grid = whole.unpack(whole.encode(big, 60))
-    assert header.tile == 0 and grid.shape == (4, 13, 9)
+    assert header.tile == 0 and grid.shape == (c, -(-100 // f), -(-72 // f))
     assert whole.decode(whole.encode(big, 60)).shape == big.shape
 
 
@@ -150,4 +152,48 @@ def test_bad_options_name_themselves(vae):
     with pytest.raises(ValidationError, match="coder"):
         LatentCodec(vae, coder="brotli")
     with pytest.raises(ValidationError, match="tile"):
-        LatentCodec(vae, tile=60)
+        LatentCodec(vae, tile=63)
+
+
+def test_repair_pass_runs_a_few_denoising_steps_deterministically(vae, images, tmp_path):
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    from sdlab.compression.latent import Repair
+    from sdlab.mini import model as model_lib
+    from sdlab.mini.tokenizer import save_tokenizer
+
+    cfg = model_lib.ModelConfig()
+    tok = save_tokenizer(["red", "circle"], tmp_path / "tok")
+    torch.manual_seed(0)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=model_lib.build_text_encoder(cfg, tok), tokenizer=tok,
+        unet=model_lib.build_unet(cfg).eval(),
+        scheduler=DPMSolverMultistepScheduler.from_config(model_lib.build_noise_scheduler().config),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    codec = LatentCodec(vae)
+    data = codec.encode(images[0], 100)
+    repair = Repair(pipe, strength=0.1, steps=20)
+    fixed = codec.decode_many([data], repair=repair)[0]
+    assert fixed.shape == (64, 64, 3)
+    assert np.array_equal(fixed, codec.decode_many([data], repair=repair)[0])  # seeded CPU noise
+    assert not np.array_equal(fixed, codec.decode(data))
+    with pytest.raises(ValidationError, match="strength"):
+        Repair(pipe, strength=0)
+
+
+def test_a_flat_latent_channel_survives_quantisation(codec):
+    c = codec.vae.config.latent_channels
+    side = 64 // codec.factor
+    grid = np.random.default_rng(0).normal(size=(c, side, side)).astype(np.float32)
+    grid[0] = 18.5  # max == min: the stored scale must not collapse to zero
+    header, back = codec.unpack(codec.pack(grid, (64, 64), 100))
+    assert np.isfinite(back).all() and np.allclose(back[0], 18.5, atol=0.02)
+
+
+def test_mixed_sizes_batch_in_groups(vae, images):
+    whole = LatentCodec(vae, tile=None)
+    small = images[1][:40, :56]
+    grids = whole.latents([images[0], small])
+    assert grids[0].shape[1:] != grids[1].shape[1:]
+    outs = whole.decode_many([whole.encode(images[0], 80), whole.encode(small, 80)])
+    assert [o.shape for o in outs] == [(64, 64, 3), (40, 56, 3)]

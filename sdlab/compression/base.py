@@ -37,6 +37,7 @@ class Codec:
 
     name: str = "codec"
     quality_range: tuple[int, int] = (1, 100)
+    default_quality: int = 75
     install_hint: str = ""
 
     # -- availability ----------------------------------------------------------------
@@ -71,15 +72,17 @@ class Codec:
             raise ValidationError(f"quality: {self.name} takes an integer in [{lo}, {hi}], got {quality!r}")
         return int(quality)
 
-    def encode_to_budget(self, image: np.ndarray, max_bytes: int) -> Encoded:
+    def encode_to_budget(self, image: np.ndarray, max_bytes: int, cache: dict[int, bytes] | None = None) -> Encoded:
         """The highest-quality encoding of ``image`` that is at most ``max_bytes`` long.
 
-        Raises :class:`BudgetTooSmall` when even the lowest quality is larger.
+        ``cache`` (quality -> bytes, for this image only) lets a sweep over
+        several budgets share encodings. Raises :class:`BudgetTooSmall` when
+        even the lowest quality is larger.
         """
         if not isinstance(max_bytes, (int, np.integer)) or max_bytes <= 0:
             raise ValidationError(f"max_bytes: expected a positive integer, got {max_bytes!r}")
         self.require()
-        cache: dict[int, bytes] = {}
+        cache = {} if cache is None else cache
 
         def size(q: int) -> int:
             if q not in cache:
@@ -94,7 +97,9 @@ class Codec:
                 f"max_bytes: {max_bytes} is below {self.name}'s smallest output for this image "
                 f"({size(lo)} bytes at quality {lo})"
             )
-        # Invariant: lo fits, hi does not.
+        # Narrow the bracket with what the cache already knows, then bisect. Invariant: lo fits, hi does not.
+        lo = max([q for q, d in cache.items() if len(d) <= max_bytes and q < hi] + [lo])
+        hi = min([q for q, d in cache.items() if len(d) > max_bytes and q > lo] + [hi])
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if size(mid) <= max_bytes:

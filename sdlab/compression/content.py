@@ -66,8 +66,8 @@ def text_mask(image: np.ndarray, grow: int = 4) -> np.ndarray:
     from scipy.ndimage import binary_dilation, binary_opening
     from skimage.filters import threshold_sauvola
 
-    gray = _gray(image)
-    strokes = gray < threshold_sauvola(gray, window_size=25)
+    gray = _gray(image) / 255.0  # Sauvola's dynamic range assumes [0, 1] for floats
+    strokes = gray < threshold_sauvola(gray, window_size=25, k=0.3)
     strokes = binary_opening(strokes, np.ones((2, 2), bool))
     return binary_dilation(strokes, np.ones((2 * grow + 1, 2 * grow + 1), bool))
 

@@ -227,6 +227,14 @@ def ladder(quality: int) -> int:
     return int(round(2 ** (1 + 7 * (quality - 1) / 99)))
 
 
+def _groups(items, key) -> list[list]:
+    """``items`` grouped by ``key(item)``, in first-seen order (batches need equal shapes)."""
+    groups: dict = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return list(groups.values())
+
+
 # -- the codec ---------------------------------------------------------------------------------
 class LatentCodec(Codec):
     """Images <-> bytes through a diffusers ``AutoencoderKL``.
@@ -242,6 +250,7 @@ class LatentCodec(Codec):
 
     name = "vae"
     quality_range = (1, 100)
+    default_quality = 100
 
     def __init__(self, vae: Any, *, palette: bool = False, dither: bool = True, coder: str = "auto",
                  tile: int | str | None = "auto", batch_size: int = 32, name: str | None = None,
@@ -257,7 +266,7 @@ class LatentCodec(Codec):
         require(isinstance(batch_size, int) and batch_size > 0, f"batch_size: expected a positive integer, got {batch_size!r}")
         self.vae, self.palette, self.dither, self.coder, self.tile = vae, palette, dither, coder, tile
         self.batch_size = batch_size
-        self.name = name or ("vae-palette" if palette else "vae")
+        self.name = name or ("vae" if palette else "vae-levels")
         self.id = vae_id(vae)
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
@@ -315,20 +324,23 @@ class LatentCodec(Codec):
         """
         images = [load_rgb(im) for im in images]
         keys = [self._key(im) for im in images]
-        todo = [i for i, k in enumerate(keys) if k not in self._cache]
-        if todo:
-            cut = [self._tiles(images[i]) for i in todo]
-            flat = self._encode_tiles(np.concatenate([c[0] for c in cut]))
+        found = {k: self._cache[k] for k in keys if k in self._cache}
+        todo = [i for i, k in enumerate(keys) if k not in found]
+        cut = {i: self._tiles(images[i]) for i in todo}
+        for group in _groups(todo, lambda i: cut[i][2]):  # one encoder pass per tile shape
+            flat = self._encode_tiles(np.concatenate([cut[i][0] for i in group]))
             start = 0
-            for i, (tiles, (ny, nx), _) in zip(todo, cut):
+            for i in group:
+                tiles, (ny, nx), _ = cut[i]
                 chunk = flat[start : start + len(tiles)]
                 start += len(tiles)
                 c, lh, lw = chunk.shape[1:]
                 grid = chunk.reshape(ny, nx, c, lh, lw).transpose(2, 0, 3, 1, 4).reshape(c, ny * lh, nx * lw)
+                found[keys[i]] = grid
                 self._remember(keys[i], grid)
                 if callback is not None:
-                    callback(todo.index(i) + 1, len(todo))
-        return [self._cache[k] for k in keys]
+                    callback(len(found), len(set(keys)))
+        return [found[k] for k in keys]
 
     def _remember(self, key: tuple, grid: np.ndarray) -> None:
         self._cache[key] = grid
@@ -348,7 +360,8 @@ class LatentCodec(Codec):
         c = grid.shape[0]
         low = grid.reshape(c, -1).min(1).astype(np.float16)
         high = grid.reshape(c, -1).max(1).astype(np.float16)
-        high = np.where(high > low, high, low + np.float16(1e-3)).astype(np.float16)
+        bump = np.maximum(np.float32(1e-2), np.abs(low.astype(np.float32)) * 1e-2)  # flat channel: keep hi > lo in float16
+        high = np.where(high > low, high, (low.astype(np.float32) + bump).astype(np.float16))
         n = ladder(quality)
         levels = 256 if self.palette else n
         lo, hi = low.astype(np.float32)[:, None, None], high.astype(np.float32)[:, None, None]
@@ -417,14 +430,17 @@ class LatentCodec(Codec):
                 tiles = grid[None]
             all_tiles.append(tiles)
             shapes.append((header, ny, nx))
-        latents = np.concatenate(all_tiles)
-        if repair is not None:
-            latents = repair(latents)
-        pixels = self._decode_tiles(latents)
-        out, start = [], 0
-        for header, ny, nx in shapes:
-            chunk = pixels[start : start + ny * nx]
-            start += ny * nx
+        pixels: list[np.ndarray] = [None] * len(all_tiles)  # type: ignore[list-item]
+        for group in _groups(range(len(all_tiles)), lambda i: all_tiles[i].shape[1:]):  # one pass per latent shape
+            latents = np.concatenate([all_tiles[i] for i in group])
+            if repair is not None:
+                latents = repair(latents)
+            decoded, start = self._decode_tiles(latents), 0
+            for i in group:
+                pixels[i] = decoded[start : start + len(all_tiles[i])]
+                start += len(all_tiles[i])
+        out = []
+        for (header, ny, nx), chunk in zip(shapes, pixels):
             th, tw = chunk.shape[1:3]
             image = chunk.reshape(ny, nx, th, tw, 3).transpose(0, 2, 1, 3, 4).reshape(ny * th, nx * tw, 3)
             out.append(np.ascontiguousarray(image[: header.height, : header.width]))

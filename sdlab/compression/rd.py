@@ -22,7 +22,7 @@ from .base import BudgetTooSmall, Codec
 
 CLASSICAL = {"jpeg": classical.jpeg, "jpeg444": lambda: classical.jpeg("4:4:4"), "webp": classical.webp,
              "avif": classical.avif, "jxl": classical.jxl}
-LATENT = ("vae", "vae-palette")
+LATENT = ("vae", "vae-levels")  # vae: Bühlmann's palette + dithering; vae-levels: uniform levels only
 CODEC_NAMES = tuple(CLASSICAL) + LATENT
 DEFAULT_CODECS = ("vae", "jpeg", "webp", "avif", "jxl")
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"psnr": psnr, "ssim": ssim, "ms_ssim": ms_ssim}
@@ -31,14 +31,14 @@ COLUMNS = ["image", "codec", "budget", "status", "bytes", "bpp", "quality", "wid
 
 
 def get_codec(name: str, vae: Any = None, **options: Any) -> Codec:
-    """A codec by name: jpeg, jpeg444, webp, avif, jxl, or vae / vae-palette (these need ``vae``)."""
+    """A codec by name: jpeg, jpeg444, webp, avif, jxl, or vae / vae-levels (these need ``vae``)."""
     if name in CLASSICAL:
         return CLASSICAL[name](**options)
     if name in LATENT:
         require(vae is not None, f"vae: codec {name!r} needs an AutoencoderKL (pass vae=...)")
         from .latent import LatentCodec
 
-        return LatentCodec(vae, palette=name == "vae-palette", **options)
+        return LatentCodec(vae, palette=name == "vae", **options)
     raise ValidationError(f"codec: expected one of {', '.join(CODEC_NAMES)}, got {name!r}")
 
 
@@ -70,7 +70,9 @@ def rd_curves(images: Mapping[str, ImageLike] | Sequence[ImageLike], codecs: Map
     ``codecs``: names (see :func:`get_codec`; "vae" needs ``vae``) or Codec
     objects. ``keep_images`` adds a ``decoded`` column with the arrays.
     Latent codecs encode all images in one batched VAE pass first and decode
-    each codec's outputs in one batched pass (``decode_s`` is the per-image share).
+    each codec's outputs in one batched pass (``decode_s`` is the per-image
+    share). Budget searches for one image share their encodings, and identical
+    byte strings are decoded once, so ``encode_s`` of later budgets is smaller.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -91,6 +93,7 @@ def rd_curves(images: Mapping[str, ImageLike] | Sequence[ImageLike], codecs: Map
             codec.latents(list(images.values()))  # one batched encoder pass, cached
         for image_name, image in images.items():
             h, w = image.shape[:2]
+            encodings: dict[int, bytes] = {}  # quality -> bytes, shared by this image's budget searches
             for budget in budgets:
                 row = {"image": image_name, "codec": codec_name, "budget": int(budget), "status": "ok",
                        "bytes": math.nan, "bpp": math.nan, "quality": math.nan, "width": w, "height": h,
@@ -102,7 +105,7 @@ def rd_curves(images: Mapping[str, ImageLike] | Sequence[ImageLike], codecs: Map
                 else:
                     t0 = time.perf_counter()
                     try:
-                        enc = codec.encode_to_budget(image, int(budget))
+                        enc = codec.encode_to_budget(image, int(budget), cache=encodings)
                     except BudgetTooSmall:
                         row["status"] = "over budget"
                     else:
@@ -116,11 +119,16 @@ def rd_curves(images: Mapping[str, ImageLike] | Sequence[ImageLike], codecs: Map
                     callback(done, total)
         if pending:
             t0 = time.perf_counter()
-            decoded = codec.decode_many([p[1] for p in pending])
-            per_image = (time.perf_counter() - t0) / len(pending)
-            for (row, _, image), out in zip(pending, decoded):
+            unique = list(dict.fromkeys(p[1] for p in pending))  # budgets above the top quality repeat bytes
+            by_data = dict(zip(unique, codec.decode_many(unique)))
+            per_image = (time.perf_counter() - t0) / len(unique)
+            scores: dict[bytes, dict[str, float]] = {}
+            for row, data, image in pending:
+                out = by_data[data]
+                if data not in scores:
+                    scores[data] = {m: METRICS[m](image, out) for m in metrics}
                 row["decode_s"] = per_image
-                row.update({m: METRICS[m](image, out) for m in metrics})
+                row.update(scores[data])
                 if keep_images:
                     row["decoded"] = out
     bar.close()
@@ -128,9 +136,10 @@ def rd_curves(images: Mapping[str, ImageLike] | Sequence[ImageLike], codecs: Map
     return frame
 
 
-def summarise(frame, metric: str = "psnr"):
-    """Mean ``metric`` and bytes per codec x budget over the images that fit (count in ``n``)."""
+def summarise(frame):
+    """Mean rate and metrics per codec x budget over the images that fit (``images`` counts them)."""
     ok = frame[frame["status"] == "ok"]
-    return (ok.groupby(["codec", "budget"], as_index=False)
-              .agg(bytes=("bytes", "mean"), bpp=("bpp", "mean"), value=(metric, "mean"), n=(metric, "size"))
-              .rename(columns={"value": metric}))
+    metrics = {m: (m, "mean") for m in METRICS if m in frame}
+    return ok.groupby(["codec", "budget"], as_index=False).agg(
+        images=("image", "size"), bytes=("bytes", "mean"), bpp=("bpp", "mean"), **metrics,
+        encode_s=("encode_s", "mean"), decode_s=("decode_s", "mean"))
