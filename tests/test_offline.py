@@ -21,9 +21,9 @@ print("attempts:", attempts)
 """
 
 
-def test_no_socket_opens_while_loading_and_generating(tiny_pipeline_dir):
+def test_no_socket_opens_while_loading_and_generating():
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": "/tmp"}
-    proc = subprocess.run([sys.executable, "-c", "import sys\n" + SCRIPT, str(tiny_pipeline_dir)],
+    proc = subprocess.run([sys.executable, "-c", "import sys\n" + SCRIPT, "shapes-world"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("attempts: []")

@@ -19,6 +19,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -54,6 +55,8 @@ class TrainConfig:
     cfg_dropout: float = 0.1
     ema_decay: float = 0.999
     min_snr_gamma: float = 5.0
+    noise: str = "pyramid"  # or "gaussian"; see pyramid_noise() for why
+    pyramid_discount: float = 0.8
     checkpoint_minutes: float = 3.0
     model: model_lib.ModelConfig = field(default_factory=model_lib.ModelConfig)
 
@@ -94,12 +97,44 @@ def prepare_data(out: Path, cfg: TrainConfig) -> tuple[np.ndarray, "object"]:
     return images, meta
 
 
+def _autoencoder_stage(
+    out: Path, name: str, vae, opt, steps: int, lr: float, stage: int, batch: int,
+    images: np.ndarray, loss_fn: Callable, cfg: TrainConfig, progress: bool,
+) -> None:
+    """The loop both autoencoder stages share: resume from ``{name}.ckpt``, cosine
+    learning rate down to 10%, log every 50 steps, checkpoint every few minutes."""
+    ckpt_path, start = out / f"{name}.ckpt", 0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=True)
+        vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
+        start = state["step"]
+    last_save = time.monotonic()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=name, disable=not progress)
+    vae.train()
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        g = _step_generator(cfg.seed, stage, step)
+        idx = torch.randint(len(images), (batch,), generator=g).numpy()
+        loss = loss_fn(_to_tensor(images[idx]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.5f}")
+        if step % 50 == 0:
+            _log(out, {"stage": name, "step": step, "loss": loss.item(), "time": time.time()})
+        if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
+            _save_checkpoint(ckpt_path, {"step": step + 1, "model": vae.state_dict(), "opt": opt.state_dict()})
+            last_save = time.monotonic()
+    vae.eval()
+
+
 def train_vae(out: Path, images: np.ndarray, cfg: TrainConfig, progress: bool = True):
     """Stage 2: a KL autoencoder that reconstructs flat shapes.
 
     MSE on the posterior mean plus a tiny KL term: sampling the posterior while
     its variance is still large slowed learning several-fold here, and the
-    diffusion model is trained on the means anyway. Cosine learning-rate decay.
+    diffusion model is trained on the means anyway.
     """
     from diffusers import AutoencoderKL
 
@@ -109,34 +144,12 @@ def train_vae(out: Path, images: np.ndarray, cfg: TrainConfig, progress: bool = 
     torch.manual_seed(cfg.seed)
     vae = model_lib.build_vae(cfg.model)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    ckpt_path, start = out / "vae.ckpt", 0
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=True)
-        vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
-        start = state["step"]
-    last_save = time.monotonic()
-    bar = tqdm(range(start, cfg.vae_steps), initial=start, total=cfg.vae_steps, desc="vae", disable=not progress)
-    vae.train()
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = cfg.vae_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.vae_steps)))
-        g = _step_generator(cfg.seed, 1, step)
-        idx = torch.randint(len(images), (cfg.vae_batch,), generator=g).numpy()
-        x = _to_tensor(images[idx])
+
+    def loss_fn(x: torch.Tensor) -> torch.Tensor:
         posterior = vae.encode(x).latent_dist
-        recon = vae.decode(posterior.mode()).sample
-        mse = F.mse_loss(recon, x)
-        loss = mse + cfg.vae_kl_weight * posterior.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(mse=f"{mse.item():.5f}")
-        if step % 50 == 0:
-            _log(out, {"stage": "vae", "step": step, "mse": mse.item(), "time": time.time()})
-        if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
-            _save_checkpoint(ckpt_path, {"step": step + 1, "model": vae.state_dict(), "opt": opt.state_dict()})
-            last_save = time.monotonic()
-    vae.eval()
+        return F.mse_loss(vae.decode(posterior.mode()).sample, x) + cfg.vae_kl_weight * posterior.kl().mean()
+
+    _autoencoder_stage(out, "vae", vae, opt, cfg.vae_steps, cfg.vae_lr, 1, cfg.vae_batch, images, loss_fn, cfg, progress)
     vae.save_pretrained(final)
     return vae
 
@@ -167,36 +180,16 @@ def finetune_decoder(out: Path, vae, images: np.ndarray, cfg: TrainConfig, progr
     for p in decoder_params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(decoder_params, lr=cfg.decoder_lr, weight_decay=0.0)
-    ckpt_path, start = out / "decoder.ckpt", 0
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=True)
-        vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
-        start = state["step"]
-    last_save = time.monotonic()
-    bar = tqdm(range(start, cfg.decoder_steps), initial=start, total=cfg.decoder_steps, desc="decoder", disable=not progress)
-    vae.train()
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = cfg.decoder_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.decoder_steps)))
-        g = _step_generator(cfg.seed, 3, step)
-        idx = torch.randint(len(images), (cfg.decoder_batch,), generator=g).numpy()
-        x = _to_tensor(images[idx])
+
+    def loss_fn(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mode()
-        recon = vae.decode(z).sample
+        error = vae.decode(z).sample - x
         weight = 1.0 + cfg.decoder_foreground_weight * _foreground(x)
-        error = (recon - x).pow(2) + (recon - x).abs()
-        loss = (weight * error).mean() / weight.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.5f}")
-        if step % 50 == 0:
-            _log(out, {"stage": "decoder", "step": step, "loss": loss.item(), "time": time.time()})
-        if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
-            _save_checkpoint(ckpt_path, {"step": step + 1, "model": vae.state_dict(), "opt": opt.state_dict()})
-            last_save = time.monotonic()
-    vae.eval().requires_grad_(False)
+        return (weight * (error.pow(2) + error.abs())).mean() / weight.mean()
+
+    _autoencoder_stage(out, "decoder", vae, opt, cfg.decoder_steps, cfg.decoder_lr, 3, cfg.decoder_batch, images, loss_fn, cfg, progress)
+    vae.requires_grad_(False)
     vae.save_pretrained(final)
     return vae
 
@@ -224,6 +217,25 @@ def fit_preview_factors(latents: np.ndarray, images: np.ndarray) -> dict:
     y = small.numpy().transpose(0, 2, 3, 1).reshape(-1, 3)
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     return {"latent_rgb_factors": coef[:c].round(5).tolist(), "latent_rgb_bias": coef[c].round(5).tolist()}
+
+
+def pyramid_noise(shape: tuple[int, ...], generator: torch.Generator, discount: float = 0.8) -> torch.Tensor:
+    """Gaussian noise plus upsampled coarser noise at every halving of the resolution (weight ``discount**i``).
+
+    On small latents SD's schedule leaves the low frequencies (background
+    colour, layout) readable at the last timestep: the mean of a 16x16 latent
+    keeps an SNR near 1 at t=T. The model then reads them from x_T, which at
+    inference is pure noise, so background and position ignore the prompt.
+    Noise with low-frequency energy hides them, so they must come from the text.
+    """
+    b, c, h, w = shape
+    noise = torch.randn(shape, generator=generator)
+    level = 1
+    while min(h, w) >> (level - 1) > 1:
+        low = torch.randn((b, c, max(h >> level, 1), max(w >> level, 1)), generator=generator)
+        noise = noise + F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False) * discount**level
+        level += 1
+    return noise / noise.std(dim=(1, 2, 3), keepdim=True)
 
 
 def _ema_update(ema: torch.nn.Module, live: torch.nn.Module, decay: float) -> None:
@@ -277,7 +289,7 @@ def train_unet(out: Path, latents: np.ndarray, captions: list[str], tok, cfg: Tr
         drop = torch.rand(cfg.unet_batch, generator=g) < cfg.cfg_dropout
         batch_ids[drop] = empty
         t = torch.randint(0, sched.config.num_train_timesteps, (cfg.unet_batch,), generator=g)
-        eps = torch.randn(z0.shape, generator=g)
+        eps = pyramid_noise(tuple(z0.shape), g, cfg.pyramid_discount) if cfg.noise == "pyramid" else torch.randn(z0.shape, generator=g)
         z_t = sched.add_noise(z0, eps, t)
         context = text(batch_ids).last_hidden_state
         pred = unet(z_t, t, context).sample
@@ -322,8 +334,8 @@ def export_pipeline(out: Path, vae, text, unet, tok, preview: dict, cfg: TrainCo
     return target
 
 
-def export_checkpoint(out_dir: str | Path, target: str | Path | None = None) -> Path:
-    """Export a pipeline from a run's latest UNet checkpoint (EMA weights), mid-training.
+def export_checkpoint(out_dir: str | Path, target: str | Path | None = None, checkpoint: str | Path | None = None) -> Path:
+    """Export a pipeline from a run's latest UNet checkpoint (or ``checkpoint``), EMA weights, mid-training.
 
     Uses the fine-tuned decoder when that stage has finished, else the VAE.
     """
@@ -334,7 +346,7 @@ def export_checkpoint(out_dir: str | Path, target: str | Path | None = None) -> 
     saved = json.loads((out / "train_config.json").read_text())
     model = model_lib.ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.pop("model").items()})
     cfg = TrainConfig(**saved, model=model)
-    state = torch.load(out / "unet.ckpt", weights_only=True)
+    state = torch.load(Path(checkpoint) if checkpoint else out / "unet.ckpt", weights_only=True)
     tok = CLIPTokenizer.from_pretrained(out / "tokenizer")
     unet, text = model_lib.build_unet(cfg.model), model_lib.build_text_encoder(cfg.model, tok)
     unet.load_state_dict(state["ema_unet"]), text.load_state_dict(state["ema_text"])

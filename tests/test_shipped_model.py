@@ -1,0 +1,93 @@
+"""The shipped shapes-world weights: loadable, small, and they draw what the prompt says.
+
+Targets in full are measured by `sdlab mini eval` (see the closing notes); these
+tests keep a smaller, deterministic slice of them from regressing.
+"""
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageFilter
+
+from sdlab.generate import generate, generate_many
+from sdlab.mini import checker, world
+from sdlab.models import SHIPPED_DIR, load_pipeline
+from sdlab.spec import GenerationSpec
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_pipeline("shapes-world", device="cpu")
+
+
+def _colours(pipe, prompt, seeds, **kw):
+    images = [im for im, _ in generate_many(pipe, [GenerationSpec(prompt, seed=s, **kw) for s in seeds])]
+    return pd.Series([checker.check(np.asarray(im))["colour"] for im in images])
+
+
+def test_weights_are_safetensors_and_small():
+    files = [p for p in SHIPPED_DIR.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 30 * 2**20
+    weights = [p for p in files if p.suffix in (".safetensors", ".bin", ".ckpt", ".pt")]
+    assert weights and all(p.suffix == ".safetensors" for p in weights)
+
+
+def test_loads_with_plain_diffusers():
+    from diffusers import StableDiffusionPipeline
+
+    plain = StableDiffusionPipeline.from_pretrained(SHIPPED_DIR)
+    assert plain.unet.config.sample_size * plain.vae_scale_factor == world.IMAGE_SIZE
+
+
+def test_colour_accuracy_on_a_small_fixed_set(pipe):
+    prompts = world.evaluation_prompts(48, seed=99)
+    images = [np.asarray(im) for im, _ in generate_many(pipe, [GenerationSpec(p, seed=int(s)) for p, s in zip(prompts.prompt, prompts.seed)])]
+    scored = checker.score(images, prompts)
+    assert scored["colour_ok"].mean() >= 0.9
+    assert scored["background_ok"].mean() >= 0.9
+
+
+@pytest.mark.slow
+def test_negative_prompt_reduces_red(pipe):
+    seeds = range(48)
+    without = (_colours(pipe, "a circle", seeds) == "red").mean()
+    with_negative = (_colours(pipe, "a circle", seeds, negative_prompt="red") == "red").mean()
+    assert with_negative < without
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the interim shapes-world model draws red for 'a red and blue circle' whatever the weights; "
+                   "open in the foundation/studio issues until a retrained model follows weights")
+def test_prompt_weights_shift_the_colour_share(pipe):
+    seeds = range(32)
+    red_up = _colours(pipe, "a (red:1.4) and blue circle", seeds)
+    blue_up = _colours(pipe, "a red and (blue:1.4) circle", seeds)
+    assert (red_up == "red").mean() > (blue_up == "red").mean()
+    assert (blue_up == "blue").mean() > (red_up == "blue").mean()
+
+
+@pytest.mark.slow
+def test_inpainting_recolours_the_shape_and_keeps_the_background(pipe):
+    scene = world.sample_scene(np.random.default_rng(4), shape="circle", colour="red", size="large", position="center", background="white")
+    source = world.render(scene)
+    mask = Image.fromarray(((world.render_mask(scene.shape, scene.cx, scene.cy, scene.radius + 3, 0.0) > 0) * 255).astype(np.uint8), "L")
+    # outside = where the blurred mask (what the pipeline applies) has no weight at all
+    outside = np.asarray(mask.filter(ImageFilter.GaussianBlur(2))) == 0
+    changed, kept = [], []
+    for seed in range(8):
+        image = generate(pipe, GenerationSpec("a large green circle in the center on a white background", seed=seed,
+                                              init_image=source, mask=mask, mask_blur=2, strength=1.0)).images[0]
+        pixels = np.asarray(image, np.int16)
+        changed.append(checker.check(pixels.astype(np.uint8))["colour"] == "green")
+        kept.append((np.abs(pixels - np.asarray(source, np.int16)).max(axis=2) <= 2)[outside].mean())
+    assert np.mean(changed) >= 0.75
+    assert min(kept) >= 0.95
+
+
+def test_cli_reproduce_is_exact(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "sdlab", *a], capture_output=True, text=True, check=True).stdout
+    png = run("generate", "a small yellow triangle at the top on a black background", "--seed", "3", "--out", str(tmp_path)).split()[0]
+    out = run("reproduce", png, "--out", str(tmp_path / "again"))
+    assert out.strip().endswith("max abs pixel difference: 0")
