@@ -16,7 +16,6 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from . import tokenizer as tokenizer_lib
 from .world import IMAGE_SIZE
 
-VAE_FACTOR = 4  # 64x64 image -> 16x16 latent (SD's VAE uses 8)
 TEXT_WIDTH = 128
 
 
@@ -32,6 +31,11 @@ class ModelConfig:
     vae_channels: tuple[int, ...] = (16, 32, 64)
     latent_channels: int = 4
     vae_norm_groups: int = 8
+
+    @property
+    def vae_factor(self) -> int:
+        """How much the VAE downsamples: 2 per level after the first."""
+        return 2 ** (len(self.vae_channels) - 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,7 +68,7 @@ def build_unet(cfg: ModelConfig) -> UNet2DConditionModel:
     down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in cfg.unet_attention)
     up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.unet_attention))
     return UNet2DConditionModel(
-        sample_size=IMAGE_SIZE // VAE_FACTOR, in_channels=cfg.latent_channels, out_channels=cfg.latent_channels,
+        sample_size=IMAGE_SIZE // cfg.vae_factor, in_channels=cfg.latent_channels, out_channels=cfg.latent_channels,
         block_out_channels=cfg.unet_channels,
         down_block_types=down, up_block_types=up,
         layers_per_block=1, cross_attention_dim=cfg.text_width, attention_head_dim=cfg.unet_heads,
