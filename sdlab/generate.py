@@ -179,7 +179,10 @@ def generate(pipe, spec: GenerationSpec, callback: Callback | None = None) -> Re
         kwargs["callback_on_step_end"] = on_step_end
 
     before_call = time.perf_counter()
-    images = runner(**kwargs).images
+    if mode == "img2img" and int(spec.steps * spec.strength) < 1:
+        images = [init.copy() for _ in range(n)]  # no denoising step left to run: the image is unchanged
+    else:
+        images = runner(**kwargs).images
     after_call = time.perf_counter()
     if overlay_mask is not None:  # keep every pixel outside the mask, as A1111 does
         alpha = (np.asarray(overlay_mask, np.float32) / 255.0)[..., None]

@@ -73,6 +73,8 @@ def test_img2img_strength_zero_keeps_and_one_replaces(pipe):
     high = generate(pipe, GenerationSpec("x", seed=1, steps=10, init_image=init, strength=1.0)).images[0]
     d_low, d_high = np.abs(_px(low) - _px(init)).mean(), np.abs(_px(high) - _px(init)).mean()
     assert d_low < d_high
+    zero = generate(pipe, GenerationSpec("x", seed=1, steps=10, init_image=init, strength=0.0)).images[0]
+    assert np.array_equal(_px(zero), _px(init))  # no step to run: unchanged, as in A1111
 
 
 def test_inpainting_keeps_every_pixel_outside_the_mask(pipe):
