@@ -9,7 +9,10 @@ than a number computed on too few scales.
 """
 from __future__ import annotations
 
+
+import itertools
 import math
+from typing import Sequence
 
 import numpy as np
 
@@ -52,6 +55,12 @@ def ssim(reference: np.ndarray, test: np.ndarray, data_range: float = DATA_RANGE
         raise ValidationError(f"reference: SSIM needs images of at least 7x7 pixels, got {reference.shape[:2]}")
     channel_axis = -1 if reference.ndim == 3 else None
     return float(structural_similarity(reference, test, data_range=data_range, channel_axis=channel_axis))
+
+
+def mean_pairwise_ssim(images: Sequence[np.ndarray]) -> float:
+    """Mean SSIM over every pair of ``images`` (NaN for fewer than two): 1 minus it measures diversity across seeds."""
+    pairs = [ssim(a, b) for a, b in itertools.combinations(images, 2)]
+    return float(np.mean(pairs)) if pairs else float("nan")
 
 
 def ms_ssim(reference: np.ndarray, test: np.ndarray, data_range: float = DATA_RANGE) -> float:

@@ -320,13 +320,12 @@ def summarize(table: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
 def diversity(table: pd.DataFrame, store_dir: str | Path, by: list[str]) -> pd.DataFrame:
     """1 - mean pairwise SSIM across the images of each group (usually: all seeds of one setting)."""
     from PIL import Image
-    from skimage.metrics import structural_similarity
+    from .metrics import mean_pairwise_ssim
 
     rows = []
     for key, group in table.groupby(by):
         images = [np.asarray(Image.open(Path(store_dir) / f).convert("RGB")) for f in group["file"]]
-        pairs = [structural_similarity(a, b, channel_axis=2, data_range=255) for a, b in itertools.combinations(images, 2)]
-        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "diversity": 1 - float(np.mean(pairs)) if pairs else np.nan, "n": len(images)})
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "diversity": 1 - mean_pairwise_ssim(images), "n": len(images)})
     return pd.DataFrame(rows)
 
 
