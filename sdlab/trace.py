@@ -9,10 +9,12 @@ final image is the same image. Per step it keeps
 - ``x_t``: the latent the sampler evaluated the model at (unscaled, as the sampler holds it),
 - ``eps_uncond``, ``eps_cond``: the two halves of the CFG batch,
 - ``eps``: the guided prediction  eps_uncond + w (eps_cond - eps_uncond),
-- ``x0``: the predicted clean latent. For samplers that hold x = x0 + sigma eps
-  (Euler, Heun, LMS, DPM2, DPM++ SDE), x0 = x - sigma eps. For those that hold
-  x = sqrt(abar) x0 + sqrt(1 - abar) eps (DDIM, PLMS, DPM++ 2M, UniPC),
-  x0 = (x - sqrt(1 - abar) eps) / sqrt(abar).
+  as noise whatever the model predicts (v-prediction models are converted,
+  see :mod:`sdlab.prediction`),
+- ``x0``: the predicted clean latent, (z - sqrt(1 - abar) eps) / sqrt(abar)
+  with z the UNet's input. Samplers that hold x = x0 + sigma eps (Euler,
+  Heun, LMS, DPM2, DPM++ SDE) feed it z = x / sqrt(sigma^2 + 1), which is
+  the same formula with abar = 1 / (sigma^2 + 1); so x0 = x - sigma eps there.
 
 Optionally, cross-attention maps softmax(Q K^T / sqrt(d)) per prompt token
 (A1111 issue 4592, diffusers issue 3599), averaged over heads and layers.
@@ -30,6 +32,7 @@ from PIL import Image
 
 from .generate import Result, generate
 from .models import model_info
+from .prediction import eps_and_x0
 from .spec import GenerationSpec
 
 
@@ -159,17 +162,16 @@ def _holds_sigma(scheduler) -> bool:
     return getattr(scheduler, "sigmas", None) is not None and float(getattr(scheduler, "init_noise_sigma", 1.0)) != 1.0
 
 
-def _x_t_and_x0(scheduler, model_input: torch.Tensor, eps: torch.Tensor, timestep: float, step_index: int):
-    """(x_t as the sampler holds it, predicted x0, sigma) from the UNet's input and the guided eps."""
+def _x_t_and_level(scheduler, model_input: torch.Tensor, timestep: float, step_index: int):
+    """(x_t as the sampler holds it, alpha_bar, sigma) at the step whose UNet input is ``model_input``."""
     if _holds_sigma(scheduler):
         # the scheduler's own index: second-order samplers interleave their sigma arrays
         index = scheduler.step_index if getattr(scheduler, "step_index", None) is not None else step_index
         sigma = float(scheduler.sigmas[min(index, len(scheduler.sigmas) - 1)])
         x_t = model_input * (sigma**2 + 1) ** 0.5  # undo scale_model_input
-        return x_t, x_t - sigma * eps, sigma
-    abar = scheduler.alphas_cumprod[int(round(timestep))].float()
-    x0 = (model_input - (1 - abar).sqrt() * eps) / abar.sqrt()
-    return model_input, x0, float(((1 - abar) / abar).sqrt())
+        return x_t, 1.0 / (sigma**2 + 1), sigma
+    abar = float(scheduler.alphas_cumprod[int(round(timestep))])
+    return model_input, abar, ((1 - abar) / abar) ** 0.5
 
 
 def trace(pipe, spec: GenerationSpec, attention: bool = False, callback=None) -> Trace:
@@ -202,13 +204,16 @@ def trace(pipe, spec: GenerationSpec, attention: bool = False, callback=None) ->
                 recorder.maps = []
             return out
         pred = (out.sample if hasattr(out, "sample") else out[0]).detach().float().cpu()
-        if pred.shape[0] == 2:  # the CFG batch: [unconditional (negative prompt), conditional]
-            eps_uncond, eps_cond = pred[0], pred[1]
-            eps = eps_uncond + guidance * (eps_cond - eps_uncond)
-        else:  # guidance <= 1: diffusers runs the conditional branch alone
-            eps_uncond = eps_cond = eps = pred[0]
         t = float(timestep.flatten()[0]) if torch.is_tensor(timestep) else float(timestep)
-        x_t, x0, sigma = _x_t_and_x0(pipe.scheduler, sample.detach().float().cpu()[0], eps, t, state["index"])
+        z = sample.detach().float().cpu()[0]
+        x_t, abar, sigma = _x_t_and_level(pipe.scheduler, z, t, state["index"])
+        kind = pipe.scheduler.config.get("prediction_type", "epsilon")
+        if pred.shape[0] == 2:  # the CFG batch: [unconditional (negative prompt), conditional]
+            eps_uncond, eps_cond = (eps_and_x0(p, z, abar, kind)[0] for p in pred)
+            eps = eps_uncond + guidance * (eps_cond - eps_uncond)  # linear, so the same as guiding v
+        else:  # guidance <= 1: diffusers runs the conditional branch alone
+            eps_uncond = eps_cond = eps = eps_and_x0(pred[0], z, abar, kind)[0]
+        x0 = (z - (1 - abar) ** 0.5 * eps) / abar**0.5
         attn_map = recorder.pop_step((x_t.shape[-2], x_t.shape[-1])) if recorder is not None else None
         steps.append(Step(len(steps), t, sigma, x_t, eps_uncond, eps_cond, eps, x0, attn_map))
         return out

@@ -6,10 +6,12 @@ minutes, so ``sdlab mini train --out DIR`` killed at any point resumes where it
 stopped. Batches, noise and timesteps are drawn from a generator seeded by
 (seed, step), so a resumed run is the same run.
 
-The UNet objective is SD's: predict the noise ``eps`` added at a uniformly
-drawn timestep, with min-SNR-gamma loss weighting (Hang et al. 2023) for
-faster convergence, and the caption dropped (empty prompt) a share of the time
-so classifier-free guidance works at inference.
+The UNet objective is SD 2.x's: predict the velocity ``v = sqrt(abar) eps -
+sqrt(1 - abar) z0`` at a uniformly drawn timestep of a schedule rescaled to
+(almost) zero terminal SNR (see ``model.build_noise_scheduler`` for why), with
+the high-SNR steps down-weighted as min-SNR-gamma does (Hang et al. 2023), and
+the caption dropped (empty prompt) a share of the time so classifier-free
+guidance works at inference.
 """
 from __future__ import annotations
 
@@ -50,12 +52,13 @@ class TrainConfig:
     decoder_foreground_weight: float = 10.0
     unet_steps: int = 6_000
     unet_batch: int = 64
-    unet_lr: float = 4e-4
+    unet_lr: float = 5e-4
+    unet_final_lr_fraction: float = 0.1  # cosine decay to this share of unet_lr
     warmup_steps: int = 200
     cfg_dropout: float = 0.1
     ema_decay: float = 0.999
     min_snr_gamma: float = 5.0
-    noise: str = "pyramid"  # or "gaussian"; see pyramid_noise() for why
+    noise: str = "gaussian"  # or "pyramid"; see pyramid_noise()
     pyramid_discount: float = 0.8
     checkpoint_minutes: float = 3.0
     model: model_lib.ModelConfig = field(default_factory=model_lib.ModelConfig)
@@ -63,6 +66,11 @@ class TrainConfig:
 
 def _step_generator(seed: int, stage: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + stage * 100_003 + step)
+
+
+def _cosine(step: int, steps: int, final: float) -> float:
+    """Cosine decay from 1 at step 0 to ``final`` at ``steps``."""
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -113,7 +121,7 @@ def _autoencoder_stage(
     vae.train()
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+            group["lr"] = lr * _cosine(step, steps, 0.1)
         g = _step_generator(cfg.seed, stage, step)
         idx = torch.randint(len(images), (batch,), generator=g).numpy()
         loss = loss_fn(_to_tensor(images[idx]))
@@ -246,7 +254,7 @@ def _ema_update(ema: torch.nn.Module, live: torch.nn.Module, decay: float) -> No
 
 
 def train_unet(out: Path, latents: np.ndarray, captions: list[str], tok, cfg: TrainConfig, progress: bool = True):
-    """Stage 4: UNet and text encoder together, epsilon prediction, CFG dropout, EMA weights."""
+    """Stage 4: UNet and text encoder together, v-prediction, CFG dropout, EMA weights."""
     torch.manual_seed(cfg.seed)
     unet = model_lib.build_unet(cfg.model)
     text = model_lib.build_text_encoder(cfg.model, tok)
@@ -263,7 +271,8 @@ def train_unet(out: Path, latents: np.ndarray, captions: list[str], tok, cfg: Tr
     sched = model_lib.build_noise_scheduler()
     alphas_cumprod = sched.alphas_cumprod
     snr = alphas_cumprod / (1 - alphas_cumprod)
-    weights = torch.clamp(snr, max=cfg.min_snr_gamma) / snr  # min-SNR-gamma for epsilon prediction
+    # Loss on v weighs x0's error by SNR + 1; cap that at gamma + 1 (min-SNR-gamma), keeping weight 1 at SNR 0.
+    weights = (torch.clamp(snr, max=cfg.min_snr_gamma) + 1) / (snr + 1)
 
     ids = torch.tensor(tok(captions, padding="max_length", max_length=tokenizer_lib.MAX_LENGTH, truncation=True).input_ids)
     empty = torch.tensor(tok([""], padding="max_length", max_length=tokenizer_lib.MAX_LENGTH).input_ids)
@@ -279,7 +288,7 @@ def train_unet(out: Path, latents: np.ndarray, captions: list[str], tok, cfg: Tr
 
     bar = tqdm(range(start, cfg.unet_steps), initial=start, total=cfg.unet_steps, desc="unet", disable=not progress)
     for step in bar:
-        lr = cfg.unet_lr * min(1.0, (step + 1) / cfg.warmup_steps)
+        lr = cfg.unet_lr * min(1.0, (step + 1) / cfg.warmup_steps) * _cosine(step, cfg.unet_steps, cfg.unet_final_lr_fraction)
         for group in opt.param_groups:
             group["lr"] = lr
         g = _step_generator(cfg.seed, 2, step)
@@ -293,7 +302,8 @@ def train_unet(out: Path, latents: np.ndarray, captions: list[str], tok, cfg: Tr
         z_t = sched.add_noise(z0, eps, t)
         context = text(batch_ids).last_hidden_state
         pred = unet(z_t, t, context).sample
-        loss = (weights[t] * (pred - eps).pow(2).mean(dim=(1, 2, 3))).mean()
+        target = sched.get_velocity(z0, eps, t) if sched.config.prediction_type == "v_prediction" else eps
+        loss = (weights[t] * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

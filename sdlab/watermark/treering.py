@@ -131,6 +131,8 @@ class TreeRing:
         """DDIM inversion of clean latents z0 to z_T (unconditional: empty prompt, no guidance)."""
         import torch
 
+        from ..prediction import eps_and_x0
+
         sched = self.ddim.scheduler
         sched.set_timesteps(self.inversion_steps or self.steps)
         timesteps = sched.timesteps.flip(0)  # small t to large t
@@ -138,10 +140,11 @@ class TreeRing:
         with torch.no_grad():
             context = self.ddim.encode_prompt("", "cpu", 1, False)[0]
             prev_alpha = sched.final_alpha_cumprod
+            kind = sched.config.get("prediction_type", "epsilon")
             for t in timesteps:
-                eps = self.pipe.unet(z, t, encoder_hidden_states=context).sample
+                pred = self.pipe.unet(z, t, encoder_hidden_states=context).sample
                 alpha = alphas[t]
-                x0 = (z - (1 - prev_alpha).sqrt() * eps) / prev_alpha.sqrt()
+                eps, x0 = eps_and_x0(pred, z, prev_alpha, kind)
                 z = alpha.sqrt() * x0 + (1 - alpha).sqrt() * eps
                 prev_alpha = alpha
         return z
