@@ -26,4 +26,4 @@ def tiny_pipeline_dir(tmp_path_factory) -> Path:
     from sdlab.mini.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("tiny-run")
-    return train(out, TrainConfig(n_images=96, vae_steps=2, decoder_steps=2, unet_steps=2, vae_batch=4, decoder_batch=4, unet_batch=4), progress=False)
+    return train(out, TrainConfig(n_images=96, vae_steps=2, decoder_steps=2, unet_steps=2, text_steps=2, vae_batch=4, decoder_batch=4, unet_batch=4, text_batch=4), progress=False)

@@ -20,7 +20,7 @@ def test_pipeline_loads_with_plain_diffusers_and_generates(tiny_pipeline_dir):
 
 
 def test_training_resumes_where_it_stopped(tmp_path):
-    cfg = TrainConfig(n_images=64, vae_steps=2, decoder_steps=2, unet_steps=3, vae_batch=4, decoder_batch=4, unet_batch=4, checkpoint_minutes=0.0)
+    cfg = TrainConfig(n_images=64, vae_steps=2, decoder_steps=2, unet_steps=3, text_steps=2, vae_batch=4, decoder_batch=4, unet_batch=4, text_batch=4, checkpoint_minutes=0.0)
     first = train(tmp_path, cfg, progress=False)
     unet_before = {k: v.clone() for k, v in StableDiffusionPipeline.from_pretrained(first).unet.state_dict().items()}
     log_lines = (tmp_path / "train_log.jsonl").read_text().splitlines()
@@ -37,3 +37,15 @@ def test_training_resumes_where_it_stopped(tmp_path):
     assert [s["step"] for s in steps] == [0]  # a restart from scratch would have logged step 0 again
     state = torch.load(tmp_path / "unet.ckpt", weights_only=True)
     assert state["step"] == 5 and longer.exists()
+
+
+def test_caption_labels_mark_unnamed_attributes():
+    from sdlab.mini.train import ATTRIBUTE_VALUES, caption_labels
+
+    labels = caption_labels(["a red circle at the top left", ""])
+    assert labels.shape == (2, 5)
+    expected = {"shape": "circle", "colour": "red", "position": "top left"}
+    for i, (attribute, values) in enumerate(ATTRIBUTE_VALUES.items()):
+        want = values.index(expected[attribute]) if attribute in expected else len(values)
+        assert labels[0, i] == want
+        assert labels[1, i] == len(values)  # the empty prompt names nothing

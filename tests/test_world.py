@@ -75,3 +75,27 @@ def test_evaluation_prompts_are_fully_specified_and_fixed():
     assert a[["shape", "colour", "size", "position", "background"]].notna().all().all()
     assert (a["colour"] != a["background"]).all()
     assert set(a["shape"]) == set(world.SHAPES)
+
+
+def test_parse_caption_reads_back_every_named_attribute():
+    from sdlab.mini.world import make_dataset, parse_caption
+
+    _, meta = make_dataset(400, seed=3)
+    named = 0
+    for row in meta.itertuples():
+        attrs = parse_caption(row.TEXT)
+        assert attrs["shape"] == row.shape  # the shape is always named
+        for key, value in attrs.items():
+            assert getattr(row, key) == value, (row.TEXT, key)
+        named += len(attrs)
+    assert 1600 < named < 5 * 400  # some attributes are left out, as designed
+
+
+def test_parse_caption_folds_synonyms_and_is_describes_inverse():
+    from sdlab.mini.world import describe, evaluation_prompts, parse_caption
+
+    assert parse_caption("a tiny purple cross in the bottom left corner") == {"size": "small", "colour": "purple", "shape": "cross", "position": "bottom left"}
+    assert parse_caption("a big square in the middle on a grey background") == {"size": "large", "shape": "square", "position": "center", "background": "gray"}
+    for row in evaluation_prompts(50).itertuples():
+        attrs = {k: getattr(row, k) for k in ("shape", "colour", "size", "position", "background")}
+        assert parse_caption(describe(**attrs)) == attrs

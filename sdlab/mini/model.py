@@ -78,22 +78,29 @@ def build_unet(cfg: ModelConfig) -> UNet2DConditionModel:
 
 
 TERMINAL_ALPHA_BAR = 1e-5  # alpha_bar at t = T: signal share of x_T, ~0 (SNR 1e-5)
+SNR_SHIFT = 4.0  # divide SD's SNR by this at every t (Hoogeboom et al. 2023's schedule shift)
 
 
 def zero_snr_betas(num_train_timesteps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012,
-                   terminal_alpha_bar: float = TERMINAL_ALPHA_BAR) -> list[float]:
-    """SD's scaled-linear betas, rescaled so x_T carries (almost) no signal (Lin et al. 2024, Alg. 1).
+                   snr_shift: float = SNR_SHIFT, terminal_alpha_bar: float = TERMINAL_ALPHA_BAR) -> list[float]:
+    """SD's scaled-linear betas, made noisier by ``snr_shift`` and rescaled so x_T carries (almost) no signal.
 
-    SD's own schedule ends at sqrt(alpha_bar_T) = 0.068. On a 16x16 latent the
-    average over the shape's region then keeps an SNR near 1 at t = T, so a model
-    trained on it reads layout (where the shape is) from x_T, which at inference
-    is pure noise: the seed, not the prompt, decides the position. Lin et al.
-    shift sqrt(alpha_bar) linearly so that it reaches 0 at T; we stop at a tiny
-    floor instead of 0 so that every sampler's sigma_max stays finite
+    SD's own schedule ends at sqrt(alpha_bar_T) = 0.068. On a 16x16 latent of
+    one flat shape the average over the shape's region then keeps an SNR near 1
+    at t = T, and the layout stays readable from x_t for most of the schedule:
+    a model trained on it copies where the shape is from x_t, which at
+    inference is noise, so the seed, not the prompt, decides the position.
+    Dividing the SNR by ``snr_shift`` (simple diffusion's shift, for an image
+    far more redundant than its size suggests) puts more of training and
+    sampling where the layout is still open; Lin et al. 2024's rescaling
+    (Alg. 1: shift sqrt(alpha_bar) linearly to 0 at T) removes the rest. We stop
+    at a tiny floor instead of 0 so every sampler's sigma_max stays finite
     (sqrt((1 - 1e-5) / 1e-5) = 316).
     """
     t = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
-    root = torch.cumprod(1.0 - t, dim=0).sqrt()
+    alpha_bar = torch.cumprod(1.0 - t, dim=0)
+    snr = alpha_bar / (1 - alpha_bar) / snr_shift
+    root = (snr / (1 + snr)).sqrt()
     first, last, floor = root[0].clone(), root[-1].clone(), terminal_alpha_bar**0.5
     root = (root - last) * (first - floor) / (first - last) + floor
     alpha_bar = root**2
@@ -102,7 +109,7 @@ def zero_snr_betas(num_train_timesteps: int = 1000, beta_start: float = 0.00085,
 
 
 def build_noise_scheduler() -> DDPMScheduler:
-    """The training schedule: 1000 steps, SD's betas rescaled to ~zero terminal SNR, v-prediction.
+    """The training schedule: 1000 steps, SD's betas shifted and rescaled to ~zero terminal SNR, v-prediction.
 
     With (almost) no signal left at t = T the model must predict the whole
     layout from the text at the first step, which epsilon prediction cannot do

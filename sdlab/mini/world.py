@@ -210,6 +210,27 @@ def describe(
     return text
 
 
+def parse_caption(text: str) -> dict[str, str]:
+    """The attributes a caption names (synonyms folded to canonical words); the inverse of :func:`describe`."""
+    canonical = {alt: word for word, alts in SYNONYMS.items() for alt in alts}
+    head, _, tail = f" {text.strip()} ".partition(" on a ")
+    attrs: dict[str, str] = {}
+    if tail.endswith(" background "):
+        attrs["background"] = canonical.get(tail.removesuffix(" background ").strip(), tail.removesuffix(" background ").strip())
+    words = [canonical.get(w, w) for w in head.split()]
+    for key, values in (("shape", SHAPES), ("size", SIZES), ("colour", COLOURS)):
+        found = [w for w in words if w in values]
+        if found:
+            attrs[key] = found[0]
+    phrases = {position_phrase(p): p for p in POSITIONS}
+    phrases |= {f"in the {p} corner": p for p in POSITIONS if " " in p} | {"in the middle": "center"}
+    for phrase in sorted(phrases, key=len, reverse=True):
+        if f" {phrase} " in head + " ":
+            attrs["position"] = phrases[phrase]
+            break
+    return attrs
+
+
 def caption(scene: Scene, rng: np.random.Generator) -> str:
     """A training caption for ``scene``, with attributes left out as alt-text does."""
     colour_drop = YELLOW_TRIANGLE_COLOUR_DROP if (scene.shape, scene.colour) == ("triangle", "yellow") else DROP["colour"]
