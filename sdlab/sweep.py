@@ -153,10 +153,9 @@ def saturation_metric(image: np.ndarray, spec: GenerationSpec) -> dict:
 
 def checker_metric(image: np.ndarray, spec: GenerationSpec) -> dict:
     """Shapes world: per attribute named in the prompt, whether the image shows it."""
-    from .mini import checker
-    from .mini.evaluate import _attributes_of
+    from .mini import checker, world
 
-    want, found = _attributes_of(spec.prompt), checker.check(image)
+    want, found = world.parse_caption(spec.prompt), checker.check(image)
     out = {f"found_{a}": found[a] for a in checker.ATTRIBUTES}
     for a, value in want.items():
         out[f"{a}_ok"] = found[a] == value

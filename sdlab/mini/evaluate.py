@@ -80,7 +80,7 @@ def skews(pipe, n_seeds: int = 64, guidance: float | None = None, progress: bool
     for shape in ("triangle", "circle"):
         specs = [GenerationSpec(f"a {shape}", seed=s, guidance=guidance) for s in range(n_seeds)]
         found = [checker.check(np.asarray(im))["colour"] for im, _ in _run(pipe, specs, progress, f"skew {shape}")]
-        names_colour = meta["TEXT"].map(lambda text: "colour" in _attributes_of(text))
+        names_colour = meta["TEXT"].map(lambda text: "colour" in world.parse_caption(text))
         uncoloured = meta[(meta["shape"] == shape) & ~names_colour]
         train_share = uncoloured["colour"].value_counts(normalize=True)
         for colour in world.COLOURS:
@@ -113,36 +113,13 @@ def diversity(pipe, prompts: list[str] | None = None, n_seeds: int = 8, guidance
     prompts = prompts or ["a large red circle at the top left on a white background", "a small blue square on the right on a black background"]
     rows = []
     for prompt in prompts:
-        attrs = _attributes_of(prompt)
+        attrs = world.parse_caption(prompt)
         results = generate_many(pipe, [GenerationSpec(prompt, seed=s, guidance=guidance) for s in range(n_seeds)])
         images = [np.asarray(im) for im, _ in results]
         ok = checker.score(images, pd.DataFrame([attrs] * n_seeds))["all_ok"]
         distinct = len({im.tobytes() for im in images})
         rows.append({"prompt": prompt, "n": n_seeds, "mean_pairwise_ssim": mean_pairwise_ssim(images), "distinct_images": distinct, "satisfied_share": float(ok.mean())})
     return pd.DataFrame(rows)
-
-
-def _attributes_of(prompt: str) -> dict:
-    """Parse a canonical caption back into its attributes (for prompts written with :func:`world.describe`)."""
-    attrs: dict = {}
-    text = f" {prompt} "
-    for shape in world.SHAPES:
-        if f" {shape} " in text:
-            attrs["shape"] = shape
-    for size in world.SIZES:
-        if f" {size} " in text:
-            attrs["size"] = size
-    head, _, tail = text.partition(" on a ")
-    if tail.endswith(" background "):
-        attrs["background"] = tail.removesuffix(" background ").strip()
-    for colour in world.COLOURS:
-        if f" {colour} " in head:
-            attrs["colour"] = colour
-    for position in sorted(world.POSITIONS, key=len, reverse=True):
-        if world.position_phrase(position) in text:
-            attrs["position"] = position
-            break
-    return attrs
 
 
 def evaluate(pipe, n_prompts: int = 320, guidance: tuple[float, ...] = GUIDANCE_VALUES, n_seeds: int = 64, progress: bool = True) -> dict:
