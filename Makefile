@@ -25,7 +25,8 @@ demo: setup ## headless: a labelled seed x guidance grid from the shapes world i
 present: setup ## serve a notebook as a code-free app (Voila) for a projector
 	$(BIN)/voila --port=$(PORT) $(NOTEBOOK)
 
-test: setup ## the whole suite, slow tests and notebooks included (what CI runs)
+test: setup ## the whole suite, slow tests, browser tests (tests/browser) and notebooks included (what CI runs)
+	@.ci/install-chromium
 	$(BIN)/python -m pytest -q tests
 	$(BIN)/python -m pytest -q --nbmake --nbmake-timeout=600 notebooks/[0-9]*.ipynb
 
