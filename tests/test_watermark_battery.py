@@ -1,8 +1,6 @@
 """ROC arithmetic against a hand-worked example; the battery's rows, resume and refusal."""
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,8 +8,14 @@ import pytest
 from sdlab.errors import StoreError, ValidationError
 from sdlab.images import sample_photos
 from sdlab.watermark import auc, battery, roc_curve, summarize, tpr_at_fpr
+from sdlab.watermark import robustness as battery_lib
 
-battery_lib = importlib.import_module("sdlab.watermark.battery")  # the package's ``battery`` is the function
+
+def test_battery_name_is_the_function_not_a_module():
+    import sdlab.watermark as wm
+
+    assert callable(battery) and battery is wm.battery is battery_lib.battery
+    assert battery_lib.__name__ == "sdlab.watermark.robustness"
 
 
 def test_roc_by_hand():

@@ -4,11 +4,13 @@
 - :mod:`.calibration` — the clean-image null of bits matched, p-values, measured FPR
 - :mod:`.detection` — :func:`embed`, :func:`detect`, :class:`Detection`
 - :mod:`.attacks` — JPEG, WebP, resize, rotation, crop, erasing, brightness, contrast, blur, noise, combinations, regeneration
-- :mod:`.battery` — images x methods x attacks x strengths, resumable; :mod:`.roc` and :mod:`.plots` read it
+- :mod:`.robustness` — :func:`battery`: images x methods x attacks x strengths, resumable; :mod:`.roc` and :mod:`.plots` read it
+
+(The module is not called ``battery`` so that ``sdlab.watermark.battery`` is unambiguously the function.)
 - :mod:`.treering` — a Tree-Ring in-generation watermark for any ``StableDiffusionPipeline``
 """
 from .attacks import ATTACKS, DEFAULT_ATTACKS, apply as attack, chain
-from .battery import PostHoc, battery, summarize
+from .robustness import PostHoc, battery, summarize
 from .calibration import Calibration, bundled as bundled_calibration, calibrate
 from .codec import METHODS, MIN_AREA, PRESETS, Payload, parse_payload
 from .detection import Detection, detect, detect_all, embed
