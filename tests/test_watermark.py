@@ -155,7 +155,85 @@ def test_bundled_calibration_is_biased_and_fpr_measured():
     rates = cal.ones[("dwtDct", 136)] / 136
     assert len(rates) >= 300
     assert np.median(rates) < 0.25  # most clean images decode to (nearly) all zeros: not a fair coin
+    for method in ("dwtDct", "dwtDctSvd"):
+        for n in (136, 48, 32):
+            counts, blocks = cal.votes[(method, n)]
+            assert counts.shape == (len(rates), n) and (counts <= codec.block_totals(blocks, n)).all()
     records = cal.evaluation["fpr"]
     assert {r["payload"] for r in records} == {"sd1", "sd2", "sdxl"}
     for r in records:
+        assert r["test"] == "vote contrast"
         assert r["measured_fpr"] <= max(2 * r["target_fpr"], 0.01)
+        assert r["bits_measured_fpr"] <= max(2 * r["target_fpr"], 0.02)
+
+
+def test_calibration_file_round_trip(tmp_path):
+    cal = cal_lib.bundled()
+    cal.save(tmp_path / "c.json")
+    again = cal_lib.Calibration.load(tmp_path / "c.json")
+    for key, (counts, blocks) in cal.votes.items():
+        assert np.array_equal(again.votes[key][0], counts) and np.array_equal(again.votes[key][1], blocks)
+    assert np.array_equal(again.ones[("rivaGan", 32)], cal.ones[("rivaGan", 32)])
+    (tmp_path / "bad.json").write_text('{"version": 9, "ones": {}}')
+    from sdlab.errors import DataError
+    with pytest.raises(DataError, match="calibration"):
+        cal_lib.Calibration.load(tmp_path / "bad.json")
+
+
+def test_fast_dwtdct_embed_is_the_library_encoder(photos):
+    """sdlab embeds dwtDct without the library's Python loop; the output must be the library's, byte for byte."""
+    from imwatermark import WatermarkEncoder
+
+    images = [photos["coffee"], photos["rocket"][:300, :333], np.zeros((257, 260, 3), np.uint8),
+              np.full((260, 300, 3), 255, np.uint8)]
+    for preset in ("sd1", "sdxl"):
+        payload = PRESETS[preset].payload
+        for rgb in images:
+            encoder = WatermarkEncoder()
+            encoder.set_watermark("bits", list(payload.bits))
+            theirs = encoder.encode(np.ascontiguousarray(rgb[..., ::-1]), "dwtDct")[..., ::-1]
+            assert np.array_equal(codec.embed_array(rgb, payload, "dwtDct"), theirs), (preset, rgb.shape)
+
+
+def test_vote_contrast_is_a_two_sample_t():
+    from scipy.stats import ttest_ind
+
+    rng = np.random.default_rng(0)
+    bits = np.array([1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 0, 0])
+    totals = np.full(12, 40)
+    ones = rng.integers(0, 41, 12)
+    m = ones / 40
+    expected = ttest_ind(m[bits == 1], m[bits == 0]).statistic
+    assert cal_lib.contrast(ones, totals, bits) == pytest.approx(expected)
+    both = cal_lib.contrast(ones, totals, np.stack([bits, 1 - bits]))
+    assert both == pytest.approx([expected, -expected])
+    assert cal_lib.contrast(np.full(12, 7), totals, bits) == 0  # a flat clean image: no evidence either way
+    assert cal_lib.contrast(40 * bits, totals, bits) == cal_lib.MAX_CONTRAST  # a flat image marked: perfect separation
+
+
+def test_smooth_mark_that_bits_matched_misses_is_found():
+    """dwtDct writes a 0 by lowering a block's largest coefficient; in a smooth block another one takes over and the 0
+    is read as the image's own vote. Where those lean to 1 the marked image decodes like a clean one (bits matched
+    at chance), but its 1-bits still vote 1 everywhere, which the vote contrast sees."""
+    chelsea = sample_photos(None, ("chelsea",))["chelsea"]
+    smooth = np.asarray(Image.fromarray(np.ascontiguousarray(chelsea[66:210, 306:450, :][:, ::-1])).resize((512, 512), Image.LANCZOS))
+    assert codec.block_votes(smooth, "dwtDct").mean() > 0.6  # this image's own votes lean to 1
+    for preset in ("sd1", "sdxl"):
+        found = detect(embed(smooth, preset=preset), preset=preset)
+        assert found.bit_accuracy < 0.6 and found.bits_p_value > 0.01  # the library's bits: nothing to see
+        assert found.test == "vote contrast" and found.detected and found.p_value < 1e-10
+        clean = detect(smooth, preset=preset)
+        assert not clean.detected and clean.p_value > 0.01
+
+
+def test_held_out_photos_detection_rates():
+    """A quick slice of the benchmark's target measurement: marked and clean 512² evaluation photos."""
+    from sdlab.watermark import cleanset
+
+    assert not set(cleanset.CALIBRATION_PHOTOS) & set(cleanset.EVALUATION_PHOTOS)
+    assert "clean_images" in cal_lib.bundled().source  # calibrated on the calibration group only
+    images = [img for _, img in cleanset.evaluation_photos(16, seed=99)]
+    assert all(img.shape == (512, 512, 3) for img in images)
+    for preset in ("sd1", "sdxl"):
+        assert all(detect(embed(img, preset=preset), preset=preset).detected for img in images)
+        assert not any(detect(img, preset=preset).detected for img in images)

@@ -1,10 +1,19 @@
-"""Unmarked images for calibration and false-positive measurement, made offline and reproducibly.
+"""Unmarked images for calibration, and held-out photos for measuring TPR and FPR, made offline and reproducibly.
 
-Three kinds, so the null is not tuned to one look: crops and flips of
-scikit-image's bundled photos at several sizes, shapes-world scenes rendered
-at full size (flat colours, like generated clip art), and smooth random
-textures. A ``seed`` picks a different but repeatable set, so calibration and
-evaluation can use disjoint draws.
+scikit-image's bundled images are split by *source* into two disjoint groups,
+so that the detection rates are measured on photos the null never saw:
+
+- :data:`CALIBRATION_PHOTOS` (grayscale photos, the colour wheel, the logo)
+  feed the null, together with shapes-world scenes (flat colours, like
+  generated clip art), smooth random colour textures, and *tinted* variants
+  of the grayscale photos (their luminance mapped through a random two-colour
+  ramp, so the null sees photo-like chroma texture without any held-out photo).
+- :data:`EVALUATION_PHOTOS` (every natural colour photo scikit-image ships)
+  are only ever used by :func:`evaluation_photos`: the 512² test set of the
+  detection target (see there for its definition).
+
+A ``seed`` picks a different but repeatable draw, so calibration and its own
+FPR check can use disjoint draws too.
 """
 from __future__ import annotations
 
@@ -14,35 +23,67 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from ..images import SAMPLE_PHOTOS, sample_photos
+from ..images import load_rgb
 
-EXTRA_PHOTOS = ("brick", "grass", "gravel", "coins", "moon", "page", "text", "retina", "colorwheel")
+CALIBRATION_PHOTOS = ("camera", "brick", "grass", "gravel", "coins", "moon", "page", "text", "clock", "cell",
+                      "colorwheel", "logo")
+EVALUATION_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "hubble_deep_field",
+                     "immunohistochemistry", "retina")
 SIZES = (256, 384, 512, 640, 768)
 KINDS = ("photo", "photo", "photo", "photo", "scene", "texture")  # 4 : 1 : 1
+EVAL_SIZE, EVAL_MIN_SIDE = 512, 256
 
 
-@lru_cache(maxsize=1)
-def _photos() -> tuple[tuple[str, np.ndarray], ...]:
-    """Every bundled scikit-image photo, as shipped (cached: decoding them takes a moment)."""
-    return tuple(sample_photos(None, SAMPLE_PHOTOS + EXTRA_PHOTOS).items())
+def _load(name: str) -> np.ndarray:
+    from skimage import data
+
+    if name == "motorcycle":  # the left view of the stereo pair (the right one is nearly the same photo)
+        return load_rgb(data.stereo_motorcycle()[0])
+    image = getattr(data, name)()
+    if image.ndim == 3 and image.shape[2] == 4:  # the logo: composite its alpha over white
+        alpha = image[..., 3:4].astype(np.float32) / 255
+        image = (image[..., :3] * alpha + 255 * (1 - alpha)).round().astype(np.uint8)
+    return load_rgb(image)
+
+
+@lru_cache(maxsize=2)
+def _photos(group: str = "calibration") -> tuple[tuple[str, np.ndarray], ...]:
+    """One group of scikit-image's images, as shipped (cached: decoding them takes a moment)."""
+    names = {"calibration": CALIBRATION_PHOTOS, "evaluation": EVALUATION_PHOTOS}[group]
+    return tuple((name, _load(name)) for name in names)
+
+
+def _square_crop(rng: np.random.Generator, photo: np.ndarray, low: int, high: int) -> tuple[np.ndarray, str]:
+    h, w = photo.shape[:2]
+    side = int(rng.integers(min(low, min(h, w)), min(high, min(h, w)) + 1))
+    top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    crop = photo[top : top + side, left : left + side]
+    flip = int(rng.integers(3))
+    crop = crop[:, ::-1] if flip == 1 else crop[::-1] if flip == 2 else crop
+    return np.ascontiguousarray(crop), f"crop{side}@{top},{left}-flip{flip}"
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.LANCZOS))
+
+
+def tint(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Map the luminance of ``image`` through a ramp between two random colours."""
+    lum = image.astype(np.float32).mean(axis=2, keepdims=True) / 255
+    low, high = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    return np.clip(low + lum * (high - low), 0, 255).round().astype(np.uint8)
 
 
 def photo_variant(rng: np.random.Generator, size: int | None = None) -> tuple[str, np.ndarray]:
-    """A random crop (35–100 % of the short side), maybe flipped, resized to ``size`` (random if None)."""
-    photos = _photos()
+    """A calibration photo: random crop (35–100 % of the short side), maybe flipped, maybe tinted, resized to ``size``."""
+    photos = _photos("calibration")
     name, photo = photos[rng.integers(len(photos))]
-    h, w = photo.shape[:2]
-    side = int(min(h, w) * rng.uniform(0.35, 1.0))
-    top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-    crop = photo[top : top + side, left : left + side]
-    flip = rng.integers(3)
-    if flip == 1:
-        crop = crop[:, ::-1]
-    elif flip == 2:
-        crop = crop[::-1]
+    crop, where = _square_crop(rng, photo, int(min(photo.shape[:2]) * 0.35), min(photo.shape[:2]))
+    tinted = bool(rng.integers(2)) and bool((crop.max(axis=2) == crop.min(axis=2)).all())  # grayscale ones only
+    if tinted:
+        crop = tint(rng, crop)
     size = size or int(rng.choice(SIZES))
-    out = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.LANCZOS))
-    return f"{name}-crop{side}@{top},{left}-flip{flip}-{size}", out
+    return f"{name}{'-tinted' if tinted else ''}-{where}-{size}", _resize(crop, size)
 
 
 def scene_image(rng: np.random.Generator, size: int | None = None) -> tuple[str, np.ndarray]:
@@ -56,12 +97,13 @@ def scene_image(rng: np.random.Generator, size: int | None = None) -> tuple[str,
 
 
 def texture_image(rng: np.random.Generator, size: int | None = None) -> tuple[str, np.ndarray]:
-    """Smooth colour noise (a low-pass random field) with a little grain."""
-    from scipy.ndimage import gaussian_filter
-
+    """Smooth colour noise (a Gaussian low-pass random field, filtered in the Fourier domain) with a little grain."""
     size = size or int(rng.choice(SIZES))
     sigma = rng.uniform(2, 24)
-    field = gaussian_filter(rng.normal(size=(size, size, 3)), sigma=(sigma, sigma, 0))
+    white = rng.normal(size=(3, size, size))
+    fy, fx = np.fft.fftfreq(size)[:, None], np.fft.rfftfreq(size)[None, :]
+    gain = np.exp(-2 * (np.pi * sigma) ** 2 * (fx**2 + fy**2))
+    field = np.fft.irfft2(np.fft.rfft2(white) * gain, s=(size, size)).transpose(1, 2, 0)
     field = (field - field.mean()) / (field.std() + 1e-9)
     grain = rng.normal(scale=rng.uniform(0, 4), size=field.shape)
     pixels = 128 + 50 * field + grain
@@ -69,10 +111,28 @@ def texture_image(rng: np.random.Generator, size: int | None = None) -> tuple[st
 
 
 def clean_images(n: int, seed: int = 0, size: int | None = None, kinds: tuple[str, ...] = KINDS) -> Iterator[tuple[str, np.ndarray]]:
-    """``n`` unmarked (name, RGB) images; ``size=None`` mixes sizes from 256 to 768."""
+    """``n`` unmarked (name, RGB) calibration images; ``size=None`` mixes sizes from 256 to 768. No evaluation photo."""
     makers = {"photo": photo_variant, "scene": scene_image, "texture": texture_image}
     rng = np.random.default_rng([seed, 7919])
     for i in range(n):
         kind = kinds[i % len(kinds)]
         name, image = makers[kind](rng, size)
         yield f"{i:04d}-{name}", image
+
+
+def evaluation_photos(n: int, seed: int = 0, size: int = EVAL_SIZE, min_side: int = EVAL_MIN_SIDE) -> Iterator[tuple[str, np.ndarray]]:
+    """The held-out test set of the detection target: ``n`` 512² photos, none of them seen by the calibration.
+
+    Image ``i`` comes from ``EVALUATION_PHOTOS[i % 8]`` (every natural colour photo
+    scikit-image bundles): a square crop whose side is drawn uniformly between
+    ``min_side`` (256) and the photo's short side, at a random position, flipped
+    (none / left-right / up-down, equally likely), resized to ``size`` with
+    Lanczos. So no image is enlarged more than 2x (a 144 px crop blown up 3.5x
+    is not a 512² photo), and large photos (hubble, retina) are also shrunk.
+    """
+    photos = _photos("evaluation")
+    rng = np.random.default_rng([seed, 104729])
+    for i in range(n):
+        name, photo = photos[i % len(photos)]
+        crop, where = _square_crop(rng, photo, min_side, min(photo.shape[:2]))
+        yield f"{i:04d}-{name}-{where}", _resize(crop, size)

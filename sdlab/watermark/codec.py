@@ -182,11 +182,42 @@ def embed_array(rgb: np.ndarray, payload: Payload, method: str) -> np.ndarray:
     from imwatermark import WatermarkEncoder
 
     check_method(method, payload)
+    if method == "dwtDct":
+        return _from_bgr(_embed_dwtdct_bgr(_to_bgr(rgb), payload.array))
     if method == "rivaGan":
         _riva()
     encoder = WatermarkEncoder()
     encoder.set_watermark("bits", list(payload.bits))
     return _from_bgr(encoder.encode(_to_bgr(rgb), method))
+
+
+def _embed_dwtdct_bgr(bgr: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """The library's dwtDct encoder (``imwatermark.maxDct.EmbedMaxDct.encode``, scales 0/36/36) without its
+    Python loop over blocks: the same float operations block by block, so the output is identical (tested).
+
+    Like the library it swaps the horizontal and vertical Haar details when it rebuilds the U channel, and it
+    writes the float result into the uint8 YUV array with numpy's truncating cast.
+    """
+    import cv2
+    import pywt
+
+    row, col = bgr.shape[:2]
+    yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)
+    approx, (h1, v1, d1) = pywt.dwt2(yuv[: row // 4 * 4, : col // 4 * 4, 1], "haar")
+    rows, cols = approx.shape[0] // _BLOCK, approx.shape[1] // _BLOCK
+    view = approx[: rows * _BLOCK, : cols * _BLOCK].reshape(rows, _BLOCK, cols, _BLOCK).swapaxes(1, 2)
+    blocks = view.reshape(rows * cols, _BLOCK * _BLOCK).copy()
+    pos = np.argmax(np.abs(blocks[:, 1:]), axis=1) + 1
+    idx = np.arange(len(blocks))
+    val = blocks[idx, pos]
+    bit = bits[idx % len(bits)].astype(np.float64)
+    mag = np.abs(val)
+    new = (mag // _SCALE + 0.25 + 0.5 * bit) * _SCALE
+    blocks[idx, pos] = np.where(val >= 0.0, new, -1.0 * new)
+    approx[: rows * _BLOCK, : cols * _BLOCK] = blocks.reshape(rows, cols, _BLOCK, _BLOCK).swapaxes(1, 2).reshape(
+        rows * _BLOCK, cols * _BLOCK)
+    yuv[: row // 4 * 4, : col // 4 * 4, 1] = pywt.idwt2((approx, (v1, h1, d1)), "haar")
+    return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR)
 
 
 # -- decoding ------------------------------------------------------------------------------------
@@ -212,11 +243,27 @@ def block_votes(rgb: np.ndarray, method: str) -> np.ndarray:
     return ((values % _SCALE) > 0.5 * _SCALE).astype(np.float64)
 
 
-def bits_from_votes(votes: np.ndarray, n_bits: int) -> np.ndarray:
-    """The library's decision: block ``k`` votes for bit ``k % n_bits``; a bit is 1 when its mean vote exceeds 127/255."""
+def vote_counts(votes: np.ndarray, n_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(blocks voting 1, blocks) for each bit: block ``k`` votes for bit ``k % n_bits``."""
     index = np.arange(len(votes)) % n_bits
-    mean = np.bincount(index, weights=votes, minlength=n_bits) / np.maximum(np.bincount(index, minlength=n_bits), 1)
-    return (mean * 255 > 127).astype(np.uint8)
+    ones = np.bincount(index, weights=votes, minlength=n_bits).round().astype(np.int64)
+    return ones, block_totals(len(votes), n_bits)
+
+
+def block_totals(n_blocks: int | np.ndarray, n_bits: int) -> np.ndarray:
+    """How many of ``n_blocks`` blocks vote for each bit (``n_blocks`` may be an array: one row per image)."""
+    n = np.asarray(n_blocks)[..., None]
+    return n // n_bits + (np.arange(n_bits) < n % n_bits)
+
+
+def bits_from_counts(ones: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """The library's decision: a bit is 1 when its mean vote exceeds 127/255."""
+    return (ones / np.maximum(totals, 1) * 255 > 127).astype(np.uint8)
+
+
+def bits_from_votes(votes: np.ndarray, n_bits: int) -> np.ndarray:
+    """The library's bits from per-block votes."""
+    return bits_from_counts(*vote_counts(votes, n_bits))
 
 
 def riva_scores(rgb: np.ndarray) -> np.ndarray:
@@ -241,9 +288,15 @@ class Decoder:
             if "rivaGan" not in self._votes:
                 self._votes["rivaGan"] = (riva_scores(self.rgb) > 0.52).astype(np.uint8)
             return self._votes["rivaGan"]
+        return bits_from_counts(*self.counts(method, n_bits))
+
+    def counts(self, method: str, n_bits: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per bit: (blocks voting 1, blocks), for dwtDct and dwtDctSvd."""
+        if method not in ("dwtDct", "dwtDctSvd"):
+            raise ValidationError(f"method: block votes exist for dwtDct and dwtDctSvd, not {method!r}")
         if method not in self._votes:
             self._votes[method] = block_votes(self.rgb, method)
-        return bits_from_votes(self._votes[method], n_bits)
+        return vote_counts(self._votes[method], n_bits)
 
 
 def decode_bits(rgb: np.ndarray, method: str, n_bits: int) -> np.ndarray:
