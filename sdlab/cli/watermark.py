@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     target.add_argument("--preset", choices=PRESET_NAMES, help="default: test every preset")
     target.add_argument("--payload", metavar="TEXT")
     p.add_argument("--method", choices=METHOD_NAMES)
-    p.add_argument("--fpr", type=float, default=0.01, help="false-positive rate for 'detected' (default 0.01)")
+    p.add_argument("--fpr", type=float, default=0.001, help="false-positive rate for 'detected' (default 0.001)")
     p.add_argument("--upscale", action="store_true")
     p.add_argument("--json", action="store_true", help="one JSON object per image and payload per line")
     p.set_defaults(func=_detect)

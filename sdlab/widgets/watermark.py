@@ -105,8 +105,11 @@ class WatermarkPanel(Panel):
         rows = "".join(
             f"<tr><td>{d.preset}</td><td>{d.bits_matched}/{d.bits_total}</td><td>{d.bit_accuracy:.1%}</td>"
             f"<td>{d.p_value:.2g}</td><td>{d.confidence:.4f}</td>"
-            f"<td style='color:{'#087f23' if d.detected else '#555'}'><b>{html.escape(d.decision)}</b></td></tr>"
+            f"<td style='color:{'#087f23' if d.detected else '#555'}'><b>{'yes' if d.detected else 'no'}</b></td>"
+            f"<td>{html.escape(d.decision)}</td></tr>"
             for d in self.results
         )
-        head = "<tr><th>preset</th><th>bits matched</th><th>accuracy</th><th>p-value</th><th>confidence</th><th>decision</th></tr>"
+        fpr = self.results[0].fpr if self.results else 0.001
+        head = (f"<tr><th>preset</th><th>bits matched</th><th>accuracy</th><th>p-value</th><th>confidence</th>"
+                f"<th>detected at {fpr:.1%} FPR</th><th>decision (sdxl: published rule)</th></tr>")
         return f"<table>{head}{rows}</table>"
