@@ -116,6 +116,7 @@ def test_sweep_panel_runs_and_shows_the_grid(pipe, tmp_path):
     panel.start(background=False)
     assert panel.last_error is None and len(panel.table) == 4
     assert panel.grid_view.value[:4] == b"\x89PNG"
+    assert panel.plot.value[:4] == b"\x89PNG"  # the metric plot is drawn
     panel.axes[0][1].value = "1-x"
     panel.start(background=False)
     assert "not a number or a range" in panel.last_error

@@ -52,6 +52,8 @@ class DenoiseExplorer(Panel):
 
         self.trace = tr
         self.token.options = [(t, i) for i, t in prompt_tokens(tr)]
+        if self.token.options:  # show an attention map straight away, not a broken image
+            self.token.value = self.token.options[0][1]
         last = len(tr.steps) - 1
         self.step.max = self.play.max = last
         self.step.value = 0

@@ -27,7 +27,7 @@ class SweepPanel(Panel):
         self.run_button.on_click(lambda _: self.start())
         self.grid_view = W.Image(format="png")
         self.metric = W.Dropdown(options=["all_ok", "saturation"], value="saturation", description="Metric")
-        self.plot = W.Output()
+        self.plot = W.Image(format="png")  # an image, not an Output: the plot is drawn from the worker thread
         self.metric.observe(lambda _: self.draw_plot(), names="value")
         self.widget = W.VBox([
             self.prompt, *[W.HBox(list(pair)) for pair in self.axes], W.HBox([self.steps, self.out_dir, self.new]),
@@ -88,9 +88,12 @@ class SweepPanel(Panel):
         if self.table is None or self.metric.value not in self.table:
             return
         axes = self.axis_list()
-        self.plot.clear_output(wait=True)
-        with self.plot:
-            fig, ax = plt.subplots(figsize=(4.5, 3))
-            x = axes[1].name if len(axes) > 1 and axes[0].name == "seed" else axes[0].name
-            plot_metric(self.table, self.metric.value, x, ax=ax)
-            plt.show()
+        from io import BytesIO
+
+        fig, ax = plt.subplots(figsize=(4.5, 3))
+        x = axes[1].name if len(axes) > 1 and axes[0].name == "seed" else axes[0].name
+        plot_metric(self.table, self.metric.value, x, ax=ax)
+        buffer = BytesIO()
+        fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        self.plot.value = buffer.getvalue()
