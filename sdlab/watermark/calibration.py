@@ -363,8 +363,10 @@ def calibrate(n_images: int = 400, seed: int = 0, lengths: dict[str, tuple[int, 
                  if img.shape[0] <= 512)
         ones.update(decode_counts(small, riva, tick)[1])
         offset += rivagan_images
+    riva_used = len(ones.get(("rivaGan", RIVAGAN_BITS), []))
     cal = Calibration(ones, source=f"sdlab.watermark.cleanset.clean_images(n={n_images}, seed={seed}); "
-                                   f"rivaGan: {rivagan_images} images, seed={seed + 100}, side <= 512", votes=votes)
+                                   f"rivaGan: the {riva_used} of {rivagan_images} images (seed={seed + 100}) with side <= 512",
+                      votes=votes)
     eval_images = (img for _, img in cleanset.clean_images(n_eval, eval_seed))
     evaluated = []
     for i, img in enumerate(eval_images, 1):
