@@ -77,24 +77,36 @@ def load_rgb(image: ImageLike) -> np.ndarray:
 
 
 # scikit-image ships these photos inside its wheel: available offline.
-SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat", "immunohistochemistry", "hubble_deep_field")
+# Eight distinct photos scikit-image bundles (offline). Its ``cat`` is ``chelsea`` again, so not listed.
+SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "camera", "immunohistochemistry", "hubble_deep_field")
+
+
+def load_sample(name: str) -> np.ndarray:
+    """One of scikit-image's bundled images by name, as RGB uint8 at its shipped size."""
+    from skimage import data
+
+    if name == "motorcycle":  # the left view of the stereo pair (the right one is nearly the same photo)
+        return load_rgb(data.stereo_motorcycle()[0])
+    loader = getattr(data, name, None)
+    if not callable(loader):
+        raise ValidationError(f"photo: scikit-image has no image {name!r}; e.g. {', '.join(SAMPLE_PHOTOS)}")
+    image = loader()
+    if image.ndim == 3 and image.shape[2] == 4:  # the logo: composite its alpha over white
+        alpha = image[..., 3:4].astype(np.float32) / 255
+        image = (image[..., :3] * alpha + 255 * (1 - alpha)).round().astype(np.uint8)
+    return load_rgb(image)
 
 
 def sample_photos(size: int | None = 512, names: tuple[str, ...] = SAMPLE_PHOTOS) -> dict[str, np.ndarray]:
     """scikit-image's bundled photos as RGB uint8, centre-cropped square and resized to ``size`` (None: as shipped)."""
-    from skimage import data
-
     photos = {}
     for name in names:
-        loader = getattr(data, name, None)
-        if loader is None:
-            continue
-        array = load_rgb(loader())
+        array = load_sample(name)
         if size is not None:
             h, w = array.shape[:2]
             side = min(h, w)
             top, left = (h - side) // 2, (w - side) // 2
-            square = Image.fromarray(array[top : top + side, left : left + side])
+            square = Image.fromarray(np.ascontiguousarray(array[top : top + side, left : left + side]))
             array = np.asarray(square.resize((size, size), Image.LANCZOS))
         photos[name] = array
     return photos

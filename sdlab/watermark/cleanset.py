@@ -23,7 +23,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from ..images import load_rgb
+from ..images import load_sample
 
 CALIBRATION_PHOTOS = ("camera", "brick", "grass", "gravel", "coins", "moon", "page", "text", "clock", "cell",
                       "colorwheel", "logo")
@@ -34,23 +34,11 @@ KINDS = ("photo", "photo", "photo", "photo", "scene", "texture")  # 4 : 1 : 1
 EVAL_SIZE, EVAL_MIN_SIDE = 512, 256
 
 
-def _load(name: str) -> np.ndarray:
-    from skimage import data
-
-    if name == "motorcycle":  # the left view of the stereo pair (the right one is nearly the same photo)
-        return load_rgb(data.stereo_motorcycle()[0])
-    image = getattr(data, name)()
-    if image.ndim == 3 and image.shape[2] == 4:  # the logo: composite its alpha over white
-        alpha = image[..., 3:4].astype(np.float32) / 255
-        image = (image[..., :3] * alpha + 255 * (1 - alpha)).round().astype(np.uint8)
-    return load_rgb(image)
-
-
 @lru_cache(maxsize=2)
 def _photos(group: str = "calibration") -> tuple[tuple[str, np.ndarray], ...]:
     """One group of scikit-image's images, as shipped (cached: decoding them takes a moment)."""
     names = {"calibration": CALIBRATION_PHOTOS, "evaluation": EVALUATION_PHOTOS}[group]
-    return tuple((name, _load(name)) for name in names)
+    return tuple((name, load_sample(name)) for name in names)
 
 
 def _square_crop(rng: np.random.Generator, photo: np.ndarray, low: int, high: int) -> tuple[np.ndarray, str]:

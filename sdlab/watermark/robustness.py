@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import StoreError, ValidationError
+from ..images import SAMPLE_PHOTOS, sample_photos
 from ..io import atomic_path, atomic_write_text
 from . import attacks as attacks_lib
 from .calibration import Calibration, bundled
@@ -187,27 +188,9 @@ class BatteryStore:
             self.rows.to_parquet(tmp, index=False)
 
 
-DEFAULT_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "camera", "immunohistochemistry",
-                  "hubble_deep_field")
-
-
-def default_images(size: int = 512, names: Sequence[str] = DEFAULT_PHOTOS) -> dict[str, np.ndarray]:
-    """Eight distinct photos scikit-image bundles (offline), centre-cropped square, ``size`` px.
-
-    (``sdlab.images.SAMPLE_PHOTOS`` lists ``cat``, which is ``chelsea`` again.)
-    """
-    from PIL import Image
-
-    from .cleanset import _load
-
-    out = {}
-    for name in names:
-        photo = _load(name)
-        h, w = photo.shape[:2]
-        side = min(h, w)
-        square = photo[(h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
-        out[name] = np.asarray(Image.fromarray(np.ascontiguousarray(square)).resize((size, size), Image.LANCZOS))
-    return out
+def default_images(size: int = 512, names: Sequence[str] = SAMPLE_PHOTOS) -> dict[str, np.ndarray]:
+    """The battery's default images: eight distinct photos scikit-image bundles (offline), square, ``size`` px."""
+    return sample_photos(size, tuple(names))
 
 
 def _as_named(images: Mapping[str, Any] | Iterable[Any] | None) -> dict[str, np.ndarray]:
