@@ -49,3 +49,42 @@ def test_caption_labels_mark_unnamed_attributes():
         want = values.index(expected[attribute]) if attribute in expected else len(values)
         assert labels[0, i] == want
         assert labels[1, i] == len(values)  # the empty prompt names nothing
+
+
+def test_word_positions_cover_the_caption_and_nothing_else():
+    from transformers import CLIPTokenizer
+
+    from sdlab.mini.train import _token_ids, _word_positions
+    from sdlab.models import SHIPPED_DIR
+
+    tok = CLIPTokenizer.from_pretrained(SHIPPED_DIR / "tokenizer")
+    ids = _token_ids(tok, ["a red circle", "", "a small blue square at the top left"])
+    words = _word_positions(ids, tok.eos_token_id)
+    assert words.sum(1).tolist() == [3, 0, 8]  # start-of-text, end-of-text and padding excluded
+    assert not words[:, 0].any() and words[0, 1:4].all() and not words[0, 4:].any()
+
+
+def test_text_pretraining_pins_end_of_text_states_to_the_empty_prompts(tmp_path):
+    """The second loss of the text stage: after it, end-of-text states barely depend on the caption."""
+    from sdlab.mini import tokenizer as tokenizer_lib
+    from sdlab.mini import world
+    from sdlab.mini.train import _token_ids, _word_positions, pretrain_text_encoder
+
+    _, meta = world.make_dataset(256, seed=3)
+    tok = tokenizer_lib.save_tokenizer(world.vocabulary(), tmp_path / "tok")
+    captions = meta["TEXT"].tolist()
+
+    def end_spread(weight: float) -> float:
+        cfg = TrainConfig(text_steps=60, text_batch=32, text_end_weight=weight)
+        out = tmp_path / f"w{weight}"
+        out.mkdir()
+        text = pretrain_text_encoder(out, captions, tok, cfg, progress=False)
+        ids = _token_ids(tok, captions[:64])
+        with torch.no_grad():
+            hidden, empty = text(ids).last_hidden_state, text(_token_ids(tok, [""])).last_hidden_state
+        end = ~_word_positions(ids, tok.eos_token_id)
+        end[:, 0] = False
+        return float((hidden - empty).pow(2)[end].mean() / empty[0, 1:].pow(2).mean())
+
+    pinned, free = end_spread(1.0), end_spread(0.0)
+    assert pinned < 0.1 * free, (pinned, free)
