@@ -75,7 +75,7 @@ def test_text_pretraining_pins_end_of_text_states_to_the_empty_prompts(tmp_path)
     captions = meta["TEXT"].tolist()
 
     def end_spread(weight: float) -> float:
-        cfg = TrainConfig(text_steps=60, text_batch=32, text_end_weight=weight)
+        cfg = TrainConfig(text_steps=60, text_batch=32, text_reads="words", text_end_weight=weight)
         out = tmp_path / f"w{weight}"
         out.mkdir()
         text = pretrain_text_encoder(out, captions, tok, cfg, progress=False)
@@ -88,3 +88,14 @@ def test_text_pretraining_pins_end_of_text_states_to_the_empty_prompts(tmp_path)
 
     pinned, free = end_spread(1.0), end_spread(0.0)
     assert pinned < 0.1 * free, (pinned, free)
+
+
+def test_config_names_the_bad_field():
+    import pytest
+
+    from sdlab.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="text_reads: must be one of end, words"):
+        TrainConfig(text_reads="eos")
+    with pytest.raises(ValidationError, match="noise: must be gaussian or pyramid"):
+        TrainConfig(noise="pink")

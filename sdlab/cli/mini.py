@@ -23,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--images", type=int, help="training images (default 40000)")
     p.add_argument("--vae-steps", type=int)
     p.add_argument("--unet-steps", type=int)
+    p.add_argument("--text-reads", choices=("end", "words"),
+                   help="where the text encoder is taught to put the meaning (default end, the shipped model; words lets A1111 weighting act)")
     p.set_defaults(func=cmd_train)
 
     p = verbs.add_parser("eval", help="accuracy per attribute per guidance, skews, negative prompts, diversity")
@@ -69,6 +71,8 @@ def cmd_train(args) -> int:
     for key, value in changes.items():
         if key != "seed" and value < 1:
             raise ValidationError(f"--{key.replace('_', '-')}: {value} must be >= 1")
+    if args.text_reads:
+        changes["text_reads"] = args.text_reads
     print(train(args.out, replace(TrainConfig(), **changes)))
     return 0
 

@@ -28,12 +28,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..errors import ValidationError
 from ..io import atomic_path, atomic_write_text
 from . import model as model_lib
 from . import tokenizer as tokenizer_lib
 from . import world
 
 PIPELINE_DIR = "pipeline"
+TEXT_READS = ("end", "words")
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,20 @@ class TrainConfig:
     text_steps: int = 400  # attribute pretraining of the text encoder (then frozen); loss 0.03 by step 150
     text_batch: int = 128
     text_lr: float = 1e-3
-    text_end_weight: float = 1.0  # pull end-of-text states onto the empty prompt's; see pretrain_text_encoder
+    text_reads: str = "end"  # where the attribute heads read: "end" (end-of-text states) or "words"; see pretrain_text_encoder
+    text_end_weight: float = 1.0  # with text_reads="words": pull end-of-text states onto the empty prompt's
     ema_decay: float = 0.999
     min_snr_gamma: float = 5.0
     noise: str = "gaussian"  # or "pyramid"; see pyramid_noise()
     pyramid_discount: float = 0.8
     checkpoint_minutes: float = 3.0
     model: model_lib.ModelConfig = field(default_factory=model_lib.ModelConfig)
+
+    def __post_init__(self) -> None:
+        if self.text_reads not in TEXT_READS:
+            raise ValidationError(f"text_reads: must be one of {', '.join(TEXT_READS)}, got {self.text_reads!r}")
+        if self.noise not in ("gaussian", "pyramid"):
+            raise ValidationError(f"noise: must be gaussian or pyramid, got {self.noise!r}")
 
 
 def _step_generator(seed: int, stage: int, step: int) -> torch.Generator:
@@ -296,16 +305,25 @@ def _word_positions(ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     return (position >= 1) & (position < first_eos[:, None])
 
 
-def _text_losses(text, heads, ids: torch.Tensor, labels: torch.Tensor, empty_ids: torch.Tensor, eos_token_id: int):
-    """Attribute cross-entropy on the mean of the word states, and the end-of-text states' distance from the empty prompt's."""
+def _text_losses(text, heads, ids: torch.Tensor, labels: torch.Tensor, empty_ids: torch.Tensor, eos_token_id: int, reads: str):
+    """Attribute cross-entropy, the end-of-text states' distance from the empty prompt's, and one pooled state per caption.
+
+    ``reads="end"``: every state from the first end-of-text on predicts the attributes (pooled: the first
+    end-of-text state). ``reads="words"``: the mean of the caption's word states does.
+    """
     hidden = text(ids).last_hidden_state  # (b, 77, width)
     empty = text(empty_ids).last_hidden_state  # (1, 77, width)
     words = _word_positions(ids, eos_token_id)
-    pooled = (hidden * words[..., None]).sum(1) / words.sum(1, keepdim=True).clamp(min=1)
-    attribute = sum(F.cross_entropy(head(pooled), labels[:, i]) for i, head in enumerate(heads.values())) / len(heads)
     end = ~words
     end[:, 0] = False  # start-of-text sees only itself: already the same for every caption
     end_distance = (hidden - empty).pow(2)[end].mean() / empty.detach()[0, 1:].pow(2).mean()
+    if reads == "words":
+        pooled = (hidden * words[..., None]).sum(1) / words.sum(1, keepdim=True).clamp(min=1)
+        attribute = sum(F.cross_entropy(head(pooled), labels[:, i]) for i, head in enumerate(heads.values())) / len(heads)
+    else:
+        states, targets = hidden[end], labels[:, None, :].expand(-1, ids.shape[1], -1)[end]
+        attribute = sum(F.cross_entropy(head(states), targets[:, i]) for i, head in enumerate(heads.values())) / len(heads)
+        pooled = hidden[torch.arange(len(ids)), (ids == eos_token_id).int().argmax(dim=1)]
     return attribute, end_distance, pooled
 
 
@@ -317,13 +335,19 @@ def pretrain_text_encoder(out: Path, captions: list[str], tok, cfg: TrainConfig,
     first: at 2,400 steps its hidden states for "at the top left" and "at the
     bottom right" differed by 3% (colour words by 61%), and position never
     became learnable. Here a linear head per attribute (value, or "not named")
-    reads the mean of the caption's word states. A second loss pulls every
-    end-of-text and padding state onto the empty prompt's, so the meaning lives
-    in the word states only: the UNet must attend to "red" to draw red, and
-    A1111 weighting, which scales a word's own state, acts. (The first
-    pretrained encoder put the meaning in the end-of-text states; weighting
-    then moved the colour share by 2 of 24 seeds.) Short (a few minutes), so a
-    killed run redoes this stage rather than resuming it.
+    reads the encoder's states, where ``cfg.text_reads`` says:
+
+    - ``"end"`` (the shipped model): every state from end-of-text on, the
+      60-odd positions the UNet's cross-attention mostly attends to; empty
+      captions (CFG's unconditional input) are mixed in, labelled "not named".
+      The meaning then lives in the end-of-text states, and A1111 weighting,
+      which scales a word's own state, barely acts.
+    - ``"words"``: the mean of the caption's word states, while a second loss
+      pulls every end-of-text state onto the empty prompt's, so the UNet must
+      attend to "red" to draw red and weighting acts. Measured against "end"
+      with the same UNet recipe: see the foundation issue's closing note.
+
+    Short (a few minutes), so a killed run redoes this stage rather than resuming it.
     """
     from transformers import CLIPTextModel
 
@@ -335,15 +359,21 @@ def pretrain_text_encoder(out: Path, captions: list[str], tok, cfg: TrainConfig,
     heads = torch.nn.ModuleDict({a: torch.nn.Linear(cfg.model.text_width, len(v) + 1) for a, v in ATTRIBUTE_VALUES.items()})
     params = list(text.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.text_lr, weight_decay=0.01)
-    ids, labels, empty_ids = _token_ids(tok, captions), caption_labels(captions), _token_ids(tok, [""])
+    ids, labels = _token_ids(tok, captions), caption_labels(captions)
+    empty_ids, empty_labels = _token_ids(tok, [""]), caption_labels([""])
     bar = tqdm(range(cfg.text_steps), desc="text", disable=not progress)
     text.train()
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = cfg.text_lr * min(1.0, (step + 1) / 100) * _cosine(step, cfg.text_steps, 0.1)
-        idx = torch.randint(len(ids), (cfg.text_batch,), generator=_step_generator(cfg.seed, 4, step))
-        attribute, end_distance, _ = _text_losses(text, heads, ids[idx], labels[idx], empty_ids, tok.eos_token_id)
-        loss = attribute + cfg.text_end_weight * end_distance
+        g = _step_generator(cfg.seed, 4, step)
+        idx = torch.randint(len(ids), (cfg.text_batch,), generator=g)
+        batch_ids, batch_labels = ids[idx].clone(), labels[idx].clone()
+        if cfg.text_reads == "end":
+            drop = torch.rand(cfg.text_batch, generator=g) < cfg.cfg_dropout
+            batch_ids[drop], batch_labels[drop] = empty_ids, empty_labels
+        attribute, end_distance, _ = _text_losses(text, heads, batch_ids, batch_labels, empty_ids, tok.eos_token_id, cfg.text_reads)
+        loss = attribute + cfg.text_end_weight * end_distance if cfg.text_reads == "words" else attribute
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -355,7 +385,7 @@ def pretrain_text_encoder(out: Path, captions: list[str], tok, cfg: TrainConfig,
         _, check_meta = world.make_dataset(512, seed=cfg.seed + 1)
         check = check_meta["TEXT"].tolist()
         check_labels = caption_labels(check)
-        _, end_distance, pooled = _text_losses(text, heads, _token_ids(tok, check), check_labels, empty_ids, tok.eos_token_id)
+        _, end_distance, pooled = _text_losses(text, heads, _token_ids(tok, check), check_labels, empty_ids, tok.eos_token_id, cfg.text_reads)
         accuracy = {a: float((heads[a](pooled).argmax(1) == check_labels[:, i]).float().mean()) for i, a in enumerate(heads)}
     _log(out, {"stage": "text_done", "heldout_accuracy": accuracy, "heldout_end_distance": end_distance.item(), "time": time.time()})
     text.save_pretrained(final, safe_serialization=True)
