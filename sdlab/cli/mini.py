@@ -24,7 +24,7 @@ def register(sub) -> None:
     p.add_argument("--vae-steps", type=int)
     p.add_argument("--unet-steps", type=int)
     p.add_argument("--text-reads", choices=("end", "words"),
-                   help="where the text encoder is taught to put the meaning (default end, the shipped model; words lets A1111 weighting act)")
+                   help="where the text encoder is taught to put the meaning: words (default, the shipped model; A1111 weighting acts) or end (v2)")
     p.set_defaults(func=cmd_train)
 
     p = verbs.add_parser("eval", help="accuracy per attribute per guidance, skews, negative prompts, diversity")

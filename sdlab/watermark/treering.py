@@ -22,11 +22,12 @@ latents are 4x16x16, so its rings have radius 3 (SD's 64x64 latents use 10).
 Detection needs an image that still holds its starting noise. The shapes
 world's does not: its prompts fix nearly everything about the picture, and its
 conditional sampling flow contracts (a 5 % random nudge to the noise moves the
-final latents by a median 35 % of the nudge at guidance 5, 48 % unconditional).
-Running that flow backwards magnifies each step's error: inverting exact latents
-with the true prompt, guidance 1 and 100 steps leaves the recovered noise about
-100 % off, at every ring radius. So Tree-Ring is not found on the shapes world
-(``tests/test_watermark_treering.py`` keeps that as a strict xfail).
+final latents by a median 39 % of the nudge at guidance 5, 45 % unconditional;
+shipped v3 weights). Running that flow backwards magnifies each step's error:
+inverting exact latents with the true prompt, guidance 1 and 100 steps leaves
+the recovered noise 88 % off (the three innermost rings 100-480 %). So Tree-Ring
+is not found on the shapes world (``tests/test_watermark_treering.py`` keeps
+that as a strict xfail).
 """
 from __future__ import annotations
 
@@ -152,7 +153,7 @@ class TreeRing:
         With v-prediction, converting p at the latents' level a_s instead (as DDIMInverseScheduler does) mixes
         two noise levels: on the 4-step test fixture that left 78 % relative error in z_T; holding p fixed
         leaves 28 %, and two refinement rounds 12 % (eps: 13 % -> 1 %). Refinement is off by default: on the
-        trained shapes world v2 (20-50 steps) the rounds do not converge and raise the error (1.25 -> 1.47).
+        trained shapes world (v2, 20-50 steps) the rounds did not converge and raise the error (1.25 -> 1.47).
         """
         import torch
 
