@@ -36,6 +36,7 @@ from . import world
 
 PIPELINE_DIR = "pipeline"
 TEXT_READS = ("end", "words")
+NOISES = ("gaussian", "pyramid")
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.text_reads not in TEXT_READS:
             raise ValidationError(f"text_reads: must be one of {', '.join(TEXT_READS)}, got {self.text_reads!r}")
-        if self.noise not in ("gaussian", "pyramid"):
-            raise ValidationError(f"noise: must be gaussian or pyramid, got {self.noise!r}")
+        if self.noise not in NOISES:
+            raise ValidationError(f"noise: must be {' or '.join(NOISES)}, got {self.noise!r}")
 
 
 def _step_generator(seed: int, stage: int, step: int) -> torch.Generator:
@@ -298,11 +299,15 @@ def _token_ids(tok, captions: list[str]) -> torch.Tensor:
     return torch.tensor(tok(captions, padding="max_length", max_length=tokenizer_lib.MAX_LENGTH, truncation=True).input_ids)
 
 
+def _first_eos(ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """(b,) position of each caption's first end-of-text token."""
+    return (ids == eos_token_id).int().argmax(dim=1)
+
+
 def _word_positions(ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     """(b, 77) True at the caption's own tokens: after start-of-text, before the first end-of-text."""
-    first_eos = (ids == eos_token_id).int().argmax(dim=1)
     position = torch.arange(ids.shape[1])[None, :]
-    return (position >= 1) & (position < first_eos[:, None])
+    return (position >= 1) & (position < _first_eos(ids, eos_token_id)[:, None])
 
 
 def _text_losses(text, heads, ids: torch.Tensor, labels: torch.Tensor, empty_ids: torch.Tensor, eos_token_id: int, reads: str):
@@ -323,7 +328,7 @@ def _text_losses(text, heads, ids: torch.Tensor, labels: torch.Tensor, empty_ids
     else:
         states, targets = hidden[end], labels[:, None, :].expand(-1, ids.shape[1], -1)[end]
         attribute = sum(F.cross_entropy(head(states), targets[:, i]) for i, head in enumerate(heads.values())) / len(heads)
-        pooled = hidden[torch.arange(len(ids)), (ids == eos_token_id).int().argmax(dim=1)]
+        pooled = hidden[torch.arange(len(ids)), _first_eos(ids, eos_token_id)]
     return attribute, end_distance, pooled
 
 
