@@ -88,3 +88,13 @@ def save_tokenizer(words: Iterable[str], directory: str | Path) -> CLIPTokenizer
     )
     tok.save_pretrained(directory)
     return CLIPTokenizer.from_pretrained(directory)
+
+
+def write_vocab_files(tok: CLIPTokenizer, directory: str | Path) -> list[str]:
+    """Write ``tok``'s ``vocab.json`` and ``merges.txt`` into ``directory``.
+
+    ``save_pretrained`` in transformers 5 writes only ``tokenizer.json``; the pair
+    is what CLIP's original tokenizer and older transformers read, so a pipeline
+    directory carries both.
+    """
+    return tok.backend_tokenizer.model.save(str(directory))

@@ -476,6 +476,7 @@ def export_pipeline(out: Path, vae, text, unet, tok, preview: dict, cfg: TrainCo
     )
     target = out / name
     pipe.save_pretrained(target, safe_serialization=True)
+    tokenizer_lib.write_vocab_files(tok, target / "tokenizer")
     meta = {
         "name": "shapes-world",
         "defaults": defaults or {**MODEL_DEFAULTS, "width": world.IMAGE_SIZE, "height": world.IMAGE_SIZE},
