@@ -41,6 +41,18 @@ def test_loads_with_plain_diffusers():
     assert plain.unet.config.sample_size * plain.vae_scale_factor == world.IMAGE_SIZE
 
 
+def test_tokenizer_ships_vocab_and_merges_that_tokenize_the_same(tmp_path):
+    import shutil
+
+    from transformers import CLIPTokenizer
+
+    shipped = SHIPPED_DIR / "tokenizer"
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
+        shutil.copy(shipped / name, tmp_path / name)  # no tokenizer.json: the pair alone must do
+    text = "a (red:1.4) big blue cross in the top right corner on a grey background, zebra"
+    assert CLIPTokenizer.from_pretrained(tmp_path)(text).input_ids == CLIPTokenizer.from_pretrained(shipped)(text).input_ids
+
+
 def test_colour_accuracy_on_a_small_fixed_set(pipe):
     prompts = world.evaluation_prompts(48, seed=99)
     images = [np.asarray(im) for im, _ in generate_many(pipe, [GenerationSpec(p, seed=int(s)) for p, s in zip(prompts.prompt, prompts.seed)])]
