@@ -25,9 +25,19 @@ conditional sampling flow contracts (a 5 % random nudge to the noise moves the
 final latents by a median 39 % of the nudge at guidance 5, 45 % unconditional;
 shipped v3 weights). Running that flow backwards magnifies each step's error:
 inverting exact latents with the true prompt, guidance 1 and 100 steps leaves
-the recovered noise 88 % off (the three innermost rings 100-480 %). So Tree-Ring
-is not found on the shapes world (``tests/test_watermark_treering.py`` keeps
-that as a strict xfail).
+the recovered noise 88 % off (the three innermost rings 100-480 %).
+
+Where the mark is lost (v3, 25 DDIM steps, guidance 5, true prompt): solving
+each inversion step exactly (L-BFGS on the step's residual, 20 iterations)
+regenerates the latents to 0.7 %, yet leaves the noise 40 % off, since many
+noises give the same picture; on those *exact* latents the key is still found
+(p = 8e-17; unmarked 0.6). The VAE is what erases it: a decode-encode round trip
+moves the generated latents by 13-26 % (11-18 % even after inverting the decoder
+by L-BFGS), and from there the recovered noise is 140-160 % off and marked and
+unmarked p-values overlap (0.003-0.6 against 0.01-0.015). So Tree-Ring is not
+found on the shapes world (``tests/test_watermark_treering.py`` keeps that as a
+strict xfail). The paper finds it through SD 2.1's VAE with plain inversion;
+that is not measured here (no SD weights offline).
 """
 from __future__ import annotations
 
