@@ -8,7 +8,6 @@ of the shapes world is a single token. The result is a standard
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable
 
@@ -76,10 +75,6 @@ def save_tokenizer(words: Iterable[str], directory: str | Path) -> CLIPTokenizer
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     vocab, merges = build_vocab(words)
-    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, indent=0), encoding="utf-8")
-    (directory / "merges.txt").write_text(
-        "#version: sdlab shapes-world\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8"
-    )
     tok = CLIPTokenizer(
         vocab=vocab,
         merges=merges,
@@ -87,6 +82,7 @@ def save_tokenizer(words: Iterable[str], directory: str | Path) -> CLIPTokenizer
         model_max_length=MAX_LENGTH,
     )
     tok.save_pretrained(directory)
+    write_vocab_files(tok, directory)
     return CLIPTokenizer.from_pretrained(directory)
 
 
