@@ -146,9 +146,10 @@ Metric = Callable[[np.ndarray, GenerationSpec], dict]
 
 
 def saturation_metric(image: np.ndarray, spec: GenerationSpec) -> dict:
-    from .mini.evaluate import saturation
+    """Mean HSV saturation and the share of clipped pixels: how far guidance pushes colours."""
+    from .mini.evaluate import clipped_share, saturation
 
-    return {"saturation": saturation(image)}
+    return {"saturation": saturation(image), "clipped_share": clipped_share(image)}
 
 
 def checker_metric(image: np.ndarray, spec: GenerationSpec) -> dict:

@@ -8,7 +8,7 @@ from sdlab.errors import StoreError, ValidationError
 from sdlab.generate import generate, generate_many
 from sdlab.models import load_pipeline
 from sdlab.spec import GenerationSpec
-from sdlab.sweep import Axis, bootstrap_ci, expand, grid, parse_values, run_sweep, summarize
+from sdlab.sweep import Axis, bootstrap_ci, expand, grid, parse_values, run_sweep, saturation_metric, summarize
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +120,13 @@ def test_sweep_panel_runs_and_shows_the_grid(pipe, tmp_path):
     panel.axes[0][1].value = "1-x"
     panel.start(background=False)
     assert "not a number or a range" in panel.last_error
+
+
+def test_saturation_metric_counts_clipped_pixels():
+    image = np.full((4, 4, 3), 128, np.uint8)
+    image[0, :, 0] = 255  # 4 pixels with red at the top of its range
+    image[1, :2, 2] = 0  # 2 pixels with no blue
+    measured = saturation_metric(image, GenerationSpec("a circle"))
+    assert measured["clipped_share"] == 6 / 16
+    assert 0 < measured["saturation"] < 1
+    assert saturation_metric(np.full((4, 4, 3), 128, np.uint8), GenerationSpec("a circle")) == {"saturation": 0.0, "clipped_share": 0.0}

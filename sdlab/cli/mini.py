@@ -27,6 +27,16 @@ def register(sub) -> None:
                    help="where the text encoder is taught to put the meaning: words (default, the shipped model; A1111 weighting acts) or end (v2)")
     p.set_defaults(func=cmd_train)
 
+    p = verbs.add_parser("finetune", help="continue training a shapes-world model's UNet (VAE and text encoder frozen; resumes if killed)")
+    p.add_argument("model", nargs="?", default="shapes-world", help="shapes-world, or a pipeline directory from 'mini train'")
+    p.add_argument("--out", required=True, help="run directory: checkpoint, log and the exported pipeline")
+    p.add_argument("--steps", type=int, default=3000, help="UNet steps (default 3000)")
+    p.add_argument("--lr", type=float, default=1.5e-4, help="peak learning rate, cosine-decayed to 10%% (default 1.5e-4)")
+    p.add_argument("--foreground-weight", type=float, default=0.0,
+                   help="extra loss weight on latent cells at and next to the shape (default 0: plain loss)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_finetune)
+
     p = verbs.add_parser("eval", help="accuracy per attribute per guidance, skews, negative prompts, diversity")
     p.add_argument("model", nargs="?", default="shapes-world")
     p.add_argument("--prompts", type=int, default=320, help="fully specified evaluation prompts (default 320)")
@@ -74,6 +84,17 @@ def cmd_train(args) -> int:
     if args.text_reads:
         changes["text_reads"] = args.text_reads
     print(train(args.out, replace(TrainConfig(), **changes)))
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from pathlib import Path
+
+    from ..mini.finetune import FinetuneConfig, finetune
+    from ..models import SHAPES_WORLD, SHIPPED_DIR
+
+    cfg = FinetuneConfig(steps=args.steps, lr=args.lr, foreground_weight=args.foreground_weight, seed=args.seed)
+    print(finetune(SHIPPED_DIR if args.model == SHAPES_WORLD else Path(args.model), args.out, cfg))
     return 0
 
 

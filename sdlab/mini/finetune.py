@@ -1,0 +1,92 @@
+"""Continue training a shapes-world model's UNet: more steps, optionally a shape-weighted loss.
+
+The VAE, tokenizer and text encoder are the model's own and stay frozen, so
+the latent space and the prompt reading do not move; only the UNet learns.
+The run is resumable like ``train`` (its checkpoint lives in ``out_dir``) and
+exports a pipeline whose ``sdlab.json`` keeps the model's history plus a line
+for this run.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ValidationError
+from ..io import atomic_write_text
+from . import model as model_lib
+from . import train as train_lib
+
+FINETUNE_STAGE = 7  # batch draws independent of the from-scratch run's (stage 2)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """What decides a fine-tune run (with the starting model, it is reproducible)."""
+
+    steps: int = 3_000
+    lr: float = 1.5e-4
+    final_lr_fraction: float = 0.1
+    warmup_steps: int = 200
+    foreground_weight: float = 0.0  # see train.latent_foreground
+    seed: int = 0
+    checkpoint_minutes: float = 3.0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "warmup_steps"):
+            if getattr(self, name) < 1:
+                raise ValidationError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValidationError(f"lr: must be > 0, got {self.lr}")
+        if self.foreground_weight < 0:
+            raise ValidationError(f"foreground_weight: must be >= 0, got {self.foreground_weight}")
+
+
+def _base_config(meta: dict) -> train_lib.TrainConfig:
+    saved = dict(meta["training"])
+    model = model_lib.ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.pop("model").items()})
+    known = set(train_lib.TrainConfig.__dataclass_fields__)
+    return train_lib.TrainConfig(**{k: v for k, v in saved.items() if k in known}, model=model)
+
+
+def finetune(model_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig = FinetuneConfig(), progress: bool = True) -> Path:
+    """Fine-tune the UNet of the pipeline in ``model_dir``; return the exported pipeline directory."""
+    from diffusers import StableDiffusionPipeline
+
+    from ..models import SDLAB_META
+
+    model_dir, out = Path(model_dir), Path(out_dir)
+    if not (model_dir / SDLAB_META).exists():
+        raise ValidationError(f"model: {model_dir} is not a shapes-world pipeline directory (no {SDLAB_META})")
+    meta = json.loads((model_dir / SDLAB_META).read_text())
+    base = _base_config(meta)
+    run_cfg = replace(
+        base, seed=cfg.seed, unet_steps=cfg.steps, unet_lr=cfg.lr, unet_final_lr_fraction=cfg.final_lr_fraction,
+        warmup_steps=cfg.warmup_steps, unet_foreground_weight=cfg.foreground_weight, checkpoint_minutes=cfg.checkpoint_minutes,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "finetune_config.json", json.dumps({"model": str(model_dir), **asdict(cfg)}, indent=2))
+    started = time.time()
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir)
+    vae, text, tok = pipe.vae.requires_grad_(False).eval(), pipe.text_encoder.requires_grad_(False).eval(), pipe.tokenizer
+    images, data = train_lib.prepare_data(out, base)  # the model's own training set (same size and seed)
+    latents = train_lib.encode_latents(out, vae, images, progress=progress)
+    scaled = (latents * vae.config.scaling_factor).astype(np.float32)
+    unet, _ = train_lib.train_unet(
+        out, scaled, data["TEXT"].tolist(), tok, text, run_cfg, progress, images=images, init=pipe.unet, stage=FINETUNE_STAGE,
+    )
+    target = train_lib.export_pipeline(out, vae, text, unet.eval(), tok, meta["preview"], run_cfg, defaults=meta["defaults"])
+    exported = json.loads((target / SDLAB_META).read_text())
+    line = (
+        f"UNet fine-tune: {cfg.steps:,} steps from {model_dir.name}, lr {cfg.lr:g} (warm-up {cfg.warmup_steps}, cosine to "
+        f"{cfg.final_lr_fraction:g}), fresh AdamW, EMA {base.ema_decay} started from the model's weights, "
+        f"foreground weight {cfg.foreground_weight:g}, seed {cfg.seed}; VAE, tokenizer and text encoder unchanged"
+    )
+    exported["training"]["history"] = [*meta["training"].get("history", []), line]
+    atomic_write_text(target / SDLAB_META, json.dumps(exported, indent=2))
+    train_lib._log(out, {"stage": "finetune_done", "seconds_this_run": time.time() - started, "time": time.time()})
+    return target
