@@ -61,6 +61,15 @@ def test_colour_accuracy_on_a_small_fixed_set(pipe):
     assert scored["background_ok"].mean() >= 0.9
 
 
+def test_small_squares_and_crosses_keep_their_shape(pipe):
+    """The weak spot: v3 drew small squares and crosses as blobs (8 of these 32 right); v4 draws 24."""
+    prompts = world.evaluation_prompts(400, seed=77)
+    prompts = prompts[(prompts["size"] == "small") & prompts["shape"].isin(["square", "cross"])].head(32).reset_index(drop=True)
+    images = [np.asarray(im) for im, _ in generate_many(pipe, [GenerationSpec(p, seed=int(s)) for p, s in zip(prompts.prompt, prompts.seed)])]
+    assert len(prompts) == 32
+    assert checker.score(images, prompts)["shape_ok"].sum() >= 18
+
+
 @pytest.mark.slow
 def test_negative_prompt_reduces_red(pipe):
     seeds = range(48)

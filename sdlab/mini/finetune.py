@@ -82,7 +82,7 @@ def finetune(model_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig = F
     target = train_lib.export_pipeline(out, vae, text, unet.eval(), tok, meta["preview"], run_cfg, defaults=meta["defaults"])
     exported = json.loads((target / SDLAB_META).read_text())
     line = (
-        f"UNet fine-tune: {cfg.steps:,} steps from {model_dir.name}, lr {cfg.lr:g} (warm-up {cfg.warmup_steps}, cosine to "
+        f"UNet fine-tune of the weights above: {cfg.steps:,} more steps, lr {cfg.lr:g} (warm-up {cfg.warmup_steps}, cosine to "
         f"{cfg.final_lr_fraction:g}), fresh AdamW, EMA {base.ema_decay} started from the model's weights, "
         f"foreground weight {cfg.foreground_weight:g}, seed {cfg.seed}; VAE, tokenizer and text encoder unchanged"
     )
