@@ -48,7 +48,7 @@ GRID_CENTRES = (16.0, 32.0, 48.0)  # pixel centre of each grid column/row
 POSITION_JITTER = 3.0  # +- pixels around the grid centre
 RADIUS = {"small": (5.0, 8.0), "large": (12.0, 15.0)}  # half-extent in pixels
 # Tried: small 7-10 px with position jitter +-4, trained from scratch with the default recipe
-# (98.6 min): shape 0.70, all five 0.64 at guidance 5, below the shipped model (0.78, 0.75).
+# (98.6 min): shape 0.70, all five 0.64 at guidance 5, below v3, trained on this world (0.78, 0.75).
 MAX_ROTATION = 15.0  # degrees, for shapes with corners
 SHADE_JITTER = 12  # +- per RGB channel for the shape, half of that for the background
 
