@@ -63,7 +63,7 @@ class TrainConfig:
     text_steps: int = 400  # attribute pretraining of the text encoder (then frozen); loss 0.03 by step 150
     text_batch: int = 128
     text_lr: float = 1e-3
-    text_reads: str = "words"  # where the attribute heads read: "words" (shipped v3) or "end" (v2); see pretrain_text_encoder
+    text_reads: str = "words"  # where the attribute heads read: "words" (v3, and v4 which keeps its text encoder) or "end" (v2); see pretrain_text_encoder
     text_end_weight: float = 1.0  # with text_reads="words": pull end-of-text states onto the empty prompt's
     ema_decay: float = 0.999
     min_snr_gamma: float = 5.0
@@ -363,7 +363,7 @@ def pretrain_text_encoder(out: Path, captions: list[str], tok, cfg: TrainConfig,
       captions (CFG's unconditional input) are mixed in, labelled "not named".
       The meaning then lives in the end-of-text states, and A1111 weighting,
       which scales a word's own state, barely acts.
-    - ``"words"`` (the shipped v3 model): the mean of the caption's word
+    - ``"words"`` (v3, and the shipped v4, which keeps its text encoder): the mean of the caption's word
       states, while a second loss pulls every end-of-text state onto the empty
       prompt's, so the UNet must attend to "red" to draw red and weighting
       acts. It needs a longer UNet run: at 6,000 steps all-five accuracy was
