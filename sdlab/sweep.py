@@ -145,6 +145,9 @@ def expand(base: GenerationSpec, axes: list[Axis], prompts: list[str] | None = N
 Metric = Callable[[np.ndarray, GenerationSpec], dict]
 
 
+IMAGE_METRICS = ("saturation", "clipped_share")  # what saturation_metric measures
+
+
 def saturation_metric(image: np.ndarray, spec: GenerationSpec) -> dict:
     """Mean HSV saturation and the share of clipped pixels: how far guidance pushes colours."""
     from .mini.evaluate import clipped_share, saturation

@@ -13,12 +13,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from ..errors import ValidationError
 from ..io import atomic_write_text
-from . import model as model_lib
 from . import train as train_lib
 
 FINETUNE_STAGE = 7  # batch draws independent of the from-scratch run's (stage 2)
@@ -46,13 +42,6 @@ class FinetuneConfig:
             raise ValidationError(f"foreground_weight: must be >= 0, got {self.foreground_weight}")
 
 
-def _base_config(meta: dict) -> train_lib.TrainConfig:
-    saved = dict(meta["training"])
-    model = model_lib.ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.pop("model").items()})
-    known = set(train_lib.TrainConfig.__dataclass_fields__)
-    return train_lib.TrainConfig(**{k: v for k, v in saved.items() if k in known}, model=model)
-
-
 def finetune(model_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig = FinetuneConfig(), progress: bool = True) -> Path:
     """Fine-tune the UNet of the pipeline in ``model_dir``; return the exported pipeline directory."""
     from diffusers import StableDiffusionPipeline
@@ -63,7 +52,7 @@ def finetune(model_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig = F
     if not (model_dir / SDLAB_META).exists():
         raise ValidationError(f"model: {model_dir} is not a shapes-world pipeline directory (no {SDLAB_META})")
     meta = json.loads((model_dir / SDLAB_META).read_text())
-    base = _base_config(meta)
+    base = train_lib.config_from_dict(meta["training"])
     run_cfg = replace(
         base, seed=cfg.seed, unet_steps=cfg.steps, unet_lr=cfg.lr, unet_final_lr_fraction=cfg.final_lr_fraction,
         warmup_steps=cfg.warmup_steps, unet_foreground_weight=cfg.foreground_weight, checkpoint_minutes=cfg.checkpoint_minutes,
@@ -75,7 +64,7 @@ def finetune(model_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig = F
     vae, text, tok = pipe.vae.requires_grad_(False).eval(), pipe.text_encoder.requires_grad_(False).eval(), pipe.tokenizer
     images, data = train_lib.prepare_data(out, base)  # the model's own training set (same size and seed)
     latents = train_lib.encode_latents(out, vae, images, progress=progress)
-    scaled = (latents * vae.config.scaling_factor).astype(np.float32)
+    scaled = latents * vae.config.scaling_factor
     unet, _ = train_lib.train_unet(
         out, scaled, data["TEXT"].tolist(), tok, text, run_cfg, progress, images=images, init=pipe.unet, stage=FINETUNE_STAGE,
     )

@@ -80,6 +80,14 @@ class TrainConfig:
             raise ValidationError(f"noise: must be {' or '.join(NOISES)}, got {self.noise!r}")
 
 
+def config_from_dict(saved: dict) -> TrainConfig:
+    """The ``TrainConfig`` a run wrote (``train_config.json``, or ``sdlab.json``'s "training"); keys it does not know are ignored."""
+    saved = dict(saved)
+    model = model_lib.ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.pop("model").items()})
+    known = set(TrainConfig.__dataclass_fields__)
+    return TrainConfig(**{k: v for k, v in saved.items() if k in known}, model=model)
+
+
 def _step_generator(seed: int, stage: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + stage * 100_003 + step)
 
@@ -528,9 +536,7 @@ def export_checkpoint(out_dir: str | Path, target: str | Path | None = None, che
     from transformers import CLIPTextModel, CLIPTokenizer
 
     out = Path(out_dir)
-    saved = json.loads((out / "train_config.json").read_text())
-    model = model_lib.ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.pop("model").items()})
-    cfg = TrainConfig(**saved, model=model)
+    cfg = config_from_dict(json.loads((out / "train_config.json").read_text()))
     state = torch.load(Path(checkpoint) if checkpoint else out / "unet.ckpt", weights_only=True)
     tok = CLIPTokenizer.from_pretrained(out / "tokenizer")
     unet = model_lib.build_unet(cfg.model)

@@ -26,7 +26,9 @@ class SweepPanel(Panel):
         self.run_button = W.Button(description="Run sweep", button_style="primary", icon="play")
         self.run_button.on_click(lambda _: self.start())
         self.grid_view = W.Image(format="png")
-        self.metric = W.Dropdown(options=["all_ok", "saturation", "clipped_share"], value="saturation", description="Metric")
+        from ..sweep import IMAGE_METRICS
+
+        self.metric = W.Dropdown(options=["all_ok", *IMAGE_METRICS], value="saturation", description="Metric")
         self.plot = W.Image(format="png")  # an image, not an Output: the plot is drawn from the worker thread
         self.metric.observe(lambda _: self.draw_plot(), names="value")
         self.widget = W.VBox([
@@ -74,8 +76,10 @@ class SweepPanel(Panel):
         self.grid_view.value = png_bytes(image)
 
     def _finished(self, table) -> None:
+        from ..sweep import IMAGE_METRICS
+
         self.table = table
-        self.metric.options = [c for c in table.columns if c.endswith("_ok") or c in ("saturation", "clipped_share")] or ["saturation"]
+        self.metric.options = [c for c in table.columns if c.endswith("_ok") or c in IMAGE_METRICS] or ["saturation"]
         self.refresh_grid(self.axis_list())
         self.draw_plot()
         self.show_info(f"{len(table)} images in {self.out_dir.value}")
