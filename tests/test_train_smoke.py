@@ -39,6 +39,21 @@ def test_training_resumes_where_it_stopped(tmp_path):
     assert state["step"] == 5 and longer.exists()
 
 
+def test_export_checkpoint_writes_the_checkpoints_ema_weights(tmp_path):
+    from sdlab.mini.train import export_checkpoint
+
+    cfg = TrainConfig(n_images=64, vae_steps=2, decoder_steps=2, unet_steps=3, text_steps=2, vae_batch=4, decoder_batch=4, unet_batch=4, text_batch=4, checkpoint_minutes=0.0)
+    train(tmp_path, cfg, progress=False)
+    state = torch.load(tmp_path / "unet.ckpt", weights_only=True)
+    exported = export_checkpoint(tmp_path)
+    assert exported == tmp_path / f"pipeline-step{state['step']}"
+    unet = StableDiffusionPipeline.from_pretrained(exported).unet.state_dict()
+    assert all(torch.equal(unet[k], v) for k, v in state["ema_unet"].items())
+    # the configs say nothing about where the components were loaded from on this machine
+    for config in exported.glob("*/config.json"):
+        assert "_name_or_path" not in json.loads(config.read_text()), config
+
+
 def test_caption_labels_mark_unnamed_attributes():
     from sdlab.mini.train import ATTRIBUTE_VALUES, caption_labels
 

@@ -502,6 +502,20 @@ def train_unet(
     return ema_unet.eval(), text
 
 
+def _drop_source_paths(pipeline_dir: Path) -> None:
+    """Remove ``_name_or_path`` from the saved component configs.
+
+    diffusers and transformers record where a component was loaded from; in an
+    exported pipeline that is a path on the training machine, meaningless (and
+    leaking) anywhere else.
+    """
+    for config in sorted(pipeline_dir.glob("*/config.json")):
+        saved = json.loads(config.read_text(encoding="utf-8"))
+        if "_name_or_path" in saved:
+            del saved["_name_or_path"]
+            atomic_write_text(config, json.dumps(saved, indent=2, sort_keys=True) + "\n")
+
+
 def export_pipeline(out: Path, vae, text, unet, tok, preview: dict, cfg: TrainConfig, defaults: dict | None = None, name: str = PIPELINE_DIR) -> Path:
     """Save a standard diffusers ``StableDiffusionPipeline`` directory plus ``sdlab.json``."""
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
@@ -515,6 +529,7 @@ def export_pipeline(out: Path, vae, text, unet, tok, preview: dict, cfg: TrainCo
     )
     target = out / name
     pipe.save_pretrained(target, safe_serialization=True)
+    _drop_source_paths(target)
     tokenizer_lib.write_vocab_files(tok, target / "tokenizer")
     meta = {
         "name": "shapes-world",
