@@ -18,6 +18,8 @@ from sdlab.cli import main
         (["generate", "a circle", "--model", "nothing.ckpt"], "no such file"),
         (["info", "does-not-exist.png"], "no such file"),
         (["mini", "eval", "--guidance", "1,x"], "--guidance"),
+        (["mini", "train", "--out", "never-made", "--images", "0"], "--images: 0 must be >= 1"),
+        (["mini", "train", "--out", "never-made", "--foreground-weight", "-1"], "--foreground-weight: must be >= 0, got -1.0"),
         (["nonsense"], "invalid choice"),
     ],
 )

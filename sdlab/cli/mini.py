@@ -23,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--images", type=int, help="training images (default 40000)")
     p.add_argument("--vae-steps", type=int)
     p.add_argument("--unet-steps", type=int)
+    p.add_argument("--foreground-weight", type=float,
+                   help="extra UNet loss weight on latent cells at and next to the shape (default 0: plain loss; v4's fine-tune used 12)")
     p.add_argument("--text-reads", choices=("end", "words"),
                    help="where the text encoder is taught to put the meaning: words (default, the shipped model; A1111 weighting acts) or end (v2)")
     p.set_defaults(func=cmd_train)
@@ -77,10 +79,16 @@ def cmd_train(args) -> int:
 
     from ..mini.train import TrainConfig, train
 
-    changes = {k: v for k, v in (("seed", args.seed), ("n_images", args.images), ("vae_steps", args.vae_steps), ("unet_steps", args.unet_steps)) if v is not None}
+    flags = {"seed": "--seed", "n_images": "--images", "vae_steps": "--vae-steps", "unet_steps": "--unet-steps"}
+    changes = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in flags.items()}
+    changes = {k: v for k, v in changes.items() if v is not None}
     for key, value in changes.items():
         if key != "seed" and value < 1:
-            raise ValidationError(f"--{key.replace('_', '-')}: {value} must be >= 1")
+            raise ValidationError(f"{flags[key]}: {value} must be >= 1")
+    if args.foreground_weight is not None:
+        if not args.foreground_weight >= 0:
+            raise ValidationError(f"--foreground-weight: must be >= 0, got {args.foreground_weight}")
+        changes["unet_foreground_weight"] = args.foreground_weight
     if args.text_reads:
         changes["text_reads"] = args.text_reads
     print(train(args.out, replace(TrainConfig(), **changes)))
