@@ -69,3 +69,48 @@ def test_cli_refuses_a_directory_that_is_no_shapes_world_model(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "sdlab", "mini", "finetune", str(tmp_path), "--out", str(tmp_path / "run")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: model:") and "Traceback" not in proc.stderr
+
+
+def test_cancel_checkpoints_the_step_and_a_rerun_resumes_there(tiny_pipeline_dir, tmp_path):
+    from sdlab.errors import Cancelled
+
+    def stop_after_two(step, total):
+        assert total == 4
+        if step == 2:
+            raise Cancelled("cancelled by the user")
+
+    cfg = FinetuneConfig(steps=4, warmup_steps=1, checkpoint_minutes=60.0)
+    with pytest.raises(Cancelled):
+        finetune(tiny_pipeline_dir, tmp_path, cfg, progress=False, callback=stop_after_two)
+    assert torch.load(tmp_path / "unet.ckpt", weights_only=True)["step"] == 2
+    seen = []
+    finetune(tiny_pipeline_dir, tmp_path, cfg, progress=False, callback=lambda step, total: seen.append(step))
+    assert seen == [3, 4]
+
+
+def test_read_log_is_one_row_per_logged_step(tiny_pipeline_dir, tmp_path):
+    from sdlab.mini.log import plot_loss, read_log
+
+    finetune(tiny_pipeline_dir, tmp_path, FinetuneConfig(steps=101, warmup_steps=1, checkpoint_minutes=60.0), progress=False)
+    log = read_log(tmp_path, stage="unet")
+    assert log.step.tolist() == [0, 50, 100] and (log.loss > 0).all() and log.minutes.is_monotonic_increasing
+    ax = plot_loss(log)
+    assert ax.get_xlabel() == "training step" and len(ax.lines) == 1
+    with pytest.raises(ValidationError, match="run_dir"):
+        read_log(tmp_path / "nothing")
+
+
+def test_finetune_panel_runs_and_shows_the_loss_and_a_sample(tiny_pipeline_dir, tmp_path):
+    from sdlab.widgets.finetune import FinetunePanel
+
+    panel = FinetunePanel(model=str(tiny_pipeline_dir), out_dir=str(tmp_path / "run"))
+    panel.steps.value, panel.foreground_weight.value = 2, 4.0
+    panel.start(background=False)
+    assert panel.last_error is None and panel.exported == tmp_path / "run" / "pipeline"
+    assert panel.progress.value == panel.progress.max == 2
+    assert panel.loss_plot.value[:4] == b"\x89PNG" and panel.sample.value[:4] == b"\x89PNG"
+    meta = json.loads((panel.exported / "sdlab.json").read_text())
+    assert "foreground weight 4" in meta["training"]["history"][-1]
+    panel.lr.value = 0.0
+    panel.start(background=False)
+    assert panel.last_error.startswith("lr: must be > 0")

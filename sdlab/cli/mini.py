@@ -96,13 +96,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from pathlib import Path
-
-    from ..mini.finetune import FinetuneConfig, finetune
-    from ..models import SHAPES_WORLD, SHIPPED_DIR
+    from ..mini.finetune import FinetuneConfig, finetune, model_directory
 
     cfg = FinetuneConfig(steps=args.steps, lr=args.lr, foreground_weight=args.foreground_weight, seed=args.seed)
-    print(finetune(SHIPPED_DIR if args.model == SHAPES_WORLD else Path(args.model), args.out, cfg))
+    print(finetune(model_directory(args.model), args.out, cfg))
     return 0
 
 

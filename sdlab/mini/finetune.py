@@ -12,6 +12,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 from ..errors import ValidationError
 from ..io import atomic_write_text
@@ -42,8 +43,21 @@ class FinetuneConfig:
             raise ValidationError(f"foreground_weight: must be >= 0, got {self.foreground_weight}")
 
 
-def finetune(model_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig = FinetuneConfig(), progress: bool = True) -> Path:
-    """Fine-tune the UNet of the pipeline in ``model_dir``; return the exported pipeline directory."""
+def model_directory(model: str | Path) -> Path:
+    """``shapes-world`` names the shipped weights; anything else is a pipeline directory."""
+    from ..models import SHAPES_WORLD, SHIPPED_DIR
+
+    return SHIPPED_DIR if str(model) == SHAPES_WORLD else Path(model)
+
+
+def finetune(
+    model_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig = FinetuneConfig(), progress: bool = True,
+    callback: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Fine-tune the UNet of the pipeline in ``model_dir``; return the exported pipeline directory.
+
+    ``callback(step, total)`` follows the UNet steps and may stop the run by raising (see ``train.train_unet``).
+    """
     from diffusers import StableDiffusionPipeline
 
     from ..models import SDLAB_META
@@ -66,7 +80,7 @@ def finetune(model_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig = F
     latents = train_lib.encode_latents(out, vae, images, progress=progress)
     scaled = latents * vae.config.scaling_factor
     unet, _ = train_lib.train_unet(
-        out, scaled, data["TEXT"].tolist(), tok, text, run_cfg, progress, images=images, init=pipe.unet, stage=FINETUNE_STAGE,
+        out, scaled, data["TEXT"].tolist(), tok, text, run_cfg, progress, images=images, init=pipe.unet, stage=FINETUNE_STAGE, callback=callback,
     )
     target = train_lib.export_pipeline(out, vae, text, unet.eval(), tok, meta["preview"], run_cfg, defaults=meta["defaults"])
     exported = json.loads((target / SDLAB_META).read_text())

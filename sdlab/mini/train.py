@@ -424,12 +424,14 @@ def pretrain_text_encoder(out: Path, captions: list[str], tok, cfg: TrainConfig,
 
 def train_unet(
     out: Path, latents: np.ndarray, captions: list[str], tok, text, cfg: TrainConfig, progress: bool = True,
-    images: np.ndarray | None = None, init=None, stage: int = 2,
+    images: np.ndarray | None = None, init=None, stage: int = 2, callback: Callable[[int, int], None] | None = None,
 ):
     """Stage 5: the UNet against the frozen text encoder, v-prediction, CFG dropout, EMA weights.
 
     ``images`` (the training images) are needed when ``cfg.unet_foreground_weight`` is set;
     ``init`` is a UNet to start from (fine-tuning) instead of fresh weights.
+    ``callback(step, total)`` runs after each step (a panel's progress bar); when it
+    raises (``Cancelled``), the step's state is checkpointed first, so a rerun resumes there.
     """
     torch.manual_seed(cfg.seed)
     unet = model_lib.build_unet(cfg.model) if init is None else copy.deepcopy(init).requires_grad_(True)
@@ -498,6 +500,12 @@ def train_unet(
         if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
             save(step + 1)
             last_save = time.monotonic()
+        if callback is not None:
+            try:
+                callback(step + 1, cfg.unet_steps)
+            except BaseException:
+                save(step + 1)
+                raise
     save(cfg.unet_steps)
     return ema_unet.eval(), text
 
