@@ -79,12 +79,13 @@ def cmd_train(args) -> int:
 
     from ..mini.train import TrainConfig, train
 
-    flags = {"seed": "--seed", "n_images": "--images", "vae_steps": "--vae-steps", "unet_steps": "--unet-steps"}
-    changes = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in flags.items()}
-    changes = {k: v for k, v in changes.items() if v is not None}
-    for key, value in changes.items():
-        if key != "seed" and value < 1:
-            raise ValidationError(f"{flags[key]}: {value} must be >= 1")
+    changes = {"seed": args.seed}
+    for key, flag, value in (("n_images", "--images", args.images), ("vae_steps", "--vae-steps", args.vae_steps),
+                             ("unet_steps", "--unet-steps", args.unet_steps)):
+        if value is not None:
+            if value < 1:
+                raise ValidationError(f"{flag}: {value} must be >= 1")
+            changes[key] = value
     if args.foreground_weight is not None:
         if not args.foreground_weight >= 0:
             raise ValidationError(f"--foreground-weight: must be >= 0, got {args.foreground_weight}")

@@ -16,8 +16,7 @@ def read_log(run_dir: str | Path, stage: str | None = None) -> pd.DataFrame:
         raise ValidationError(f"run_dir: {run_dir} holds no train_log.jsonl (not a 'mini train' or 'mini finetune' run)")
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     table = pd.DataFrame([r for r in records if "step" in r and "loss" in r], columns=["stage", "step", "loss", "time"])
-    if records:
-        table["minutes"] = (table.pop("time") - records[0]["time"]) / 60
+    table["minutes"] = (table.pop("time") - (records[0]["time"] if records else 0.0)) / 60
     if stage is not None:
         table = table[table.stage == stage].reset_index(drop=True)
     return table

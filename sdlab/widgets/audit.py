@@ -6,19 +6,13 @@ background and shows its result; errors land in the status line.
 from __future__ import annotations
 
 import html
-import io
 
 import ipywidgets as W
 
 from ..audit import ANALYSES, open_dataset, run_analysis
 from ..errors import DataError
 from .base import Panel
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    return buf.getvalue()
+from .generation import figure_png
 
 
 def _html_table(frame, rows: int = 25) -> str:
@@ -89,7 +83,7 @@ class AuditPanel(Panel):
         facts = "".join(f"<li><b>{html.escape(k)}</b>: {v:.4g}</li>" if isinstance(v, float)
                         else f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in result.stats.items())
         self.table.value = f"<ul>{facts}{notes}</ul>{_html_table(result.table)}"
-        self.plots.children = tuple(W.Image(value=_png(fig), format="png") for fig in result.figures().values())
+        self.plots.children = tuple(W.Image(value=figure_png(fig), format="png") for fig in result.figures().values())
 
     def show_examples(self, background: bool = True, n: int = 10) -> None:
         """Example rows from the domain and/or with the term typed in the filter boxes."""

@@ -1,13 +1,11 @@
 """``FinetunePanel``: continue training a shapes-world UNet from a notebook, with its loss curve and a sample."""
 from __future__ import annotations
 
-import io
-
 import ipywidgets as W
 
 from ..errors import SdlabError
 from .base import Panel
-from .generation import png_bytes
+from .generation import figure_png, png_bytes
 
 
 class FinetunePanel(Panel):
@@ -66,10 +64,7 @@ class FinetunePanel(Panel):
         fig, ax = plt.subplots(figsize=(4.5, 3))
         plot_loss(read_log(self.out_dir.value, stage="unet"), ax=ax)
         ax.set_title("UNet fine-tune")
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-        plt.close(fig)
-        self.loss_plot.value = buffer.getvalue()
+        self.loss_plot.value = figure_png(fig)
         image = generate(load_pipeline(str(exported), device="cpu"), GenerationSpec(self.prompt.value, seed=0)).images[0]
         self.sample.value = png_bytes(image.resize((192, 192)))
         self.show_info(f"saved {exported}; load it with load_pipeline({str(exported)!r})")

@@ -19,6 +19,16 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes for a ``W.Image``; the figure is closed (panels redraw from the worker thread)."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def _uploaded_image(upload: W.FileUpload) -> Image.Image | None:
     if not upload.value:
         return None

@@ -5,7 +5,7 @@ import ipywidgets as W
 
 from ..errors import SdlabError
 from .base import Panel
-from .generation import png_bytes
+from .generation import figure_png, png_bytes
 
 AXIS_NAMES = ["(none)", "seed", "cfg", "steps", "sampler", "prompt", "negative", "size"]
 
@@ -92,12 +92,7 @@ class SweepPanel(Panel):
         if self.table is None or self.metric.value not in self.table:
             return
         axes = self.axis_list()
-        from io import BytesIO
-
         fig, ax = plt.subplots(figsize=(4.5, 3))
         x = axes[1].name if len(axes) > 1 and axes[0].name == "seed" else axes[0].name
         plot_metric(self.table, self.metric.value, x, ax=ax)
-        buffer = BytesIO()
-        fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-        plt.close(fig)
-        self.plot.value = buffer.getvalue()
+        self.plot.value = figure_png(fig)
