@@ -323,6 +323,18 @@ def _token_ids(tok, captions: list[str]) -> torch.Tensor:
     return torch.tensor(tok(captions, padding="max_length", max_length=tokenizer_lib.MAX_LENGTH, truncation=True).input_ids)
 
 
+@torch.no_grad()
+def _encode_captions(text, ids: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen text encoder's states for each distinct caption, and each row's index into them.
+
+    The UNet stage keeps the text encoder frozen, so encoding every distinct
+    caption once replaces a text forward pass per step (about an eighth of a step here).
+    """
+    distinct, row = torch.unique(ids, dim=0, return_inverse=True)
+    states = torch.cat([text(distinct[i:i + batch]).last_hidden_state for i in range(0, len(distinct), batch)])
+    return states, row
+
+
 def _first_eos(ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     """(b,) position of each caption's first end-of-text token."""
     return (ids == eos_token_id).int().argmax(dim=1)
@@ -451,7 +463,8 @@ def train_unet(
     # Loss on v weighs x0's error by SNR + 1; cap that at gamma + 1 (min-SNR-gamma), keeping weight 1 at SNR 0.
     weights = (torch.clamp(snr, max=cfg.min_snr_gamma) + 1) / (snr + 1)
 
-    ids, empty = _token_ids(tok, captions), _token_ids(tok, [""])
+    states, row = _encode_captions(text, _token_ids(tok, captions))
+    empty_state = _encode_captions(text, _token_ids(tok, [""]))[0]
     z_all = torch.from_numpy(latents)
     if cfg.unet_foreground_weight:
         if images is None:
@@ -473,14 +486,12 @@ def train_unet(
         g = _step_generator(cfg.seed, stage, step)
         idx = torch.randint(len(z_all), (cfg.unet_batch,), generator=g)
         z0 = z_all[idx]
-        batch_ids = ids[idx].clone()
+        context = states[row[idx]]
         drop = torch.rand(cfg.unet_batch, generator=g) < cfg.cfg_dropout
-        batch_ids[drop] = empty
+        context[drop] = empty_state
         t = torch.randint(0, sched.config.num_train_timesteps, (cfg.unet_batch,), generator=g)
         eps = pyramid_noise(tuple(z0.shape), g, cfg.pyramid_discount) if cfg.noise == "pyramid" else torch.randn(z0.shape, generator=g)
         z_t = sched.add_noise(z0, eps, t)
-        with torch.no_grad():
-            context = text(batch_ids).last_hidden_state
         pred = unet(z_t, t, context).sample
         target = sched.get_velocity(z0, eps, t) if sched.config.prediction_type == "v_prediction" else eps
         error = (pred - target).pow(2)
