@@ -1,4 +1,4 @@
-"""``sdlab watermark``: embed, detect, battery, calibrate (heavy imports inside the handlers)."""
+"""``sdlab watermark``: embed, detect, battery, calibrate, and the in-generation signature (heavy imports inside the handlers)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,7 @@ import sys
 
 PRESET_NAMES = ("sd1", "sd2", "sdxl")
 METHOD_NAMES = ("dwtDct", "dwtDctSvd", "rivaGan")
+GENERATING = ("stable-signature", "treering")  # schemes that make their own images with the shapes world
 
 
 def register(subparsers) -> None:
@@ -37,12 +38,39 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("battery", help="attack marked and clean images, write rows, summary and plots")
     p.add_argument("images", nargs="*", metavar="IMAGES", help="default: scikit-image's bundled photos")
-    p.add_argument("--methods", nargs="+", default=["dwtDct", "dwtDctSvd"], choices=METHOD_NAMES)
+    p.add_argument("--methods", nargs="+", default=["dwtDct", "dwtDctSvd"], choices=METHOD_NAMES + GENERATING,
+                   help="post-hoc methods mark the images; stable-signature and treering generate one shapes-world "
+                        "pair per image instead (the image only names the seed)")
     p.add_argument("--attacks", nargs="+", help="default: every attack that needs no model")
     p.add_argument("--out", required=True, metavar="DIR", help="results directory (a rerun resumes)")
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_battery)
+
+    p = sub.add_parser("signature", help="Stable Signature: the shapes world's decoder that marks every image it draws")
+    sig = p.add_subparsers(dest="signature_command", metavar="ACTION", parser_class=type(parser))
+    sig.required = True
+    q = sig.add_parser("train", help="fine-tune a marked decoder and its extractor (resumes), then measure them")
+    q.add_argument("--out", required=True, metavar="DIR")
+    q.add_argument("--extractor-steps", type=int, default=2000, help="stage 1: embedder and extractor on random messages")
+    q.add_argument("--steps", type=int, default=800, help="stage 2: the decoder learns the key")
+    q.add_argument("--bits", type=int, default=32, help="key length (default 32)")
+    q.add_argument("--key-seed", type=int, default=0)
+    q.add_argument("--measure-images", type=int, default=64, help="seeds for the TPR/FPR/PSNR figures")
+    q.set_defaults(func=_signature_train)
+    q = sig.add_parser("generate", help="images from the marked decoder (or --clean: the original one)")
+    q.add_argument("prompt")
+    q.add_argument("--seeds", type=int, default=4, help="seeds 0..N-1")
+    q.add_argument("--out", required=True, metavar="DIR")
+    q.add_argument("--clean", action="store_true", help="the unmarked twin of each image")
+    q.add_argument("--signature", metavar="DIR", help="a trained signature (default: the shipped one)")
+    q.set_defaults(func=_signature_generate)
+    q = sig.add_parser("detect", help="read the key from images")
+    q.add_argument("images", nargs="+", metavar="IMG")
+    q.add_argument("--signature", metavar="DIR", help="a trained signature (default: the shipped one)")
+    q.add_argument("--fpr", type=float, default=0.01, help="p-value for 'detected' (default 0.01)")
+    q.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    q.set_defaults(func=_signature_detect)
 
     p = sub.add_parser("calibrate", help="recompute the clean-image null and the measured FPR")
     p.add_argument("--out", required=True, metavar="PATH", help="calibration JSON to write")
@@ -93,7 +121,8 @@ def _battery(args: argparse.Namespace) -> int:
     from ..io import atomic_path
     from ..watermark import battery, plots, summarize
 
-    rows = battery(args.images or None, methods=args.methods, attacks=args.attacks, out=args.out,
+    methods = [_generating_scheme(m) if m in GENERATING else m for m in args.methods]
+    rows = battery(args.images or None, methods=methods, attacks=args.attacks, out=args.out,
                    workers=args.workers, seed=args.seed, progress=True)
     table = summarize(rows)
     out = Path(args.out)
@@ -118,4 +147,79 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(f"{rec['payload']:>5} {rec['method']:<10} target FPR {rec['target_fpr']:.1%}: "
               f">= {rec['threshold_bits']} bits, measured {rec['measured_fpr']:.2%} on {rec['n_images']} clean images")
     print(args.out)
+    return 0
+
+
+def _generating_scheme(name: str):
+    from ..models import load_pipeline
+
+    pipe = load_pipeline("shapes-world", device="cpu")
+    if name == "treering":
+        from ..watermark.treering import TreeRing
+
+        return TreeRing(pipe)
+    from ..watermark.signature import StableSignature
+
+    return StableSignature(pipe)
+
+
+def _signature(args: argparse.Namespace, fpr: float = 0.01):
+    from ..models import load_pipeline
+    from ..watermark.signature import SHIPPED_SIGNATURE, StableSignature
+
+    return StableSignature(load_pipeline("shapes-world"), args.signature or SHIPPED_SIGNATURE, fpr=fpr)
+
+
+def _signature_train(args: argparse.Namespace) -> int:
+    from ..errors import ValidationError
+    from ..models import load_pipeline
+    from ..watermark import signature
+
+    for flag, value, low in (("--extractor-steps", args.extractor_steps, 0), ("--steps", args.steps, 1), ("--bits", args.bits, 8), ("--measure-images", args.measure_images, 1)):
+        if value < low:
+            raise ValidationError(f"{flag}: must be at least {low}, got {value}")
+    cfg = signature.SignatureConfig(n_bits=args.bits, key_seed=args.key_seed,
+                                    extractor_steps=args.extractor_steps, steps=args.steps)
+    pipe = load_pipeline("shapes-world")
+    out = signature.train(pipe, args.out, cfg)
+    figures = signature.measure(signature.StableSignature(pipe, out), n_images=args.measure_images)
+    print(" ".join(f"{k}={v}" for k, v in figures.items()))
+    print(out)
+    return 0
+
+
+def _signature_generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from PIL import Image
+
+    from ..errors import ValidationError
+    from ..io import atomic_path
+
+    if args.seeds < 1:
+        raise ValidationError(f"--seeds: must be at least 1, got {args.seeds}")
+    scheme, out = _signature(args), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for seed in range(args.seeds):
+        path = out / f"{'clean' if args.clean else 'marked'}_{seed:04d}.png"
+        with atomic_path(path) as tmp:
+            Image.fromarray(scheme.generate(seed, args.prompt, marked=not args.clean)).save(tmp, format="PNG")
+        print(path)
+    return 0
+
+
+def _signature_detect(args: argparse.Namespace) -> int:
+    from ..errors import ValidationError
+    from ..images import load_rgb
+
+    if not 0 < args.fpr < 1:
+        raise ValidationError(f"--fpr: {args.fpr} must be strictly between 0 and 1")
+    scheme = _signature(args, args.fpr)
+    for path in args.images:
+        found = scheme.detect(load_rgb(path))
+        if args.json:
+            print(json.dumps({"path": path, "method": scheme.name, **found}))
+        else:
+            verdict = "detected" if found["detected"] else "not detected"
+            print(f"{path}: {scheme.name} {found['bits_matched']}/{found['bits_total']} bits, p={found['p_value']:.2g}, {verdict}")
     return 0

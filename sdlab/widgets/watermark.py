@@ -13,12 +13,17 @@ from .base import Panel
 
 
 class WatermarkPanel(Panel):
-    """Upload (or :meth:`load`) an image; optionally mark it; pick an attack and strength; results update live."""
+    """Upload (or :meth:`load`) an image; optionally mark it; pick an attack and strength; results update live.
 
-    def __init__(self, image: Any = None) -> None:
+    ``signature`` (a :class:`sdlab.watermark.signature.StableSignature`) adds its verdict as one more row.
+    """
+
+    def __init__(self, image: Any = None, signature: Any = None) -> None:
         super().__init__()
         from ..watermark import ATTACKS, PRESETS
 
+        self.signature = signature
+        self.signature_result: dict | None = None
         self.original: np.ndarray | None = None
         self.notes: list[str] = []
         self.results: list = []
@@ -89,8 +94,9 @@ class WatermarkPanel(Panel):
                 image = embed(image, preset=self.mark.value, upscale=self.upscale.value)
             attacked = attack(image, self.attack.value, float(self.strength.value), seed=0)
             self.results = detect(attacked, upscale=self.upscale.value)
+            self.signature_result = self.signature.detect(attacked) if self.signature is not None else None
         except SdlabError as exc:
-            self.results = []
+            self.results, self.signature_result = [], None
             self.table.value = ""
             self.show_error(str(exc))
             return
@@ -109,6 +115,12 @@ class WatermarkPanel(Panel):
             f"<td>{html.escape(d.decision)}</td></tr>"
             for d in self.results
         )
+        if self.signature_result is not None:
+            d = self.signature_result
+            rows += (f"<tr><td>{self.signature.name}</td><td>{d['bits_matched']}/{d['bits_total']}</td><td>{d['bit_accuracy']:.1%}</td>"
+                     f"<td>{d['p_value']:.2g}</td><td>-</td>"
+                     f"<td style='color:{'#087f23' if d['detected'] else '#555'}'><b>{'yes' if d['detected'] else 'no'}</b></td>"
+                     f"<td>p &le; {self.signature.fpr:g} (in the model's decoder)</td></tr>")
         fpr = self.results[0].fpr if self.results else 0.001
         head = (f"<tr><th>preset</th><th>bits matched</th><th>accuracy</th><th>p-value</th><th>confidence</th>"
                 f"<th>detected at {fpr:.1%} FPR</th><th>decision (sdxl: published rule)</th></tr>")

@@ -1,0 +1,161 @@
+"""Stable Signature: augmentations, the p-value, training/resume/export on a tiny pipeline, and the shipped mark."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sdlab.errors import Cancelled, ValidationError
+from sdlab.watermark import signature as sig
+
+TINY = dict(extractor_steps=2, steps=2, batch=4, n_images=16, n_bits=8, extractor_width=8, checkpoint_minutes=100)
+
+
+def ramp(n: int = 2) -> torch.Tensor:
+    """A smooth, textured batch in [-1, 1]."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    image = torch.stack([torch.sin(3 * xx), torch.cos(4 * yy), xx * yy]) * 0.8
+    return image.expand(n, 3, 32, 32).clone()
+
+
+def test_binomial_p_value_by_hand():
+    assert sig.binomial_p_value(4, 4) == 1 / 16
+    assert sig.binomial_p_value(3, 4) == 5 / 16
+    assert sig.binomial_p_value(0, 4) == 1.0
+    assert math.isclose(sig.binomial_p_value(30, 32), (1 + 32 + 496) / 2**32)
+
+
+def test_augmentations_act_as_named():
+    x, rng = ramp(), np.random.default_rng(0)
+    assert torch.equal(sig.augment(x, "none", rng), x)
+    for name in sig.AUGMENTATIONS:
+        y = sig.augment(x, name, np.random.default_rng(1))
+        assert y.shape == x.shape, name  # crop and resize come back at the input size
+        if name != "none":
+            assert not torch.allclose(y, x, atol=1e-3), name
+    blurred = sig.augment(x, "blur", rng)
+    assert blurred.diff(dim=-1).abs().mean() < x.diff(dim=-1).abs().mean()  # blur smooths
+    rotated = sig.augment(x, "rotate", np.random.default_rng(3))
+    assert torch.allclose(rotated[..., 16, 16], x[..., 16, 16], atol=0.1)  # the centre stays put
+    with pytest.raises(ValidationError, match="augmentation"):
+        sig.augment(x, "shear", rng)
+
+
+def test_jpeg_passes_gradients_straight_through():
+    x = ramp(1).requires_grad_(True)
+    y = sig.augment(x, "jpeg", np.random.default_rng(0))
+    assert 0 < float((y - x).abs().max()) < 0.5  # the real codec changed it
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("n_bits", 4, "n_bits: must be at least 8"), ("lr", 0.0, "lr: must be > 0"), ("decoder_lr", -1.0, "decoder_lr: must be > 0"),
+    ("image_weight", -1.0, "image_weight: must be >= 0"), ("augmentations", ("jpeg", "warp"), "augmentations: choose from"),
+])
+def test_config_names_the_bad_field(field, value, message):
+    with pytest.raises(ValidationError, match=message):
+        sig.SignatureConfig(**{field: value})
+
+
+def test_key_is_fixed_by_its_seed():
+    a, b = sig.SignatureConfig(key_seed=1).key(), sig.SignatureConfig(key_seed=2).key()
+    assert a.shape == (32,) and set(np.unique(a)) <= {0, 1}
+    assert np.array_equal(a, sig.SignatureConfig(key_seed=1).key()) and not np.array_equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe(tiny_pipeline_dir):
+    from sdlab.models import load_pipeline
+
+    return load_pipeline(tiny_pipeline_dir)
+
+
+def test_train_cancel_resume_export_and_load(tiny_pipe, tmp_path):
+    cfg = sig.SignatureConfig(**TINY)
+    original = {k: v.clone() for k, v in tiny_pipe.vae.state_dict().items()}
+
+    def cancel_at_2(step, total):
+        if step == 2:
+            raise Cancelled("cancelled")
+
+    with pytest.raises(Cancelled):
+        sig.train(tiny_pipe, tmp_path, cfg, progress=False, callback=cancel_at_2)
+    assert torch.load(tmp_path / sig.CHECKPOINT, weights_only=True)["step"] == 2
+    seen = []
+    sig.train(tiny_pipe, tmp_path, cfg, progress=False, callback=lambda step, total: seen.append(step))
+    assert seen == [3, 4]  # resumed after step 2 (the last of stage 1), then stage 2
+    assert all(torch.equal(v, original[k]) for k, v in tiny_pipe.vae.state_dict().items())  # the pipeline's own VAE is untouched
+
+    scheme = sig.StableSignature(tiny_pipe, tmp_path)
+    assert np.array_equal(scheme.key, cfg.key())
+    marked, base = scheme.marked_vae.state_dict(), tiny_pipe.vae.state_dict()
+    assert any(not torch.equal(marked[k], base[k]) for k in marked if k.startswith("decoder."))
+    assert all(torch.equal(marked[k], base[k]) for k in marked if k.startswith("encoder."))
+    found = scheme.detect(np.zeros((40, 24, 3), np.uint8))  # any size is read
+    assert found["bits_total"] == 8 and 0 <= found["bits_matched"] <= 8
+    assert found["p_value"] == sig.binomial_p_value(found["bits_matched"], 8)
+
+    with pytest.raises(ValidationError, match="another configuration"):
+        sig.train(tiny_pipe, tmp_path, sig.SignatureConfig(**{**TINY, "key_seed": 5}), progress=False)
+    with pytest.raises(ValidationError, match="RGB"):
+        scheme.detect(np.zeros((8, 8), np.uint8))
+
+
+def test_missing_signature_says_how_to_make_one(tiny_pipe, tmp_path):
+    from sdlab.errors import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="signature train"):
+        sig.StableSignature(tiny_pipe, tmp_path / "nothing")
+
+
+# -- the shipped signature on the shipped model ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def shipped():
+    from sdlab.models import load_pipeline
+
+    if not (sig.SHIPPED_SIGNATURE / sig.CONFIG).is_file():
+        pytest.skip("no shipped Stable Signature in this checkout")
+    return sig.StableSignature(load_pipeline("shapes-world"))
+
+
+@pytest.mark.slow
+def test_shipped_signature_marks_and_only_marks(shipped):
+    from sdlab.metrics import psnr
+    from sdlab.watermark import attacks
+
+    pairs = [shipped.pair(seed, str(seed)) for seed in range(6)]
+    assert all(shipped.detect(marked)["detected"] for _, marked in pairs)
+    assert not any(shipped.detect(clean)["detected"] for clean, _ in pairs)
+    assert min(psnr(clean, marked) for clean, marked in pairs) > 28
+    survived = [shipped.detect(attacks.apply(marked, "jpeg", 70))["bit_accuracy"] for _, marked in pairs]
+    assert np.mean(survived) > 0.9
+    measured = json.loads((sig.SHIPPED_SIGNATURE / sig.CONFIG).read_text())["measured"]
+    assert measured["tpr"] >= 0.99 and measured["fpr"] <= 0.02 and measured["photo_fpr"] <= 0.15
+
+
+def test_signature_cli_detects_a_marked_png(shipped, tmp_path, capsys):
+    from sdlab.cli import main
+
+    assert main(["watermark", "signature", "generate", "a red circle", "--seeds", "1", "--out", str(tmp_path)]) == 0
+    assert main(["watermark", "signature", "generate", "a red circle", "--seeds", "1", "--clean", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["watermark", "signature", "detect", str(tmp_path / "marked_0000.png"), str(tmp_path / "clean_0000.png"), "--json"]) == 0
+    marked, clean = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert marked["detected"] and not clean["detected"]
+    assert marked["bits_total"] == 32 and marked["path"].endswith("marked_0000.png")
+
+
+def test_panel_adds_the_signature_row(shipped):
+    from sdlab.widgets.watermark import WatermarkPanel
+
+    panel = WatermarkPanel(signature=shipped)
+    panel.upscale.value = True  # 64x64 images are under the post-hoc library's minimum
+    panel.load(shipped.generate(1))
+    assert panel.signature_result["detected"] and "stable-signature" in panel.table.value
+    panel.load(shipped.generate(1, marked=False))
+    assert not panel.signature_result["detected"]
