@@ -57,3 +57,11 @@ def unique_path(directory: str | os.PathLike, stem: str, suffix: str) -> Path:
         if not candidate.exists():
             return candidate
         counter += 1
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append one JSON line (a training log: a line is whole or absent, and readers skip a torn last line)."""
+    import json
+
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")

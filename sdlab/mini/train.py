@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import ValidationError
-from ..io import atomic_path, atomic_write_text
+from ..io import atomic_path, atomic_write_text, append_jsonl
 from . import model as model_lib
 from . import tokenizer as tokenizer_lib
 from . import world
@@ -108,8 +108,7 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 
 def _log(out: Path, record: dict) -> None:
-    with open(out / "train_log.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    append_jsonl(out / "train_log.jsonl", record)
 
 
 def prepare_data(out: Path, cfg: TrainConfig) -> tuple[np.ndarray, "object"]:
