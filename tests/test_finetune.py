@@ -94,7 +94,9 @@ def test_read_log_is_one_row_per_logged_step(tiny_pipeline_dir, tmp_path):
     finetune(tiny_pipeline_dir, tmp_path, FinetuneConfig(steps=101, warmup_steps=1, checkpoint_minutes=60.0), progress=False)
     log = read_log(tmp_path, stage="unet")
     assert log.step.tolist() == [0, 50, 100] and (log.loss > 0).all() and log.minutes.is_monotonic_increasing
-    ax = plot_loss(log)
+    import matplotlib.pyplot as plt
+
+    ax = plot_loss(log, plt.subplots()[1])  # a fresh axes: plt.gca() may hold an earlier test's figure
     assert ax.get_xlabel() == "training step" and len(ax.lines) == 1
     with pytest.raises(ValidationError, match="run_dir"):
         read_log(tmp_path / "nothing")
