@@ -110,3 +110,16 @@ def sample_photos(size: int | None = 512, names: tuple[str, ...] = SAMPLE_PHOTOS
             array = np.asarray(square.resize((size, size), Image.LANCZOS))
         photos[name] = array
     return photos
+
+
+def to_tensor(images: np.ndarray):
+    """RGB uint8 (N, H, W, 3) or one (H, W, 3) image -> float (N, 3, H, W) in [-1, 1], as SD's VAE expects."""
+    import torch
+
+    images = np.ascontiguousarray(images)
+    return torch.from_numpy(images if images.ndim == 4 else images[None]).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def from_tensor(x) -> np.ndarray:
+    """Float (N, 3, H, W) in [-1, 1] -> RGB uint8 (N, H, W, 3): the inverse of :func:`to_tensor`, clipped."""
+    return ((x.detach().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()

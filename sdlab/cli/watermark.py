@@ -119,9 +119,11 @@ def _battery(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     from ..io import atomic_path
+    from ..models import load_pipeline
     from ..watermark import battery, plots, summarize
 
-    methods = [_generating_scheme(m) if m in GENERATING else m for m in args.methods]
+    pipe = load_pipeline("shapes-world", device="cpu") if set(args.methods) & set(GENERATING) else None
+    methods = [_generating_scheme(m, pipe) if m in GENERATING else m for m in args.methods]
     rows = battery(args.images or None, methods=methods, attacks=args.attacks, out=args.out,
                    workers=args.workers, seed=args.seed, progress=True)
     table = summarize(rows)
@@ -150,10 +152,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generating_scheme(name: str):
-    from ..models import load_pipeline
-
-    pipe = load_pipeline("shapes-world", device="cpu")
+def _generating_scheme(name: str, pipe):
+    """The battery scheme ``name`` (one of GENERATING) on ``pipe``; one pipeline serves both."""
     if name == "treering":
         from ..watermark.treering import TreeRing
 

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import ValidationError
-from ..io import atomic_path, atomic_write_text, append_jsonl
+from ..images import to_tensor
+from ..io import append_jsonl, atomic_path, atomic_write_text
 from . import model as model_lib
 from . import tokenizer as tokenizer_lib
 from . import world
@@ -97,11 +98,6 @@ def _cosine(step: int, steps: int, final: float) -> float:
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
 
 
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in [-1, 1], as SD's VAE expects."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
 def _save_checkpoint(path: Path, state: dict) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -147,7 +143,7 @@ def _autoencoder_stage(
             group["lr"] = lr * _cosine(step, steps, 0.1)
         g = _step_generator(cfg.seed, stage, step)
         idx = torch.randint(len(images), (batch,), generator=g).numpy()
-        loss = loss_fn(_to_tensor(images[idx]))
+        loss = loss_fn(to_tensor(images[idx]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -209,7 +205,7 @@ def latent_foreground(images: np.ndarray, latent_size: int, dilation: int = 1, b
     factor = images.shape[1] // latent_size
     chunks = []
     for i in range(0, len(images), batch):
-        cells = F.max_pool2d(_foreground(_to_tensor(images[i : i + batch])), factor)
+        cells = F.max_pool2d(_foreground(to_tensor(images[i : i + batch])), factor)
         chunks.append(F.max_pool2d(cells, 2 * dilation + 1, stride=1, padding=dilation).to(torch.uint8))
     return torch.cat(chunks)
 
@@ -260,7 +256,7 @@ def encode_latents(out: Path, vae, images: np.ndarray, batch: int = 256, progres
         return np.load(path)
     chunks = []
     for i in tqdm(range(0, len(images), batch), desc="encode", disable=not progress):
-        chunks.append(vae.encode(_to_tensor(images[i : i + batch])).latent_dist.mean.numpy())
+        chunks.append(vae.encode(to_tensor(images[i : i + batch])).latent_dist.mean.numpy())
     latents = np.concatenate(chunks).astype(np.float32)
     with atomic_path(path) as tmp:
         np.save(tmp, latents)
@@ -270,7 +266,7 @@ def encode_latents(out: Path, vae, images: np.ndarray, batch: int = 256, progres
 def fit_preview_factors(latents: np.ndarray, images: np.ndarray) -> dict:
     """Least-squares linear map from (scaled) latent channels to RGB in [-1, 1], as A1111's cheap previews."""
     n, c, h, w = latents.shape
-    small = _to_tensor(images).reshape(n, 3, h, images.shape[1] // h, w, images.shape[2] // w).mean(dim=(3, 5))
+    small = to_tensor(images).reshape(n, 3, h, images.shape[1] // h, w, images.shape[2] // w).mean(dim=(3, 5))
     x = np.concatenate([latents.transpose(0, 2, 3, 1).reshape(-1, c), np.ones((n * h * w, 1), np.float32)], axis=1)
     y = small.numpy().transpose(0, 2, 3, 1).reshape(-1, 3)
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from ..errors import ValidationError
+from ..images import from_tensor, to_tensor
 
 AttackFn = Callable[[np.ndarray, float, np.random.Generator, dict], np.ndarray]
 
@@ -122,12 +123,12 @@ def vae_roundtrip(img: np.ndarray, rounds: float, rng, ctx: dict) -> np.ndarray:
     vae = ctx["vae"]
     h, w = img.shape[:2]
     h8, w8 = h // 8 * 8, w // 8 * 8
-    x = torch.from_numpy(np.array(img[:h8, :w8])).permute(2, 0, 1)[None].float() / 127.5 - 1
+    x = to_tensor(img[:h8, :w8])
     with torch.no_grad():
         for _ in range(int(rounds)):
             x = vae.decode(vae.encode(x.to(vae.dtype)).latent_dist.mean).sample.float().clamp(-1, 1)
     out = img.copy()
-    out[:h8, :w8] = ((x[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+    out[:h8, :w8] = from_tensor(x)[0]
     return out
 
 

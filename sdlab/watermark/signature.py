@@ -33,7 +33,6 @@ with the weights (``signature.json``), not assumed.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import math
 import time
@@ -44,15 +43,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import ModelNotFoundError, ValidationError
+from ..images import from_tensor, to_tensor
 from ..io import append_jsonl, atomic_path, atomic_write_text
+from .treering import DEFAULT_PROMPTS
 
 SHIPPED_SIGNATURE = Path(__file__).resolve().parent.parent / "weights" / "shapes-world-signature"
 CONFIG, DECODER, EXTRACTOR, CHECKPOINT = "signature.json", "decoder.safetensors", "extractor.safetensors", "signature.ckpt"
 AUGMENTATIONS = ("none", "jpeg", "resize", "blur", "noise", "photo", "crop", "rotate", "erase")
-DEFAULT_PROMPTS = (
-    "a red circle on a white background", "a blue square in the top left", "a large yellow triangle",
-    "a small green cross on a black background", "a purple circle at the bottom", "an orange square on a teal background",
-)
 
 
 @dataclass
@@ -128,16 +125,11 @@ def build_extractor(n_bits: int, width: int = 32):
 
 # -- augmentations (torch, images in [-1, 1]) -------------------------------------------------------
 def _jpeg(x, quality: int):
-    import torch
-    from PIL import Image
+    """The battery's JPEG attack in the forward pass, identity in the backward pass."""
+    from .attacks import jpeg
 
-    out = []
-    for im in ((x.detach().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy():
-        buf = io.BytesIO()
-        Image.fromarray(im).save(buf, format="JPEG", quality=int(quality))
-        out.append(np.asarray(Image.open(buf).convert("RGB")))
-    jpeg = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return x + (jpeg - x).detach()
+    coded = np.stack([jpeg(im, quality) for im in from_tensor(x)])
+    return x + (to_tensor(coded) - x).detach()
 
 
 def _blur(x, sigma: float):
@@ -216,7 +208,7 @@ def _training_data(vae, n_images: int, seed: int):
     from ..mini import world
 
     images, _ = world.make_dataset(n_images, seed=seed)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    x = to_tensor(images)
     with torch.no_grad():
         return x, torch.cat([vae.encode(x[i:i + 256]).latent_dist.mean for i in range(0, len(x), 256)])
 
@@ -337,7 +329,6 @@ class StableSignature:
     meta: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        import torch
         from safetensors.torch import load_file
 
         self.directory = Path(self.directory)
@@ -390,9 +381,8 @@ class StableSignature:
             raise ValidationError(f"image: expected an RGB array (height, width, 3), got shape {image.shape}")
         if image.shape[:2] != (self.image_size, self.image_size):
             image = np.asarray(Image.fromarray(image).resize((self.image_size, self.image_size), Image.BICUBIC))
-        x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
         with torch.no_grad():
-            return (self.extractor(x)[0] > 0).numpy().astype(np.uint8)
+            return (self.extractor(to_tensor(image))[0] > 0).numpy().astype(np.uint8)
 
     def detect(self, image: np.ndarray) -> dict:
         """Bits matched, bit accuracy, p-value and whether p <= ``fpr``."""

@@ -47,6 +47,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ValidationError
+from ..images import to_tensor
 
 DEFAULT_PROMPTS = (
     "a red circle on a white background", "a blue square in the top left", "a large yellow triangle",
@@ -144,7 +145,7 @@ class TreeRing:
 
         if image.shape[:2] != (self.image_size, self.image_size):
             image = np.asarray(Image.fromarray(image).resize((self.image_size, self.image_size), Image.BICUBIC))
-        x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
+        x = to_tensor(image)
         vae = self.pipe.vae
         with torch.no_grad():
             z = vae.encode(x.to(vae.dtype)).latent_dist.mean * vae.config.scaling_factor

@@ -109,19 +109,20 @@ class WatermarkPanel(Panel):
 
     def _render(self) -> str:
         rows = "".join(
-            f"<tr><td>{d.preset}</td><td>{d.bits_matched}/{d.bits_total}</td><td>{d.bit_accuracy:.1%}</td>"
-            f"<td>{d.p_value:.2g}</td><td>{d.confidence:.4f}</td>"
-            f"<td style='color:{'#087f23' if d.detected else '#555'}'><b>{'yes' if d.detected else 'no'}</b></td>"
-            f"<td>{html.escape(d.decision)}</td></tr>"
+            _row(d.preset, d.bits_matched, d.bits_total, d.bit_accuracy, d.p_value, f"{d.confidence:.4f}", d.detected, html.escape(d.decision))
             for d in self.results
         )
         if self.signature_result is not None:
             d = self.signature_result
-            rows += (f"<tr><td>{self.signature.name}</td><td>{d['bits_matched']}/{d['bits_total']}</td><td>{d['bit_accuracy']:.1%}</td>"
-                     f"<td>{d['p_value']:.2g}</td><td>-</td>"
-                     f"<td style='color:{'#087f23' if d['detected'] else '#555'}'><b>{'yes' if d['detected'] else 'no'}</b></td>"
-                     f"<td>p &le; {self.signature.fpr:g} (in the model's decoder)</td></tr>")
+            rows += _row(self.signature.name, d["bits_matched"], d["bits_total"], d["bit_accuracy"], d["p_value"], "-",
+                         d["detected"], f"p &le; {self.signature.fpr:g} (in the model's decoder)")
         fpr = self.results[0].fpr if self.results else 0.001
         head = (f"<tr><th>preset</th><th>bits matched</th><th>accuracy</th><th>p-value</th><th>confidence</th>"
                 f"<th>detected at {fpr:.1%} FPR</th><th>decision (sdxl: published rule)</th></tr>")
         return f"<table>{head}{rows}</table>"
+
+
+def _row(name: str, matched: int, total: int, accuracy: float, p_value: float, confidence: str, detected: bool, decision: str) -> str:
+    """One HTML table row of the panel: a preset's result or the signature's."""
+    return (f"<tr><td>{name}</td><td>{matched}/{total}</td><td>{accuracy:.1%}</td><td>{p_value:.2g}</td><td>{confidence}</td>"
+            f"<td style='color:{'#087f23' if detected else '#555'}'><b>{'yes' if detected else 'no'}</b></td><td>{decision}</td></tr>")
