@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 from sdlab.errors import Cancelled, ValidationError
 from sdlab.watermark import signature as sig
 
-TINY = dict(extractor_steps=2, steps=2, batch=4, n_images=16, n_bits=8, extractor_width=8, checkpoint_minutes=100)
+TINY = dict(extractor_steps=2, clean_steps=0, steps=2, batch=4, n_images=16, n_bits=8, extractor_width=8, checkpoint_minutes=100)
 
 
 def ramp(n: int = 2) -> torch.Tensor:
@@ -159,3 +159,18 @@ def test_panel_adds_the_signature_row(shipped):
     assert panel.signature_result["detected"] and "stable-signature" in panel.table.value
     panel.load(shipped.generate(1, marked=False))
     assert not panel.signature_result["detected"]
+
+
+@pytest.mark.slow
+def test_cli_battery_runs_the_signature(shipped, tmp_path, capsys):
+    import pandas as pd
+
+    from sdlab.cli import main
+
+    assert main(["watermark", "battery", "--methods", "stable-signature", "--attacks", "jpeg", "--out", str(tmp_path)]) == 0
+    rows = pd.read_parquet(tmp_path / "rows.parquet")
+    assert set(rows.method) == {"stable-signature"} and set(rows.attack) == {"none", "jpeg"}
+    unattacked = rows[rows.attack == "none"]
+    assert len(unattacked) == 8  # one generated pair per default image name
+    assert unattacked.bit_accuracy.min() > 0.9 and unattacked.clean_bit_accuracy.mean() < 0.8
+    assert "stable-signature" in capsys.readouterr().out

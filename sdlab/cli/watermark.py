@@ -52,10 +52,11 @@ def register(subparsers) -> None:
     sig.required = True
     q = sig.add_parser("train", help="fine-tune a marked decoder and its extractor (resumes), then measure them")
     q.add_argument("--out", required=True, metavar="DIR")
-    q.add_argument("--extractor-steps", type=int, default=2000, help="stage 1: embedder and extractor on random messages")
-    q.add_argument("--steps", type=int, default=800, help="stage 2: the decoder learns the key")
-    q.add_argument("--bits", type=int, default=32, help="key length (default 32)")
-    q.add_argument("--key-seed", type=int, default=0)
+    q.add_argument("--extractor-steps", type=int, help="stage 1: embedder and extractor on random messages (default 16000)")
+    q.add_argument("--clean-steps", type=int, help="stage 1 steps before the augmentations start (default 4000)")
+    q.add_argument("--steps", type=int, help="stage 2: the decoder learns the key (default 800)")
+    q.add_argument("--bits", type=int, help="key length (default 32)")
+    q.add_argument("--key-seed", type=int, help="seed of the key (default 0)")
     q.add_argument("--measure-images", type=int, default=64, help="seeds for the TPR/FPR/PSNR figures")
     q.set_defaults(func=_signature_train)
     q = sig.add_parser("generate", help="images from the marked decoder (or --clean: the original one)")
@@ -175,11 +176,16 @@ def _signature_train(args: argparse.Namespace) -> int:
     from ..models import load_pipeline
     from ..watermark import signature
 
-    for flag, value, low in (("--extractor-steps", args.extractor_steps, 0), ("--steps", args.steps, 1), ("--bits", args.bits, 8), ("--measure-images", args.measure_images, 1)):
-        if value < low:
+    given = {}  # config field: (flag, value, lowest allowed); unset flags keep SignatureConfig's defaults
+    for name, flag, value, low in (("n_bits", "--bits", args.bits, 8), ("key_seed", "--key-seed", args.key_seed, 0),
+                                   ("extractor_steps", "--extractor-steps", args.extractor_steps, 0),
+                                   ("clean_steps", "--clean-steps", args.clean_steps, 0), ("steps", "--steps", args.steps, 1),
+                                   (None, "--measure-images", args.measure_images, 1)):
+        if value is not None and value < low:
             raise ValidationError(f"{flag}: must be at least {low}, got {value}")
-    cfg = signature.SignatureConfig(n_bits=args.bits, key_seed=args.key_seed,
-                                    extractor_steps=args.extractor_steps, steps=args.steps)
+        if name is not None and value is not None:
+            given[name] = value
+    cfg = signature.SignatureConfig(**given)
     pipe = load_pipeline("shapes-world")
     out = signature.train(pipe, args.out, cfg)
     figures = signature.measure(signature.StableSignature(pipe, out), n_images=args.measure_images)

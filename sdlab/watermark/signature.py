@@ -59,10 +59,11 @@ class SignatureConfig:
     n_bits: int = 32
     key_seed: int = 0
     seed: int = 0
-    extractor_steps: int = 2000  # stage 1: embedder + extractor on random messages
+    extractor_steps: int = 16000  # stage 1: embedder + extractor on random messages
+    clean_steps: int = 4000  # stage 1 steps before the augmentations start (the clean task first, or it barely learns)
     steps: int = 800  # stage 2: the decoder, extractor frozen
     batch: int = 16
-    lr: float = 1e-3
+    lr: float = 3e-3
     decoder_lr: float = 1e-4
     embed_weight: float = 0.1  # stage 1: weight of the hidden residual's MSE (10 collapsed the residual to zero)
     image_weight: float = 20.0  # stage 2: weight of MSE(marked decoder, original decoder)
@@ -73,7 +74,7 @@ class SignatureConfig:
 
     def __post_init__(self) -> None:
         self.augmentations = tuple(self.augmentations)
-        for name, low in (("n_bits", 8), ("extractor_steps", 0), ("steps", 1), ("batch", 1), ("n_images", 1), ("extractor_width", 8)):
+        for name, low in (("n_bits", 8), ("extractor_steps", 0), ("clean_steps", 0), ("steps", 1), ("batch", 1), ("n_images", 1), ("extractor_width", 8)):
             if int(getattr(self, name)) < low:
                 raise ValidationError(f"{name}: must be at least {low}, got {getattr(self, name)}")
         for name in ("lr", "decoder_lr", "embed_weight", "image_weight"):
@@ -90,21 +91,29 @@ class SignatureConfig:
 
 
 def build_embedder(n_bits: int, width: int = 32):
-    """HiDDeN-style embedder: image and message maps in, a residual out (training only: it keeps E message-agnostic)."""
+    """HiDDeN-style embedder: image and message in, a residual out (training only: it keeps E message-agnostic).
+
+    The message reaches the convolutions as a coarse learned spatial map (a linear layer to 4x16x16,
+    upsampled), as in StegaStamp. Broadcast as constant maps, as HiDDeN does, it can only shift the
+    colour of the shapes world's flat regions: three numbers for 32 bits, and stage 1 barely learned.
+    """
     import torch
+    import torch.nn.functional as F
     from torch import nn
 
     class Embedder(nn.Module):
         def __init__(self) -> None:
             super().__init__()
+            self.carrier = nn.Linear(n_bits, 4 * 16 * 16)
             self.net = nn.Sequential(
-                nn.Conv2d(3 + n_bits, width, 3, 1, 1), nn.GroupNorm(8, width), nn.SiLU(),
+                nn.Conv2d(3 + 4, width, 3, 1, 1), nn.GroupNorm(8, width), nn.SiLU(),
                 nn.Conv2d(width, width, 3, 1, 1), nn.GroupNorm(8, width), nn.SiLU(),
                 nn.Conv2d(width, 3, 1),
             )
 
         def forward(self, x, bits):
-            maps = (bits * 2 - 1)[:, :, None, None].expand(-1, -1, *x.shape[-2:])
+            maps = self.carrier(bits * 2 - 1).view(-1, 4, 16, 16)
+            maps = F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False)
             return self.net(torch.cat([x, maps], dim=1))
 
     return Embedder()
@@ -262,7 +271,7 @@ def train(pipe, out: str | Path, cfg: SignatureConfig | None = None, progress: b
             extractor.requires_grad_(False)  # stage 2 reads with the extractor stage 1 made
         rng = np.random.default_rng([cfg.seed, step])
         pick = torch.from_numpy(rng.integers(0, len(images), cfg.batch))
-        augmentation = cfg.augmentations[int(rng.integers(len(cfg.augmentations)))]
+        augmentation = cfg.augmentations[int(rng.integers(len(cfg.augmentations)))] if step >= cfg.clean_steps else "none"
         if step < cfg.extractor_steps:  # stage 1: hide random messages, read them back
             x = images[pick]
             message = torch.from_numpy(rng.integers(0, 2, (cfg.batch, cfg.n_bits))).float()
