@@ -117,6 +117,8 @@ def to_tensor(images: np.ndarray):
     import torch
 
     images = np.ascontiguousarray(images)
+    if not images.flags.writeable:  # np.asarray(PIL image) is read-only; torch warns on sharing it
+        images = images.copy()
     return torch.from_numpy(images if images.ndim == 4 else images[None]).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 

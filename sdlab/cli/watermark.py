@@ -52,9 +52,9 @@ def register(subparsers) -> None:
     sig.required = True
     q = sig.add_parser("train", help="fine-tune a marked decoder and its extractor (resumes), then measure them")
     q.add_argument("--out", required=True, metavar="DIR")
-    q.add_argument("--extractor-steps", type=int, help="stage 1: embedder and extractor on random messages (default 16000)")
+    q.add_argument("--extractor-steps", type=int, help="stage 1: embedder and extractor on random messages (default 20000)")
     q.add_argument("--clean-steps", type=int, help="stage 1 steps before the augmentations start (default 4000)")
-    q.add_argument("--steps", type=int, help="stage 2: the decoder learns the key (default 800)")
+    q.add_argument("--steps", type=int, help="stage 2: the decoder learns the key (default 2400)")
     q.add_argument("--bits", type=int, help="key length (default 32)")
     q.add_argument("--key-seed", type=int, help="seed of the key (default 0)")
     q.add_argument("--measure-images", type=int, default=64, help="seeds for the TPR/FPR/PSNR figures")
