@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 from sdlab.errors import Cancelled, ValidationError
 from sdlab.watermark import signature as sig
 
-TINY = dict(extractor_steps=2, clean_steps=0, steps=2, batch=4, n_images=16, n_bits=8, extractor_width=8, checkpoint_minutes=100)
+TINY = dict(extractor_steps=2, clean_steps=0, steps=2, batch=4, n_images=16, n_photos=4, n_bits=8, extractor_width=8, checkpoint_minutes=100)
 
 
 def ramp(n: int = 2) -> torch.Tensor:
@@ -132,13 +132,13 @@ def test_shipped_signature_marks_and_only_marks(shipped):
     assert all(shipped.detect(marked)["detected"] for _, marked in pairs)
     assert not any(shipped.detect(clean)["detected"] for clean, _ in pairs)
     db = [psnr(clean, marked) for clean, marked in pairs]
-    assert np.mean(db) > 26 and min(db) > 21  # shipped: 28.5 dB mean, 23.3 min over 64 seeds
+    assert np.mean(db) > 26 and min(db) > 23  # shipped: 28.7 dB mean, 25.5 min over 64 seeds
     survived = [shipped.detect(attacks.apply(marked, "jpeg", 70))["detected"] for _, marked in pairs]
     assert sum(survived) >= 4  # shipped: 94 % of 16 seeds at JPEG q70
     erased = [shipped.detect(attacks.apply(marked, "rotate", 10))["bit_accuracy"] for _, marked in pairs]
     assert np.mean(erased) > 0.7  # rotation, which erases dwtDct, leaves most bits (shipped: 0.80)
     measured = json.loads((sig.SHIPPED_SIGNATURE / sig.CONFIG).read_text())["measured"]
-    assert measured["tpr"] >= 0.95 and measured["fpr"] <= 0.02 and measured["photo_fpr"] <= 0.1
+    assert measured["tpr"] >= 0.98 and measured["fpr"] <= 0.02 and measured["photo_fpr"] <= 0.05
 
 
 def test_signature_cli_detects_a_marked_png(shipped, tmp_path, capsys):

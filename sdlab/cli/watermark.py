@@ -176,7 +176,7 @@ def _signature_train(args: argparse.Namespace) -> int:
     from ..models import load_pipeline
     from ..watermark import signature
 
-    given = {}  # config field: (flag, value, lowest allowed); unset flags keep SignatureConfig's defaults
+    given = {}  # config field -> value of each flag given; the others keep SignatureConfig's defaults
     for name, flag, value, low in (("n_bits", "--bits", args.bits, 8), ("key_seed", "--key-seed", args.key_seed, 0),
                                    ("extractor_steps", "--extractor-steps", args.extractor_steps, 0),
                                    ("clean_steps", "--clean-steps", args.clean_steps, 0), ("steps", "--steps", args.steps, 1),
