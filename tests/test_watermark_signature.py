@@ -134,9 +134,9 @@ def test_shipped_signature_marks_and_only_marks(shipped):
     db = [psnr(clean, marked) for clean, marked in pairs]
     assert np.mean(db) > 26 and min(db) > 23  # shipped: 28.7 dB mean, 25.5 min over 64 seeds
     survived = [shipped.detect(attacks.apply(marked, "jpeg", 70))["detected"] for _, marked in pairs]
-    assert sum(survived) >= 4  # shipped: 94 % of 16 seeds at JPEG q70
+    assert sum(survived) >= 4  # shipped: 88 % of 16 seeds at JPEG q70
     erased = [shipped.detect(attacks.apply(marked, "rotate", 10))["bit_accuracy"] for _, marked in pairs]
-    assert np.mean(erased) > 0.7  # rotation, which erases dwtDct, leaves most bits (shipped: 0.80)
+    assert np.mean(erased) > 0.7  # rotation, which erases dwtDct, leaves most bits (shipped: 0.78)
     measured = json.loads((sig.SHIPPED_SIGNATURE / sig.CONFIG).read_text())["measured"]
     assert measured["tpr"] >= 0.98 and measured["fpr"] <= 0.02 and measured["photo_fpr"] <= 0.05
 
