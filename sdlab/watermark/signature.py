@@ -19,6 +19,7 @@ battery's attacks; JPEG passes straight through (forward: the real codec,
 backward: identity). The paper's perceptual (Watson-VGG) loss is MSE here::
 
     stage 1:  BCE(E(aug(x + H(x, m))), m) + embed_weight * mean(H(x, m)^2)
+              (faint_embed_weight instead in the last faint_steps; x: shapes-world images and photo crops)
     stage 2:  BCE(E(aug(D_w(z))), key) + image_weight * MSE(D_w(z), D_0(z))
 
 The shipped signature (``sdlab/weights/shapes-world-signature``, 2 MB) is
@@ -293,7 +294,7 @@ def train(pipe, out: str | Path, cfg: SignatureConfig | None = None, progress: b
             extractor.requires_grad_(False)  # stage 2 reads with the extractor stage 1 made
         rng = np.random.default_rng([cfg.seed, step])
         pick = torch.from_numpy(rng.integers(0, len(images) if step < cfg.extractor_steps else len(latents), cfg.batch))
-        augmentation = cfg.augmentations[int(rng.integers(len(cfg.augmentations)))] if step >= cfg.clean_steps else "none"
+        augmentation = cfg.augmentations[int(rng.integers(len(cfg.augmentations)))] if step >= min(cfg.clean_steps, cfg.extractor_steps) else "none"
         if step < cfg.extractor_steps:  # stage 1: hide random messages, read them back
             x = images[pick]
             message = torch.from_numpy(rng.integers(0, 2, (cfg.batch, cfg.n_bits))).float()
@@ -440,8 +441,8 @@ class StableSignature:
 def measure(scheme: StableSignature, n_images: int = 64, n_photos: int = 64, progress: bool = True) -> dict:
     """Figures for a trained signature: on ``n_images`` seeds, marked vs clean generations of the same
     latents (bit accuracy, true- and false-positive rates at ``scheme.fpr``, PSNR of the mark), and the
-    false-positive rate on ``n_photos`` held-out photo crops (``cleanset.evaluation_photos``: the
-    extractor never saw a photo); written into ``signature.json`` as "measured"."""
+    false-positive rate on ``n_photos`` held-out photo crops (``cleanset.evaluation_photos``, which
+    neither calibration nor the signature's training sees); written into ``signature.json`` as "measured"."""
     from tqdm.auto import tqdm
 
     from ..metrics import psnr
