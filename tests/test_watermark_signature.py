@@ -178,3 +178,20 @@ def test_cli_battery_runs_the_signature(shipped, tmp_path, capsys):
     assert (unattacked.score >= 2).all() and (unattacked.clean_score < 2).all()  # p <= 1 %: every marked one, no clean one
     assert unattacked.bit_accuracy.mean() > 0.85 > 0.6 > unattacked.clean_bit_accuracy.mean()
     assert "stable-signature" in capsys.readouterr().out
+
+
+def test_train_panel_trains_measures_and_shows(tiny_pipeline_dir, tmp_path):
+    from sdlab.widgets.signature import SignatureTrainPanel
+
+    fixed = {k: v for k, v in TINY.items() if k not in ("extractor_steps", "steps", "n_bits")}
+    panel = SignatureTrainPanel(model=str(tiny_pipeline_dir), out_dir=str(tmp_path / "sig"), **fixed)
+    panel.extractor_steps.value, panel.steps.value, panel.n_bits.value, panel.measure_images.value = 2, 2, 8, 2
+    panel.start(background=False)
+    assert panel.last_error is None and panel.progress.value == panel.progress.max == 4
+    assert panel.loss_plot.value[:4] == b"\x89PNG" and panel.pair.value[:4] == b"\x89PNG"
+    assert panel.figures["n_images"] == 2 and 0 <= panel.figures["tpr"] <= 1 and "psnr_db" in panel.table.value
+    saved = json.loads((tmp_path / "sig" / sig.CONFIG).read_text())
+    assert saved["config"]["n_bits"] == 8 and saved["measured"] == panel.figures
+    panel.image_weight.value = -1.0
+    panel.start(background=False)
+    assert panel.last_error.startswith("image_weight: must be >= 0")
