@@ -99,3 +99,13 @@ def test_parse_caption_folds_synonyms_and_is_describes_inverse():
     for row in evaluation_prompts(50).itertuples():
         attrs = {k: getattr(row, k) for k in ("shape", "colour", "size", "position", "background")}
         assert parse_caption(describe(**attrs)) == attrs
+
+
+def test_data_diversity_falls_as_the_prompt_fixes_more():
+    from sdlab.mini.evaluate import data_diversity
+
+    full = data_diversity("a large red circle at the top left on a white background")
+    loose = data_diversity("a red circle")
+    assert 0 < loose < full < 1  # more left unsaid, more varied scenes (0.48 against 0.88)
+    assert data_diversity("a red circle") == loose  # a fixed draw
+    assert data_diversity("a red circle", seed=1) != loose

@@ -4,7 +4,8 @@
 - skews: what the model draws for under-specified prompts (``a triangle``) beside
   the training captions' skew;
 - negative prompts: ``a circle`` with and without ``red`` as the negative prompt;
-- diversity: one prompt, several seeds, mean pairwise SSIM (lower = more diverse);
+- diversity: one prompt, several seeds, mean pairwise SSIM (lower = more diverse), beside the
+  same SSIM over the world's own scenes of that prompt (what learning the data exactly would give);
 - saturation and clipped pixels per guidance (very high CFG pushes colours out of range, as in real SD).
 """
 from __future__ import annotations
@@ -118,8 +119,19 @@ def negative_prompt_effect(pipe, n_seeds: int = 64, guidance: float | None = Non
     return pd.DataFrame(rows)
 
 
+def data_diversity(prompt: str, n: int = 8, seed: int = 0) -> float:
+    """Mean pairwise SSIM of ``n`` scenes the world itself draws for ``prompt``: what a model that
+    learned the data exactly would score (the world's jitter sets it, not the model)."""
+    from ..metrics import mean_pairwise_ssim
+
+    rng = np.random.default_rng(seed)
+    attrs = world.parse_caption(prompt)
+    return mean_pairwise_ssim([np.asarray(world.render(world.sample_scene(rng, **attrs))) for _ in range(n)])
+
+
 def diversity(pipe, prompts: list[str] | None = None, n_seeds: int = 8, guidance: float | None = None) -> pd.DataFrame:
-    """Per prompt: mean pairwise SSIM over ``n_seeds`` seeds and the share of images that satisfy it."""
+    """Per prompt: mean pairwise SSIM over ``n_seeds`` seeds, the share of images that satisfy it,
+    and the same SSIM for the world's own scenes of that prompt (:func:`data_diversity`)."""
     from ..metrics import mean_pairwise_ssim
 
     prompts = prompts or ["a large red circle at the top left on a white background", "a small blue square on the right on a black background"]
@@ -130,7 +142,9 @@ def diversity(pipe, prompts: list[str] | None = None, n_seeds: int = 8, guidance
         images = [np.asarray(im) for im, _ in results]
         ok = checker.score(images, pd.DataFrame([attrs] * n_seeds))["all_ok"]
         distinct = len({im.tobytes() for im in images})
-        rows.append({"prompt": prompt, "n": n_seeds, "mean_pairwise_ssim": mean_pairwise_ssim(images), "distinct_images": distinct, "satisfied_share": float(ok.mean())})
+        rows.append({"prompt": prompt, "n": n_seeds, "mean_pairwise_ssim": mean_pairwise_ssim(images),
+                     "data_mean_pairwise_ssim": data_diversity(prompt, n_seeds), "distinct_images": distinct,
+                     "satisfied_share": float(ok.mean())})
     return pd.DataFrame(rows)
 
 
