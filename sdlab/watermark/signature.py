@@ -292,10 +292,11 @@ def train(pipe, out: str | Path, cfg: SignatureConfig | None = None, progress: b
     for step in bar:
         if step == max(start, cfg.extractor_steps):
             extractor.requires_grad_(False)  # stage 2 reads with the extractor stage 1 made
+        stage = 1 if step < cfg.extractor_steps else 2
         rng = np.random.default_rng([cfg.seed, step])
-        pick = torch.from_numpy(rng.integers(0, len(images) if step < cfg.extractor_steps else len(latents), cfg.batch))
+        pick = torch.from_numpy(rng.integers(0, len(images) if stage == 1 else len(latents), cfg.batch))
         augmentation = cfg.augmentations[int(rng.integers(len(cfg.augmentations)))] if step >= min(cfg.clean_steps, cfg.extractor_steps) else "none"
-        if step < cfg.extractor_steps:  # stage 1: hide random messages, read them back
+        if stage == 1:  # hide random messages, read them back
             x = images[pick]
             message = torch.from_numpy(rng.integers(0, 2, (cfg.batch, cfg.n_bits))).float()
             residual = embedder(x, message)
@@ -314,10 +315,9 @@ def train(pipe, out: str | Path, cfg: SignatureConfig | None = None, progress: b
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        bar.set_postfix(stage=1 if step < cfg.extractor_steps else 2, bits=f"{bits_loss.item():.3f}",
-                        image=f"{image_loss.item():.5f}", aug=augmentation)
+        bar.set_postfix(stage=stage, bits=f"{bits_loss.item():.3f}", image=f"{image_loss.item():.5f}", aug=augmentation)
         if step % 50 == 0:
-            append_jsonl(out / "train_log.jsonl", {"stage": f"signature-{1 if step < cfg.extractor_steps else 2}", "step": step,
+            append_jsonl(out / "train_log.jsonl", {"stage": f"signature-{stage}", "step": step,
                                                    "loss": bits_loss.item(), "image_loss": image_loss.item(), "time": time.time()})
         if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
             save(step + 1)
