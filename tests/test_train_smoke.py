@@ -114,3 +114,69 @@ def test_config_names_the_bad_field():
         TrainConfig(text_reads="eos")
     with pytest.raises(ValidationError, match="noise: must be gaussian or pyramid"):
         TrainConfig(noise="pink")
+    with pytest.raises(ValidationError, match="unet_steps: must be at least 1, got 0"):
+        TrainConfig(unet_steps=0)
+    with pytest.raises(ValidationError, match="unet_lr: must be > 0"):
+        TrainConfig(unet_lr=0.0)
+    with pytest.raises(ValidationError, match=r"cfg_dropout: must be in \[0, 1\)"):
+        TrainConfig(cfg_dropout=1.0)
+
+
+TINY = dict(n_images=64, vae_steps=2, decoder_steps=2, unet_steps=3, text_steps=2, vae_batch=4, decoder_batch=4, unet_batch=4, text_batch=4)
+
+
+def test_callback_counts_all_stages_and_cancel_resumes_mid_stage(tmp_path):
+    import pytest
+
+    from sdlab.errors import Cancelled
+
+    cfg = TrainConfig(**TINY, checkpoint_minutes=60.0)  # only the cancel may checkpoint
+    seen = []
+
+    def stop_in_the_unet(done, total):
+        seen.append((done, total))
+        if done == 2 + 2 + 2:  # VAE 2, text 2, then the UNet's second step
+            raise Cancelled("cancelled by the user")
+
+    with pytest.raises(Cancelled):
+        train(tmp_path, cfg, progress=False, callback=stop_in_the_unet)
+    assert seen == [(i, 9) for i in range(1, 7)]
+    assert torch.load(tmp_path / "unet.ckpt", weights_only=True)["step"] == 2
+    seen.clear()
+    target = train(tmp_path, cfg, progress=False, callback=lambda done, total: seen.append((done, total)))
+    assert seen == [(7, 9), (8, 9), (9, 9)]  # the UNet's last step, then the decoder's two
+    assert (target / "model_index.json").exists()
+    unet_steps = [json.loads(l)["step"] for l in (tmp_path / "train_log.jsonl").read_text().splitlines() if '"stage": "unet"' in l]
+    assert unet_steps == [0]  # the rerun resumed at step 2 instead of starting over
+
+
+def test_cancel_in_the_vae_checkpoints_that_step(tmp_path):
+    import pytest
+
+    from sdlab.errors import Cancelled
+
+    def stop(done, total):
+        if done == 1:
+            raise Cancelled("cancelled by the user")
+
+    with pytest.raises(Cancelled):
+        train(tmp_path, TrainConfig(**TINY, checkpoint_minutes=60.0), progress=False, callback=stop)
+    assert torch.load(tmp_path / "vae.ckpt", weights_only=True)["step"] == 1
+    assert not (tmp_path / "vae" / "config.json").exists()
+
+
+def test_train_panel_trains_shows_the_curves_and_a_sample_and_names_bad_fields(tmp_path):
+    from sdlab.widgets.train import TrainPanel
+
+    fixed = {k: v for k, v in TINY.items() if k not in ("n_images", "vae_steps", "unet_steps")}
+    panel = TrainPanel(out_dir=str(tmp_path / "run"), **fixed)
+    panel.n_images.value, panel.vae_steps.value, panel.unet_steps.value, panel.foreground_weight.value = 64, 2, 3, 4.0
+    panel.start(background=False)
+    assert panel.last_error is None and panel.exported == tmp_path / "run" / "pipeline"
+    assert panel.progress.value == panel.progress.max == 2 + 2 + 3 + 2
+    assert panel.loss_plot.value[:4] == b"\x89PNG" and panel.sample.value[:4] == b"\x89PNG"
+    saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert saved["unet_foreground_weight"] == 4.0 and saved["unet_steps"] == 3 and saved["n_images"] == 64
+    panel.foreground_weight.value = -1.0
+    panel.start(background=False)
+    assert panel.last_error == "unet_foreground_weight: must be >= 0 (0: plain loss), got -1.0"

@@ -22,15 +22,17 @@ def read_log(run_dir: str | Path, stage: str | None = None) -> pd.DataFrame:
     return table
 
 
-def plot_loss(log: pd.DataFrame, ax=None):
-    """Training loss against step, one line per stage, on a log scale."""
+def plot_loss(log: pd.DataFrame, ax=None, x: str = "step"):
+    """Training loss against ``x`` ("step", or "minutes" to lay a run's stages end to end), one line per stage, log scale."""
     import matplotlib.pyplot as plt
 
+    if x not in ("step", "minutes"):
+        raise ValidationError(f"x: must be step or minutes, got {x!r}")
     ax = ax or plt.gca()
     for stage, rows in log.groupby("stage", sort=False):
-        ax.plot(rows.step, rows.loss, label=stage)
+        ax.plot(rows[x], rows.loss, label=stage)
     ax.set_yscale("log")
-    ax.set_xlabel("training step")
+    ax.set_xlabel("training step" if x == "step" else "minutes since the run began")
     ax.set_ylabel("loss (weighted MSE, log scale)")
     if log.stage.nunique() > 1:
         ax.legend()

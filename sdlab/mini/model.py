@@ -116,10 +116,12 @@ def build_noise_scheduler() -> DDPMScheduler:
     (at SNR 0 the noise *is* x_T), hence v-prediction (Salimans & Ho 2022), as
     in SD 2.x. The betas are stored as ``trained_betas`` so every sampler built
     from this config walks the same schedule; "trailing" spacing makes the
-    first inference step t = T, where training put pure noise.
+    first inference step t = T, where training put pure noise. ``steps_offset``
+    only shifts "leading" spacing; it is 1 because ``StableDiffusionPipeline``
+    rewrites any other value to 1 (with a deprecation warning) on every load.
     """
     return DDPMScheduler(
         num_train_timesteps=1000, trained_betas=zero_snr_betas(), beta_schedule="scaled_linear",
         beta_start=0.00085, beta_end=0.012,
-        prediction_type="v_prediction", clip_sample=False, steps_offset=0, timestep_spacing="trailing",
+        prediction_type="v_prediction", clip_sample=False, steps_offset=1, timestep_spacing="trailing",
     )

@@ -75,6 +75,18 @@ class TrainConfig:
     model: model_lib.ModelConfig = field(default_factory=model_lib.ModelConfig)
 
     def __post_init__(self) -> None:
+        for name in ("n_images", "vae_steps", "vae_batch", "decoder_steps", "decoder_batch", "unet_steps", "unet_batch",
+                     "warmup_steps", "text_steps", "text_batch"):
+            if getattr(self, name) < 1:
+                raise ValidationError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        for name in ("vae_lr", "decoder_lr", "unet_lr", "text_lr"):
+            if not getattr(self, name) > 0:
+                raise ValidationError(f"{name}: must be > 0, got {getattr(self, name)}")
+        for name in ("vae_foreground_weight", "decoder_foreground_weight", "unet_foreground_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValidationError(f"{name}: must be >= 0 (0: plain loss), got {getattr(self, name)}")
+        if not 0 <= self.cfg_dropout < 1:
+            raise ValidationError(f"cfg_dropout: must be in [0, 1), got {self.cfg_dropout}")
         if self.text_reads not in TEXT_READS:
             raise ValidationError(f"text_reads: must be one of {', '.join(TEXT_READS)}, got {self.text_reads!r}")
         if self.noise not in NOISES:
@@ -103,6 +115,17 @@ def _save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
+def _report(callback: Callable[[int, int], None] | None, step: int, total: int, save: Callable[[int], None]) -> None:
+    """Hand ``callback`` the progress; when it raises (Cancel), checkpoint ``step`` first so a rerun resumes there."""
+    if callback is None:
+        return
+    try:
+        callback(step, total)
+    except BaseException:
+        save(step)
+        raise
+
+
 def _log(out: Path, record: dict) -> None:
     append_jsonl(out / "train_log.jsonl", record)
 
@@ -126,16 +149,21 @@ def prepare_data(out: Path, cfg: TrainConfig) -> tuple[np.ndarray, "object"]:
 
 def _autoencoder_stage(
     out: Path, name: str, vae, opt, steps: int, lr: float, stage: int, batch: int,
-    images: np.ndarray, loss_fn: Callable, cfg: TrainConfig, progress: bool,
+    images: np.ndarray, loss_fn: Callable, cfg: TrainConfig, progress: bool, callback: Callable[[int, int], None] | None = None,
 ) -> None:
     """The loop both autoencoder stages share: resume from ``{name}.ckpt``, cosine
-    learning rate down to 10%, log every 50 steps, checkpoint every few minutes."""
+    learning rate down to 10%, log every 50 steps, checkpoint every few minutes
+    (and before ``callback`` stops the run by raising; see ``train_unet``)."""
     ckpt_path, start = out / f"{name}.ckpt", 0
     if ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=True)
         vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
         start = state["step"]
     last_save = time.monotonic()
+
+    def save(step: int) -> None:
+        _save_checkpoint(ckpt_path, {"step": step, "model": vae.state_dict(), "opt": opt.state_dict()})
+
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=name, disable=not progress)
     vae.train()
     for step in bar:
@@ -151,12 +179,13 @@ def _autoencoder_stage(
         if step % 50 == 0:
             _log(out, {"stage": name, "step": step, "loss": loss.item(), "time": time.time()})
         if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
-            _save_checkpoint(ckpt_path, {"step": step + 1, "model": vae.state_dict(), "opt": opt.state_dict()})
+            save(step + 1)
             last_save = time.monotonic()
+        _report(callback, step + 1, steps, save)
     vae.eval()
 
 
-def train_vae(out: Path, images: np.ndarray, cfg: TrainConfig, progress: bool = True):
+def train_vae(out: Path, images: np.ndarray, cfg: TrainConfig, progress: bool = True, callback: Callable[[int, int], None] | None = None):
     """Stage 2: a KL autoencoder that reconstructs flat shapes.
 
     MSE on the posterior mean plus a tiny KL term: sampling the posterior while
@@ -183,7 +212,7 @@ def train_vae(out: Path, images: np.ndarray, cfg: TrainConfig, progress: bool = 
         error = _reconstruction_loss(recon, x, cfg.vae_foreground_weight) if cfg.vae_foreground_weight else F.mse_loss(recon, x)
         return error + cfg.vae_kl_weight * posterior.kl().mean()
 
-    _autoencoder_stage(out, "vae", vae, opt, cfg.vae_steps, cfg.vae_lr, 1, cfg.vae_batch, images, loss_fn, cfg, progress)
+    _autoencoder_stage(out, "vae", vae, opt, cfg.vae_steps, cfg.vae_lr, 1, cfg.vae_batch, images, loss_fn, cfg, progress, callback)
     vae.save_pretrained(final)
     return vae
 
@@ -217,7 +246,8 @@ def _reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, foreground_weight
     return (weight * (error.pow(2) + error.abs())).mean() / weight.mean()
 
 
-def finetune_decoder(out: Path, vae, images: np.ndarray, cfg: TrainConfig, progress: bool = True):
+def finetune_decoder(out: Path, vae, images: np.ndarray, cfg: TrainConfig, progress: bool = True,
+                     callback: Callable[[int, int], None] | None = None):
     """Stage 6: sharpen the decoder with the encoder frozen (as Stability's sd-vae-ft-mse did).
 
     The latent space is the encoder's, so the UNet trained on cached latents is
@@ -242,7 +272,7 @@ def finetune_decoder(out: Path, vae, images: np.ndarray, cfg: TrainConfig, progr
             z = vae.encode(x).latent_dist.mode()
         return _reconstruction_loss(vae.decode(z).sample, x, cfg.decoder_foreground_weight)
 
-    _autoencoder_stage(out, "decoder", vae, opt, cfg.decoder_steps, cfg.decoder_lr, 3, cfg.decoder_batch, images, loss_fn, cfg, progress)
+    _autoencoder_stage(out, "decoder", vae, opt, cfg.decoder_steps, cfg.decoder_lr, 3, cfg.decoder_batch, images, loss_fn, cfg, progress, callback)
     vae.requires_grad_(False)
     vae.save_pretrained(final)
     return vae
@@ -363,7 +393,8 @@ def _text_losses(text, heads, ids: torch.Tensor, labels: torch.Tensor, empty_ids
     return attribute, end_distance, pooled
 
 
-def pretrain_text_encoder(out: Path, captions: list[str], tok, cfg: TrainConfig, progress: bool = True):
+def pretrain_text_encoder(out: Path, captions: list[str], tok, cfg: TrainConfig, progress: bool = True,
+                          callback: Callable[[int, int], None] | None = None):
     """Stage 4: teach the text encoder to read every attribute a caption names; it is then frozen.
 
     SD trains its UNet against a frozen, pretrained CLIP text encoder. Trained
@@ -417,6 +448,7 @@ def pretrain_text_encoder(out: Path, captions: list[str], tok, cfg: TrainConfig,
         bar.set_postfix(attribute=f"{attribute.item():.4f}", end=f"{end_distance.item():.4f}")
         if step % 50 == 0:
             _log(out, {"stage": "text", "step": step, "loss": attribute.item(), "end_distance": end_distance.item(), "time": time.time()})
+        _report(callback, step + 1, cfg.text_steps, lambda _: None)  # short: a cancelled stage is redone
     text.eval().requires_grad_(False)
     with torch.no_grad():  # held-out check on fresh captions, logged for the closing note
         _, check_meta = world.make_dataset(512, seed=cfg.seed + 1)
@@ -506,12 +538,7 @@ def train_unet(
         if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
             save(step + 1)
             last_save = time.monotonic()
-        if callback is not None:
-            try:
-                callback(step + 1, cfg.unet_steps)
-            except BaseException:
-                save(step + 1)
-                raise
+        _report(callback, step + 1, cfg.unet_steps, save)
     save(cfg.unet_steps)
     return ema_unet.eval(), text
 
@@ -583,24 +610,36 @@ def export_checkpoint(out_dir: str | Path, target: str | Path | None = None, che
     return destination
 
 
-def train(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), progress: bool = True) -> Path:
-    """Run (or resume) every stage and return the exported pipeline directory."""
+def train(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), progress: bool = True,
+          callback: Callable[[int, int], None] | None = None) -> Path:
+    """Run (or resume) every stage and return the exported pipeline directory.
+
+    ``callback(done, total)`` counts the steps of all four trained stages (VAE,
+    text encoder, UNet, decoder) as one run; when it raises (a panel's Cancel),
+    the stage in progress checkpoints and a rerun resumes there.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "train_config.json", json.dumps(asdict(cfg), indent=2))
     started = time.time()
+    total = cfg.vae_steps + cfg.text_steps + cfg.unet_steps + cfg.decoder_steps
+
+    def after(offset: int) -> Callable[[int, int], None] | None:
+        return None if callback is None else (lambda step, _stage_total: callback(offset + step, total))
+
     images, meta = prepare_data(out, cfg)
     tok = tokenizer_lib.save_tokenizer(world.vocabulary(), out / "tokenizer")
-    vae = train_vae(out, images, cfg, progress)
+    vae = train_vae(out, images, cfg, progress, after(0))
     vae.requires_grad_(False)
     latents = encode_latents(out, vae, images, progress=progress)
     scaling = float(1.0 / latents.std())
     vae.register_to_config(scaling_factor=scaling)
     scaled = latents * scaling
     preview = fit_preview_factors(scaled, images)
-    text = pretrain_text_encoder(out, meta["TEXT"].tolist(), tok, cfg, progress)
-    unet, text = train_unet(out, scaled, meta["TEXT"].tolist(), tok, text, cfg, progress, images=images)
-    vae = finetune_decoder(out, vae, images, cfg, progress)
+    text = pretrain_text_encoder(out, meta["TEXT"].tolist(), tok, cfg, progress, after(cfg.vae_steps))
+    unet, text = train_unet(out, scaled, meta["TEXT"].tolist(), tok, text, cfg, progress, images=images,
+                            callback=after(cfg.vae_steps + cfg.text_steps))
+    vae = finetune_decoder(out, vae, images, cfg, progress, after(cfg.vae_steps + cfg.text_steps + cfg.unet_steps))
     vae.register_to_config(scaling_factor=scaling)
     target = export_pipeline(out, vae, text, unet, tok, preview, cfg)
     _log(out, {"stage": "done", "seconds_this_run": time.time() - started, "time": time.time()})
