@@ -55,7 +55,8 @@ def test_jpeg_passes_gradients_straight_through():
 
 @pytest.mark.parametrize("field, value, message", [
     ("n_bits", 4, "n_bits: must be at least 8"), ("lr", 0.0, "lr: must be > 0"), ("decoder_lr", -1.0, "decoder_lr: must be > 0"),
-    ("image_weight", -1.0, "image_weight: must be >= 0"), ("faint_steps", -1, "faint_steps: must be at least 0"), ("augmentations", ("jpeg", "warp"), "augmentations: choose from"),
+    ("image_weight", -1.0, "image_weight: must be >= 0"), ("key_seed", -1, "key_seed: must be at least 0, got -1"),
+    ("faint_steps", -1, "faint_steps: must be at least 0"), ("augmentations", ("jpeg", "warp"), "augmentations: choose from"),
 ])
 def test_config_names_the_bad_field(field, value, message):
     with pytest.raises(ValidationError, match=message):

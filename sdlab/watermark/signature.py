@@ -89,7 +89,7 @@ class SignatureConfig:
 
     def __post_init__(self) -> None:
         self.augmentations = tuple(self.augmentations)
-        for name, low in (("n_bits", 8), ("extractor_steps", 0), ("clean_steps", 0), ("faint_steps", 0), ("steps", 1), ("batch", 1), ("n_images", 1), ("n_photos", 0), ("extractor_width", 8)):
+        for name, low in (("n_bits", 8), ("key_seed", 0), ("extractor_steps", 0), ("clean_steps", 0), ("faint_steps", 0), ("steps", 1), ("batch", 1), ("n_images", 1), ("n_photos", 0), ("extractor_width", 8)):
             if int(getattr(self, name)) < low:
                 raise ValidationError(f"{name}: must be at least {low}, got {getattr(self, name)}")
         for name in ("lr", "decoder_lr", "embed_weight", "faint_embed_weight", "image_weight"):
