@@ -22,6 +22,8 @@ from sdlab.cli import main
         (["mini", "train", "--out", "never-made", "--foreground-weight", "-1"], "--foreground-weight: must be >= 0, got -1.0"),
         (["watermark", "signature", "train", "--out", "never-made", "--steps", "0"], "--steps: must be at least 1, got 0"),
         (["watermark", "signature", "train", "--out", "never-made", "--bits", "4"], "--bits: must be at least 8, got 4"),
+        (["watermark", "signature", "train", "--out", "never-made", "--extractor-from", "no-such-dir"],
+         "extractor_from: no trained signature at no-such-dir"),
         (["watermark", "signature", "detect", "x.png", "--fpr", "2"], "--fpr: 2.0 must be strictly between 0 and 1"),
         (["nonsense"], "invalid choice"),
     ],

@@ -107,11 +107,37 @@ def test_train_cancel_resume_export_and_load(tiny_pipe, tmp_path):
         scheme.detect(np.zeros((8, 8), np.uint8))
 
 
+def test_extractor_from_skips_stage_1_and_reads_with_that_extractor(tiny_pipe, tmp_path):
+    from safetensors.torch import load_file
+
+    first = sig.train(tiny_pipe, tmp_path / "first", sig.SignatureConfig(**TINY), progress=False)
+    seen = []
+    cfg = sig.SignatureConfig(**{**TINY, "key_seed": 7})
+    second = sig.train(tiny_pipe, tmp_path / "second", cfg, progress=False, callback=lambda step, total: seen.append(step),
+                       extractor_from=first)
+    assert seen == [3, 4]  # stage 2's two steps only
+    theirs, ours = load_file(str(first / sig.EXTRACTOR)), load_file(str(second / sig.EXTRACTOR))
+    assert all(torch.equal(theirs[k], ours[k]) for k in theirs)
+    stages = [json.loads(line)["stage"] for line in (second / "train_log.jsonl").read_text().splitlines()]
+    assert stages == ["signature-2"]  # its first step; stage 1 would have logged step 0
+    meta = json.loads((second / sig.CONFIG).read_text())
+    assert meta["extractor_from"]["directory"] == str(first) and meta["key"] == cfg.key().tolist()
+    assert not np.array_equal(sig.StableSignature(tiny_pipe, second).key, sig.StableSignature(tiny_pipe, first).key)
+    # a checkpoint made from one extractor does not resume as a run of its own
+    with pytest.raises(ValidationError, match="another configuration"):
+        sig.train(tiny_pipe, tmp_path / "second", cfg, progress=False)
+    with pytest.raises(ValidationError, match="extractor_from: .* has n_bits 8, this configuration 16"):
+        sig.train(tiny_pipe, tmp_path / "third", sig.SignatureConfig(**{**TINY, "n_bits": 16}), progress=False, extractor_from=first)
+
+
 def test_missing_signature_says_how_to_make_one(tiny_pipe, tmp_path):
     from sdlab.errors import ModelNotFoundError
 
     with pytest.raises(ModelNotFoundError, match="signature train"):
         sig.StableSignature(tiny_pipe, tmp_path / "nothing")
+    with pytest.raises(ModelNotFoundError, match="extractor_from: no trained signature at"):
+        sig.train(tiny_pipe, tmp_path / "run", sig.SignatureConfig(**TINY), progress=False, extractor_from=tmp_path / "nothing")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 # -- the shipped signature on the shipped model ----------------------------------------------------------
@@ -193,6 +219,10 @@ def test_train_panel_trains_measures_and_shows(tiny_pipeline_dir, tmp_path):
     assert panel.figures["n_images"] == 2 and 0 <= panel.figures["tpr"] <= 1 and "psnr_db" in panel.table.value
     saved = json.loads((tmp_path / "sig" / sig.CONFIG).read_text())
     assert saved["config"]["n_bits"] == 8 and saved["measured"] == panel.figures
+    panel.out_dir.value, panel.extractor_from.value = str(tmp_path / "again"), str(tmp_path / "sig")
+    panel.start(background=False)  # reuses that extractor: stage 2 only
+    assert panel.last_error is None and panel.progress.value == panel.progress.max == 4
+    assert json.loads((tmp_path / "again" / sig.CONFIG).read_text())["extractor_from"]["directory"] == str(tmp_path / "sig")
     panel.image_weight.value = -1.0
     panel.start(background=False)
     assert panel.last_error.startswith("image_weight: must be >= 0")

@@ -58,6 +58,9 @@ def register(subparsers) -> None:
     q.add_argument("--bits", type=int, help="key length (default 32)")
     q.add_argument("--key-seed", type=int, help="seed of the key (default 0)")
     q.add_argument("--measure-images", type=int, default=64, help="seeds for the TPR/FPR/PSNR figures")
+    q.add_argument("--extractor-from", metavar="DIR",
+                   help="reuse a trained signature's extractor and skip stage 1 (another key or model: stage 2 only)")
+    q.add_argument("--model", default="shapes-world", help="the shapes-world pipeline whose decoder is marked (default: the shipped one)")
     q.set_defaults(func=_signature_train)
     q = sig.add_parser("generate", help="images from the marked decoder (or --clean: the original one)")
     q.add_argument("prompt")
@@ -186,8 +189,8 @@ def _signature_train(args: argparse.Namespace) -> int:
         if name is not None and value is not None:
             given[name] = value
     cfg = signature.SignatureConfig(**given)
-    pipe = load_pipeline("shapes-world")
-    out = signature.train(pipe, args.out, cfg)
+    pipe = load_pipeline(args.model)
+    out = signature.train(pipe, args.out, cfg, extractor_from=args.extractor_from)
     figures = signature.measure(signature.StableSignature(pipe, out), n_images=args.measure_images)
     print(" ".join(f"{k}={v}" for k, v in figures.items()))
     print(out)

@@ -246,18 +246,23 @@ def _training_data(vae, n_images: int, seed: int, n_photos: int = 0):
 
 
 def train(pipe, out: str | Path, cfg: SignatureConfig | None = None, progress: bool = True,
-          callback: Callable[[int, int], None] | None = None) -> Path:
+          callback: Callable[[int, int], None] | None = None, extractor_from: str | Path | None = None) -> Path:
     """Train the extractor (stage 1), then fine-tune a copy of ``pipe``'s decoder to ``cfg``'s key (stage 2); resumable.
 
     Writes ``out``/decoder.safetensors, extractor.safetensors and signature.json (config, key,
     and, after :func:`measure`, the figures it found). ``callback(step, total)`` runs after each
     step of either stage; when it raises (a Cancel), the step is checkpointed first.
+
+    ``extractor_from``: a trained signature directory whose extractor stage 2 reads with; stage 1
+    is skipped. As in the paper, one extractor serves many decoders: another key, or another
+    model with the same latent space's images, costs stage 2 only (8 min here, not 35).
     """
     import torch
     from tqdm.auto import tqdm
 
     cfg = cfg or SignatureConfig()
     out = Path(out)
+    source = _extractor_source(extractor_from, cfg) if extractor_from is not None else None
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     base = copy.deepcopy(pipe.vae).float().eval().requires_grad_(False)
@@ -271,9 +276,14 @@ def train(pipe, out: str | Path, cfg: SignatureConfig | None = None, progress: b
     decoder_opt = torch.optim.Adam(decoder_params, lr=cfg.decoder_lr)
     modules = {"vae": marked, "extractor": extractor, "embedder": embedder, "hidden_opt": hidden_opt, "decoder_opt": decoder_opt}
     ckpt, start, total = out / CHECKPOINT, 0, cfg.extractor_steps + cfg.steps
+    if source is not None:
+        from safetensors.torch import load_file
+
+        extractor.load_state_dict(load_file(str(source / EXTRACTOR)))
+        start = cfg.extractor_steps
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=True)
-        if state["config"] != json.dumps(asdict(cfg), sort_keys=True):
+        if state["config"] != _checkpoint_key(cfg, source):
             raise ValidationError(f"out: {out} holds a checkpoint of another configuration; use a new directory")
         for name, module in modules.items():
             module.load_state_dict(state[name])
@@ -281,10 +291,10 @@ def train(pipe, out: str | Path, cfg: SignatureConfig | None = None, progress: b
 
     def save(step: int) -> None:
         with atomic_path(ckpt) as tmp:
-            torch.save({"step": step, "config": json.dumps(asdict(cfg), sort_keys=True),
+            torch.save({"step": step, "config": _checkpoint_key(cfg, source),
                         **{name: module.state_dict() for name, module in modules.items()}}, tmp)
 
-    images, latents = _training_data(base, cfg.n_images, cfg.seed, cfg.n_photos)
+    images, latents = _training_data(base, cfg.n_images, cfg.seed, 0 if source else cfg.n_photos)  # photos: stage 1 only
     key = torch.from_numpy(cfg.key()).float().expand(cfg.batch, cfg.n_bits)
     bce = torch.nn.BCEWithLogitsLoss()
     last_save = time.monotonic()
@@ -316,7 +326,7 @@ def train(pipe, out: str | Path, cfg: SignatureConfig | None = None, progress: b
         loss.backward()
         opt.step()
         bar.set_postfix(stage=stage, bits=f"{bits_loss.item():.3f}", image=f"{image_loss.item():.5f}", aug=augmentation)
-        if step % 50 == 0:
+        if step % 50 == 0 or step == cfg.extractor_steps:  # and stage 2's first step, which a reused extractor starts at
             append_jsonl(out / "train_log.jsonl", {"stage": f"signature-{stage}", "step": step,
                                                    "loss": bits_loss.item(), "image_loss": image_loss.item(), "time": time.time()})
         if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
@@ -329,17 +339,36 @@ def train(pipe, out: str | Path, cfg: SignatureConfig | None = None, progress: b
                 save(step + 1)
                 raise
     save(total)
-    return export(out, marked, extractor.eval(), cfg)
+    return export(out, marked, extractor.eval(), cfg, source)
 
 
-def export(out: Path, marked_vae, extractor, cfg: SignatureConfig) -> Path:
-    """Write the marked decoder's and the extractor's weights and ``signature.json``."""
+def _extractor_source(directory: str | Path, cfg: SignatureConfig) -> Path:
+    """The signature directory ``extractor_from`` names, checked to read ``cfg``'s key length with ``cfg``'s width."""
+    directory = Path(directory)
+    if not (directory / CONFIG).is_file() or not (directory / EXTRACTOR).is_file():
+        raise ModelNotFoundError(f"extractor_from: no trained signature at {directory} (it needs {CONFIG} and {EXTRACTOR})")
+    theirs = json.loads((directory / CONFIG).read_text(encoding="utf-8"))["config"]
+    for name in ("n_bits", "extractor_width"):
+        if theirs[name] != getattr(cfg, name):
+            raise ValidationError(f"extractor_from: {directory} has {name} {theirs[name]}, this configuration {getattr(cfg, name)}")
+    return directory
+
+
+def _checkpoint_key(cfg: SignatureConfig, source: Path | None) -> str:
+    """What a checkpoint must match to be resumed: the configuration, and the extractor it started from."""
+    return json.dumps({**asdict(cfg), **({"extractor_from": str(source.resolve())} if source else {})}, sort_keys=True)
+
+
+def export(out: Path, marked_vae, extractor, cfg: SignatureConfig, source: Path | None = None) -> Path:
+    """Write the marked decoder's and the extractor's weights and ``signature.json`` (with the extractor's origin, if reused)."""
     from safetensors.torch import save_file
 
     for name, state in ((DECODER, _decoder_state(marked_vae)), (EXTRACTOR, {k: v.contiguous() for k, v in extractor.state_dict().items()})):
         with atomic_path(out / name) as tmp:
             save_file(state, str(tmp))
     meta = {"method": "stable-signature", "config": asdict(cfg), "key": cfg.key().tolist()}
+    if source is not None:  # stage 1 did not run here: say whose it was
+        meta["extractor_from"] = {"directory": str(source), "config": json.loads((source / CONFIG).read_text(encoding="utf-8"))["config"]}
     atomic_write_text(out / CONFIG, json.dumps(meta, indent=2) + "\n")
     return out
 

@@ -13,7 +13,8 @@ from .generation import figure_png, png_bytes
 
 
 class SignatureTrainPanel(Panel):
-    """The main fields of ``sdlab watermark signature train``; Run/Cancel (Cancel checkpoints, Run again resumes);
+    """The main fields of ``sdlab watermark signature train`` (Extractor: reuse a trained one, stage 2 only);
+    Run/Cancel (Cancel checkpoints, Run again resumes);
     then both stages' loss curves, :func:`~sdlab.watermark.signature.measure`'s figures and one clean/marked pair.
 
     ``fixed`` sets :class:`~sdlab.watermark.signature.SignatureConfig` fields the panel does not show.
@@ -33,13 +34,15 @@ class SignatureTrainPanel(Panel):
         self.key_seed = W.IntText(value=default.key_seed, description="Key seed")
         self.image_weight = W.FloatText(value=default.image_weight, description="Image weight")
         self.measure_images = W.BoundedIntText(value=16, min=1, max=10_000, description="Measure")
+        self.extractor_from = W.Text(value="", description="Extractor", placeholder="a signature dir: skip stage 1",
+                                     layout=W.Layout(width="60%"))
         self.run_button = W.Button(description="Train", button_style="primary", icon="play")
         self.run_button.on_click(lambda _: self.start())
         self.loss_plot = W.Image(format="png")
         self.pair = W.Image(format="png", width=384)
         self.table = W.HTML()
         self.widget = W.VBox([
-            self.model, self.out_dir, W.HBox([self.extractor_steps, self.steps]), W.HBox([self.n_bits, self.key_seed]),
+            self.model, self.out_dir, self.extractor_from, W.HBox([self.extractor_steps, self.steps]), W.HBox([self.n_bits, self.key_seed]),
             W.HBox([self.image_weight, self.measure_images]), W.HBox([self.run_button, self.progress_row()]),
             self.status, W.HBox([self.loss_plot, W.VBox([self.pair, self.table])]),
         ])
@@ -62,8 +65,9 @@ class SignatureTrainPanel(Panel):
         except SdlabError as exc:
             self.show_error(str(exc))
             return
-        out = self.out_dir.value
-        self.run(lambda callback: (pipe, train(pipe, out, cfg, progress=False, callback=callback)), self._finished, background)
+        out, source = self.out_dir.value, self.extractor_from.value.strip() or None
+        self.run(lambda callback: (pipe, train(pipe, out, cfg, progress=False, callback=callback, extractor_from=source)),
+                 self._finished, background)
 
     def _finished(self, result) -> None:
         import matplotlib.pyplot as plt
