@@ -22,9 +22,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images", type=int, help="training images (default 40000)")
     p.add_argument("--vae-steps", type=int)
-    p.add_argument("--unet-steps", type=int)
+    p.add_argument("--unet-steps", type=int, help="UNet steps at batch 64 (default 11000: about 64 of the 81 minutes here)")
     p.add_argument("--foreground-weight", type=float,
-                   help="extra UNet loss weight on latent cells at and next to the shape (default 0: plain loss; v4's fine-tune used 12)")
+                   help="extra UNet loss weight on latent cells at and next to the shape (default 12; 0: plain loss)")
     p.add_argument("--text-reads", choices=("end", "words"),
                    help="where the text encoder is taught to put the meaning: words (default, the shipped model; A1111 weighting acts) or end (v2)")
     p.set_defaults(func=cmd_train)
