@@ -189,6 +189,8 @@ def _signature_train(args: argparse.Namespace) -> int:
         if name is not None and value is not None:
             given[name] = value
     cfg = signature.SignatureConfig(**given)
+    if args.extractor_from is not None:
+        signature.extractor_source(args.extractor_from, cfg)  # refuse a bad directory before loading the model
     pipe = load_pipeline(args.model)
     out = signature.train(pipe, args.out, cfg, extractor_from=args.extractor_from)
     figures = signature.measure(signature.StableSignature(pipe, out), n_images=args.measure_images)

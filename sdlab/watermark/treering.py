@@ -23,7 +23,7 @@ Detection needs an image that still holds its starting noise. The shapes
 world's does not: its prompts fix nearly everything about the picture, and its
 conditional sampling flow contracts (a 5 % random nudge to the noise moves the
 final latents by a median 39 % of the nudge at guidance 5, 45 % unconditional;
-v3 weights; v4 has the same VAE and schedule, not re-measured). Running that flow backwards magnifies each step's error:
+v3 weights; not re-measured on v4, nor on v5, which has its own VAE). Running that flow backwards magnifies each step's error:
 inverting exact latents with the true prompt, guidance 1 and 100 steps leaves
 the recovered noise 88 % off (the three innermost rings 100-480 %).
 
