@@ -102,6 +102,10 @@ def test_languages_high_accuracy_on_the_sample(laion_sample):
 def test_wilson_interval():
     low, high = wilson(np.array([0, 5, 10]), 10)
     assert low[0] == 0 and high[2] == 1 and low[1] < 0.5 < high[1]
+    for n in range(1, 201):  # the bounds hold the share itself, rounding included (100/100 gave 1 - 1e-16)
+        k = np.arange(n + 1)
+        low, high = wilson(k, n)
+        assert (low <= k / n).all() and (k / n <= high).all(), n
 
 
 def test_term_regex_whole_words():

@@ -156,7 +156,7 @@ def _amplification(r) -> dict[str, Any]:
     train_all, train_under = r.stats["train_share_all"], r.stats["train_share_underspecified"]
     ax.axhline(train_all * 100, color="C0", linestyle="--", label=f"training, all captions ({train_all:.0%})")
     ax.axhline(train_under * 100, color="C2", linestyle="--", label=f"training, under-specified captions ({train_under:.0%})")
-    err = np.vstack([t["generated_share"] - t["ci_low"], t["ci_high"] - t["generated_share"]]) * 100
+    err = np.vstack([t["generated_share"] - t["ci_low"], t["ci_high"] - t["generated_share"]]).clip(0) * 100  # a share of 1.0 can sit a rounding error above its bootstrap bound
     ax.errorbar(t["guidance"], t["generated_share"] * 100, yerr=err, marker="o", color="C3", capsize=3, label="generated (95% CI)")
     ax.set_xlabel("classifier-free guidance scale")
     ax.set_ylabel(f"share {r.stats['value']} (%)")
