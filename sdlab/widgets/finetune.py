@@ -53,18 +53,28 @@ class FinetunePanel(Panel):
         self.run(lambda callback: finetune(model, out_dir, cfg, progress=False, callback=callback), self._finished, background)
 
     def _finished(self, exported) -> None:
-        import matplotlib.pyplot as plt
+        from ..mini.log import read_log
 
-        from ..generate import generate
-        from ..mini.log import plot_loss, read_log
-        from ..models import load_pipeline
-        from ..spec import GenerationSpec
-
-        self.exported = exported
-        fig, ax = plt.subplots(figsize=(4.5, 3))
-        plot_loss(read_log(self.out_dir.value, stage="unet"), ax=ax)
-        ax.set_title("UNet fine-tune")
-        self.loss_plot.value = figure_png(fig)
-        image = generate(load_pipeline(str(exported), device="cpu"), GenerationSpec(self.prompt.value, seed=0)).images[0]
-        self.sample.value = png_bytes(image.resize((192, 192)))
+        show_run(self, exported, read_log(self.out_dir.value, stage="unet"), "UNet fine-tune")
         self.show_info(f"saved {exported}; load it with load_pipeline({str(exported)!r})")
+
+
+def show_run(panel: Panel, exported, log, title: str, x: str = "step", ylabel: str | None = None) -> None:
+    """A training panel's result: ``log``'s loss curve in ``panel.loss_plot``, the exported model's image
+    for ``panel.prompt`` (seed 0) in ``panel.sample``; ``panel.exported`` remembers the pipeline."""
+    import matplotlib.pyplot as plt
+
+    from ..generate import generate
+    from ..mini.log import plot_loss
+    from ..models import load_pipeline
+    from ..spec import GenerationSpec
+
+    panel.exported = exported
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    plot_loss(log, ax=ax, x=x)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    panel.loss_plot.value = figure_png(fig)
+    image = generate(load_pipeline(str(exported), device="cpu"), GenerationSpec(panel.prompt.value, seed=0)).images[0]
+    panel.sample.value = png_bytes(image.resize((192, 192)))

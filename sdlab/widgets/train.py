@@ -7,7 +7,7 @@ import ipywidgets as W
 
 from ..errors import SdlabError
 from .base import Panel
-from .generation import figure_png, png_bytes
+from .finetune import show_run
 
 
 class TrainPanel(Panel):
@@ -62,19 +62,8 @@ class TrainPanel(Panel):
         self.run(lambda callback: train(out_dir, cfg, progress=False, callback=callback), self._finished, background)
 
     def _finished(self, exported) -> None:
-        import matplotlib.pyplot as plt
+        from ..mini.log import read_log
 
-        from ..generate import generate
-        from ..mini.log import plot_loss, read_log
-        from ..models import load_pipeline
-        from ..spec import GenerationSpec
-
-        self.exported = exported
-        fig, ax = plt.subplots(figsize=(4.5, 3))
-        plot_loss(read_log(self.out_dir.value), ax=ax, x="minutes")
-        ax.set_ylabel("loss (per stage: MSE; text: cross-entropy)")
-        ax.set_title("Training from scratch")
-        self.loss_plot.value = figure_png(fig)
-        image = generate(load_pipeline(str(exported), device="cpu"), GenerationSpec(self.prompt.value, seed=0)).images[0]
-        self.sample.value = png_bytes(image.resize((192, 192)))
+        show_run(self, exported, read_log(self.out_dir.value), "Training from scratch", x="minutes",
+                 ylabel="loss (per stage: MSE; text: cross-entropy)")
         self.show_info(f"saved {exported}; load it with load_pipeline({str(exported)!r}), measure it with: sdlab mini eval {exported}")
