@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from ..errors import ValidationError
 from ..images import to_tensor
 from ..io import append_jsonl, atomic_path, atomic_write_text
+from ..progress import report
 from . import model as model_lib
 from . import tokenizer as tokenizer_lib
 from . import world
@@ -119,17 +120,6 @@ def _save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
-def _report(callback: Callable[[int, int], None] | None, step: int, total: int, save: Callable[[int], None]) -> None:
-    """Hand ``callback`` the progress; when it raises (Cancel), checkpoint ``step`` first so a rerun resumes there."""
-    if callback is None:
-        return
-    try:
-        callback(step, total)
-    except BaseException:
-        save(step)
-        raise
-
-
 def _log(out: Path, record: dict) -> None:
     append_jsonl(out / "train_log.jsonl", record)
 
@@ -185,7 +175,7 @@ def _autoencoder_stage(
         if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
             save(step + 1)
             last_save = time.monotonic()
-        _report(callback, step + 1, steps, save)
+        report(callback, step + 1, steps, save)
     vae.eval()
 
 
@@ -452,7 +442,7 @@ def pretrain_text_encoder(out: Path, captions: list[str], tok, cfg: TrainConfig,
         bar.set_postfix(attribute=f"{attribute.item():.4f}", end=f"{end_distance.item():.4f}")
         if step % 50 == 0:
             _log(out, {"stage": "text", "step": step, "loss": attribute.item(), "end_distance": end_distance.item(), "time": time.time()})
-        _report(callback, step + 1, cfg.text_steps, lambda _: None)  # short: a cancelled stage is redone
+        report(callback, step + 1, cfg.text_steps, lambda _: None)  # short: a cancelled stage is redone
     text.eval().requires_grad_(False)
     with torch.no_grad():  # held-out check on fresh captions, logged for the closing note
         _, check_meta = world.make_dataset(512, seed=cfg.seed + 1)
@@ -542,7 +532,7 @@ def train_unet(
         if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
             save(step + 1)
             last_save = time.monotonic()
-        _report(callback, step + 1, cfg.unet_steps, save)
+        report(callback, step + 1, cfg.unet_steps, save)
     save(cfg.unet_steps)
     return ema_unet.eval(), text
 

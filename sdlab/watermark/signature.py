@@ -60,6 +60,7 @@ import numpy as np
 from ..errors import ModelNotFoundError, ValidationError
 from ..images import from_tensor, to_tensor
 from ..io import append_jsonl, atomic_path, atomic_write_text
+from ..progress import report
 from .treering import DEFAULT_PROMPTS
 
 SHIPPED_SIGNATURE = Path(__file__).resolve().parent.parent / "weights" / "shapes-world-signature"
@@ -335,12 +336,7 @@ def train(pipe, out: str | Path, cfg: SignatureConfig | None = None, progress: b
         if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
             save(step + 1)
             last_save = time.monotonic()
-        if callback is not None:
-            try:
-                callback(step + 1, total)
-            except BaseException:
-                save(step + 1)
-                raise
+        report(callback, step + 1, total, save)
     save(total)
     return export(out, marked, extractor.eval(), cfg, source)
 
