@@ -30,7 +30,7 @@ from .models import ModelInfo, model_info
 from .samplers import make_scheduler, scheduler_config
 from .spec import GenerationSpec, check_size
 
-Callback = Callable[[int, int], None]
+from .progress import Callback
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """Loading pipelines: the shapes world offline, real SD checkpoints through the same function.
 
-``load_pipeline`` returns a plain diffusers pipeline with an ``sdlab_info``
-attribute (:class:`ModelInfo`: name, short hash, recommended defaults, preview
-factors) that generation and metadata read. Nothing is downloaded unless the
+``load_pipeline`` returns a plain diffusers pipeline, untouched; what sdlab
+knows about it (:class:`ModelInfo`: name, short hash, family, recommended
+defaults, preview factors) is kept beside it in a registry keyed by the
+pipeline object, and read with :func:`model_info`. A pipeline sdlab did not
+load gets a ModelInfo worked out from its own config. Nothing is downloaded unless the
 caller says ``download=True``: a classroom without internet gets a one-line
 error that names the model and says how to fetch it, never a hang.
 """
@@ -12,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,7 +181,7 @@ def load_pipeline(
     - ``.ckpt``/``.pt``/``.bin`` pickles are refused unless ``allow_pickle=True``:
       unpickling runs code from the file.
 
-    The returned pipeline has ``sdlab_info`` (:class:`ModelInfo`).
+    Its :class:`ModelInfo` is registered for :func:`model_info`.
     """
     from diffusers import DiffusionPipeline
 
@@ -230,7 +233,7 @@ def load_pipeline(
 
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    pipe.sdlab_info = info
+    register(pipe, info)
     return pipe
 
 
@@ -247,11 +250,19 @@ def _from_single_file(path: Path, torch_dtype):
         ) from None
 
 
+_INFOS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # pipeline -> ModelInfo, dropped with the pipeline
+
+
+def register(pipe, info: ModelInfo) -> None:
+    """Record what sdlab knows about ``pipe`` (kept beside it, never on it)."""
+    _INFOS[pipe] = info
+
+
 def model_info(pipe) -> ModelInfo:
-    """The :class:`ModelInfo` of a pipeline (one made for a pipeline not loaded through sdlab)."""
-    info = getattr(pipe, "sdlab_info", None)
+    """The :class:`ModelInfo` of a pipeline (worked out from its config for one not loaded through sdlab)."""
+    info = _INFOS.get(pipe)
     if info is None:
         source = getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path", "unknown")
         info = _info_for_directory(Path(source)) if Path(str(source)).is_dir() else ModelInfo(name=str(source), source=str(source))
-        pipe.sdlab_info = info
+        _INFOS[pipe] = info
     return info

@@ -10,7 +10,7 @@ from PIL import Image
 from sdlab.errors import Cancelled, ValidationError
 from sdlab.generate import generate, generate_many, outpaint_canvas
 from sdlab.metadata import read_parameters
-from sdlab.models import load_pipeline
+from sdlab.models import load_pipeline, model_info
 from sdlab.samplers import sampler_names
 from sdlab.spec import GenerationSpec
 
@@ -62,9 +62,9 @@ def test_size_is_checked_against_the_model(pipe):
 
 def test_defaults_come_from_the_model(pipe):
     spec = generate(pipe, GenerationSpec("x", seed=1)).specs[0]
-    d = pipe.sdlab_info.defaults
+    d = model_info(pipe).defaults
     assert (spec.steps, spec.guidance, spec.sampler, spec.width, spec.height) == (d["steps"], d["guidance"], d["sampler"], 64, 64)
-    assert spec.model == "shapes-world" and spec.model_hash == pipe.sdlab_info.hash
+    assert spec.model == "shapes-world" and spec.model_hash == model_info(pipe).hash
 
 
 def test_img2img_strength_zero_keeps_and_one_replaces(pipe):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sdlab.errors import ModelNotFoundError, UnsafeCheckpointError, ValidationError
-from sdlab.models import load_pipeline, resolve_device, resolve_dtype
+from sdlab.models import load_pipeline, model_info, resolve_device, resolve_dtype
 
 
 def test_pickle_checkpoint_is_refused_before_it_is_read(tmp_path):
@@ -51,7 +51,7 @@ def test_device_and_dtype_resolution():
 
 def test_local_directory_loads_with_name_and_hash(tiny_pipeline_dir):
     pipe = load_pipeline(str(tiny_pipeline_dir), device="cpu")
-    info = pipe.sdlab_info
+    info = model_info(pipe)
     assert info.name == "shapes-world" and len(info.hash) == 10
-    assert info.hash == load_pipeline(str(tiny_pipeline_dir), device="cpu").sdlab_info.hash
+    assert info.hash == model_info(load_pipeline(str(tiny_pipeline_dir), device="cpu")).hash
     assert pipe.unet.dtype == torch.float32

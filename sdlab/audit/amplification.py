@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..errors import ModelNotFoundError, ValidationError
 from .languages import wilson
-from .progress import Reporter
+from ..progress import Reporter
 from .results import AuditResult
 
 Generate = Callable[[str, int, float, int], np.ndarray]

@@ -19,7 +19,7 @@ import pandas as pd
 from ..errors import ValidationError
 from .dataset import Dataset
 from .expr import col, matches, not_null
-from .progress import Reporter
+from ..progress import Reporter
 from .results import AuditResult
 from .schema import not_available
 

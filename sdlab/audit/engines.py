@@ -18,7 +18,7 @@ from ..errors import Cancelled, DataError, DependencyError, ValidationError
 from .expr import Expr, col, to_pandas, to_sql
 from .sources import Source
 
-Callback = Callable[[int, int], None]
+from ..progress import Callback
 ENGINES = ("duckdb", "dask")
 _BOOL_OPS = {"ge", "lt", "and", "not_null", "matches"}
 _FLOAT_OPS = {"num", "least", "ratio"}

@@ -14,7 +14,7 @@ import pandas as pd
 from ..errors import ValidationError
 from .dataset import Dataset
 from .expr import and_, col, ge, least, lt, num
-from .progress import Reporter
+from ..progress import Reporter
 from .results import AuditResult
 from .schema import not_available
 

@@ -17,7 +17,7 @@ import pandas as pd
 from ..errors import DependencyError, ValidationError
 from .dataset import Dataset
 from .expr import col, lower
-from .progress import Reporter
+from ..progress import Reporter
 from .results import AuditResult
 from .schema import not_available
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .dataset import Dataset
 from .expr import bin_, col, ge, num
-from .progress import Reporter
+from ..progress import Reporter
 from .results import AuditResult
 from .schema import not_available
 

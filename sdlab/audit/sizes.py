@@ -12,7 +12,7 @@ import pandas as pd
 from ..errors import ValidationError
 from .dataset import Dataset
 from .expr import bin_, col, ge, least, num, ratio
-from .progress import Reporter
+from ..progress import Reporter
 from .results import AuditResult
 from .schema import not_available
 

@@ -107,7 +107,7 @@ def cmd_finetune(args) -> int:
 def cmd_eval(args) -> int:
     from ..io import atomic_write_text
     from ..mini.evaluate import evaluate
-    from ..models import load_pipeline
+    from ..models import load_pipeline, model_info
 
     try:
         guidance = tuple(float(v) for v in args.guidance.split(","))
@@ -117,7 +117,7 @@ def cmd_eval(args) -> int:
         raise ValidationError("--prompts must be >= 1 and --seeds >= 2")
     pipe = load_pipeline(args.model, device="auto")
     report = evaluate(pipe, n_prompts=args.prompts, guidance=guidance, n_seeds=args.seeds, progress=not args.json)
-    report["model"] = pipe.sdlab_info.name
+    report["model"] = model_info(pipe).name
     text = json.dumps(report, indent=None if args.json else 2)
     if args.out:
         atomic_write_text(args.out, text)

@@ -18,6 +18,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..generate import generate_many
+from ..models import model_info
 from ..spec import GenerationSpec
 from . import checker, world
 
@@ -151,7 +152,7 @@ def diversity(pipe, prompts: list[str] | None = None, n_seeds: int = 8, guidance
 def evaluate(pipe, n_prompts: int = 320, guidance: tuple[float, ...] = GUIDANCE_VALUES, n_seeds: int = 64, progress: bool = True) -> dict:
     """Everything above, as one JSON-able report."""
     started = time.perf_counter()
-    defaults = pipe.sdlab_info.defaults if hasattr(pipe, "sdlab_info") else {}
+    defaults = model_info(pipe).defaults
     table = accuracy(pipe, world.evaluation_prompts(n_prompts), guidance, progress=progress)
     summary = summarize(table)
     best = summary.loc[summary["all"].idxmax()]

@@ -59,7 +59,7 @@ from ..io import atomic_write_text
 from . import cleanset
 from .codec import PRESETS, RIVAGAN_BITS, Decoder, Payload, bits_from_counts, block_totals, check_method
 
-Callback = Callable[[int, int], None]
+from ..progress import Callback
 BUNDLED = "watermark_calibration.json"
 DEFAULT_LENGTHS = {"dwtDct": (136, 48, 32), "dwtDctSvd": (136, 48, 32), "rivaGan": (RIVAGAN_BITS,)}
 VOTE_METHODS = ("dwtDct", "dwtDctSvd")

@@ -32,7 +32,7 @@ from .calibration import Calibration, bundled
 from .codec import PRESETS, Decoder, Payload, check_method, embed_array, parse_payload, prepare
 from .roc import auc, tpr_at_fpr
 
-Callback = Callable[[int, int], None]
+from ..progress import Callback
 MANIFEST, ROWS = "battery.json", "rows.parquet"
 ROW_COLUMNS = ["image", "method", "attack", "strength", "bit_accuracy", "score", "clean_bit_accuracy", "clean_score"]
 DEFAULT_PAYLOADS = {"dwtDct": PRESETS["sd1"].payload, "dwtDctSvd": PRESETS["sd1"].payload, "rivaGan": PRESETS["sd2"].payload}

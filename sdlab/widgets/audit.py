@@ -12,7 +12,7 @@ import ipywidgets as W
 from ..audit import ANALYSES, open_dataset, run_analysis
 from ..errors import DataError
 from .base import Panel
-from .generation import figure_png
+from .base import figure_png
 
 
 def _html_table(frame, rows: int = 25) -> str:

@@ -10,14 +10,31 @@ loop at its next step.
 from __future__ import annotations
 
 import html
+import io
 import threading
 from typing import Any, Callable
 
 import ipywidgets as W
 
 from ..errors import Cancelled, SdlabError
+from ..progress import Callback
 
-Callback = Callable[[int, int], None]
+
+def png_bytes(image) -> bytes:
+    """A PIL image as PNG bytes for a ``W.Image``."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes for a ``W.Image``; the figure is closed (panels redraw from the worker thread)."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 class Panel:

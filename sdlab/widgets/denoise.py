@@ -5,9 +5,10 @@ import ipywidgets as W
 import numpy as np
 from PIL import Image
 
+from ..models import model_info
 from ..errors import SdlabError
 from .base import Panel
-from .generation import png_bytes
+from .base import png_bytes
 
 VIEW = 160  # pixels per view
 
@@ -19,7 +20,7 @@ class DenoiseExplorer(Panel):
         self.trace = None
         self.prompt = W.Text(value=prompt, description="Prompt", layout=W.Layout(width="100%"))
         self.seed = W.IntText(value=seed, description="Seed", layout=W.Layout(width="180px"))
-        self.cfg = W.FloatText(value=float(pipe.sdlab_info.defaults.get("guidance", 5.0)), description="CFG", layout=W.Layout(width="180px"))
+        self.cfg = W.FloatText(value=float(model_info(pipe).defaults.get("guidance", 5.0)), description="CFG", layout=W.Layout(width="180px"))
         self.trace_button = W.Button(description="Trace", button_style="primary", icon="play")
         self.trace_button.on_click(lambda _: self.start())
         self.step = W.IntSlider(value=0, min=0, max=0, description="Step")

@@ -5,7 +5,7 @@ import ipywidgets as W
 
 from ..errors import SdlabError
 from .base import Panel
-from .generation import figure_png, png_bytes
+from .base import figure_png, png_bytes
 
 
 class FinetunePanel(Panel):

@@ -9,24 +9,9 @@ import ipywidgets as W
 import numpy as np
 from PIL import Image
 
+from ..models import model_info
 from ..errors import ValidationError
-from .base import Panel
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def figure_png(fig) -> bytes:
-    """A matplotlib figure as PNG bytes for a ``W.Image``; the figure is closed (panels redraw from the worker thread)."""
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+from .base import Panel, png_bytes
 
 
 def _uploaded_image(upload: W.FileUpload) -> Image.Image | None:
@@ -46,7 +31,7 @@ class GenerationPanel(Panel):
 
         self._pipe, self.model = pipe, model
         self.results: list = []
-        defaults = pipe.sdlab_info.defaults if pipe is not None and hasattr(pipe, "sdlab_info") else {}
+        defaults = model_info(pipe).defaults if pipe is not None else {}
         wide = W.Layout(width="100%")
         self.prompt = W.Textarea(value="a large red circle at the top left on a white background", description="Prompt", layout=wide)
         self.negative = W.Textarea(value="", description="Negative", layout=wide, rows=1)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from ..errors import SdlabError
 from .base import Panel
-from .generation import figure_png, png_bytes
+from .base import figure_png, png_bytes
 
 
 class SignatureTrainPanel(Panel):

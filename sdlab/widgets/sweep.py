@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import ipywidgets as W
 
+from ..models import model_info
 from ..errors import SdlabError
 from .base import Panel
-from .generation import figure_png, png_bytes
+from .base import figure_png, png_bytes
 
 AXIS_NAMES = ["(none)", "seed", "cfg", "steps", "sampler", "prompt", "negative", "size"]
 
@@ -20,7 +21,7 @@ class SweepPanel(Panel):
         for label, name, values in (("X", "seed", "1-4"), ("Y", "cfg", "1,3,7.5"), ("Z", "(none)", "")):
             self.axes.append((W.Dropdown(options=AXIS_NAMES, value=name, description=label, layout=W.Layout(width="200px")),
                               W.Text(value=values, placeholder="values, e.g. 1-8 or 1,3,7.5", layout=W.Layout(width="300px"))))
-        self.steps = W.IntSlider(value=int(pipe.sdlab_info.defaults.get("steps", 25)), min=1, max=100, description="Steps")
+        self.steps = W.IntSlider(value=int(model_info(pipe).defaults.get("steps", 25)), min=1, max=100, description="Steps")
         self.out_dir = W.Text(value=out_dir, description="Store")
         self.new = W.Checkbox(value=False, description="start again (--new)")
         self.run_button = W.Button(description="Run sweep", button_style="primary", icon="play")
