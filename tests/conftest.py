@@ -27,3 +27,49 @@ def tiny_pipeline_dir(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny-run")
     return train(out, TrainConfig(n_images=96, vae_steps=2, decoder_steps=2, unet_steps=2, text_steps=2, vae_batch=4, decoder_batch=4, unet_batch=4, text_batch=4), progress=False)
+
+
+@pytest.fixture(scope="session")
+def family_dir(tmp_path_factory):
+    """``family_dir(name) -> Path``: a tiny random pipeline directory of one architecture family.
+
+    Names: ``sd1``, ``sd2`` (v-prediction), ``sd2-inpaint`` (9-channel UNet), ``sdxl``, ``sd3``
+    (see tests/families.py). Each is built once per session on first use (well under a second,
+    about 2 MB) and loads with ``sdlab.models.load_pipeline`` or ``DiffusionPipeline.from_pretrained``.
+    """
+    from families import make_family
+
+    root = tmp_path_factory.mktemp("families")
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            built[name] = make_family(name, root / name)
+        return built[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def sd1_dir(family_dir) -> Path:
+    return family_dir("sd1")
+
+
+@pytest.fixture(scope="session")
+def sd2_dir(family_dir) -> Path:
+    return family_dir("sd2")
+
+
+@pytest.fixture(scope="session")
+def sd2_inpaint_dir(family_dir) -> Path:
+    return family_dir("sd2-inpaint")
+
+
+@pytest.fixture(scope="session")
+def sdxl_dir(family_dir) -> Path:
+    return family_dir("sdxl")
+
+
+@pytest.fixture(scope="session")
+def sd3_dir(family_dir) -> Path:
+    return family_dir("sd3")
