@@ -6,11 +6,13 @@ import pandas as pd
 import pytest
 
 from sdlab.audit import open_dataset
-from sdlab.audit.captions import caption_terms, load_terms, term_regex
+from sdlab.audit.captions import caption_terms
 from sdlab.audit.funnel import funnel
-from sdlab.audit.languages import languages, wilson
+from sdlab.audit.intervals import wilson
+from sdlab.audit.languages import languages
 from sdlab.audit.scores import scores
 from sdlab.audit.sizes import sizes
+from sdlab.audit.terms import load_terms, term_regex
 from sdlab.errors import ValidationError
 
 SCORED = pd.DataFrame({

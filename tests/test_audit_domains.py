@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from sdlab.audit import open_dataset
-from sdlab.audit.domains import INVALID, domain_counts, domains_json, is_pinterest, load_categories, parse_authority
+from sdlab.audit.domains import INVALID, domain_counts, domains_json, load_categories
+from sdlab.audit.hosts import is_pinterest, parse_authority
 
 CASES = [
     # url, host, registrable domain

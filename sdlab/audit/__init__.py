@@ -9,11 +9,18 @@ remote, DuckDB or Dask), then run an analysis; each returns an
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import inspect
+from typing import Any
 
+from ..progress import Callback
+from ..validation import Options, invalid, validate_params
 from .dataset import Dataset, open_dataset
 from .results import AuditResult
 from .schema import ANALYSES
+
+# analysis name -> the function that runs it (all take the dataset, callback, progress and their own options)
+FUNCTIONS = {"domains": "domain_counts", "sizes": "sizes", "scores": "scores", "funnel": "funnel",
+             "languages": "languages", "captions": "caption_terms"}
 
 __all__ = [
     "ANALYSES", "AuditResult", "Dataset", "open_dataset", "run_analysis",
@@ -36,15 +43,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-def run_analysis(ds: Dataset, analysis: str, callback: Callable[[int, int], None] | None = None,
+def run_analysis(ds: Dataset, analysis: str, callback: Callback | None = None,
                  progress: bool = False, **options: Any) -> AuditResult:
     """Run one analysis by name (``summary`` or one of :data:`ANALYSES`) with its options."""
-    from ..errors import ValidationError
-
+    validate_params({"analysis": analysis}, {"analysis": [Options(("summary", *FUNCTIONS))]})
     if analysis == "summary":
         return ds.summary()
-    functions = {"domains": "domain_counts", "sizes": "sizes", "scores": "scores", "funnel": "funnel",
-                 "languages": "languages", "captions": "caption_terms"}
-    if analysis not in functions:
-        raise ValidationError(f"analysis: {analysis!r} is not one of summary, {', '.join(functions)}")
-    return __getattr__(functions[analysis])(ds, callback=callback, progress=progress, **options)
+    function = __getattr__(FUNCTIONS[analysis])
+    takes = [p for p in inspect.signature(function).parameters if p not in ("ds", "callback", "progress")]
+    for key, value in options.items():
+        if key not in takes:
+            raise invalid(key, value, f"not an option of {analysis}, which takes {', '.join(takes)}")
+    return function(ds, callback=callback, progress=progress, **options)

@@ -8,53 +8,20 @@ those patterns, which is exact and needs no second pass over the data.
 """
 from __future__ import annotations
 
-import re
-from importlib import resources
-from pathlib import Path
-from typing import Callable
+import os
 
 import numpy as np
 import pandas as pd
 
-from ..errors import ValidationError
+from ..progress import Callback, Reporter
+from ..validation import SEED, Interval, validate_params
 from .dataset import Dataset
 from .expr import col, matches, not_null
-from ..progress import Reporter
 from .results import AuditResult
 from .schema import not_available
+from .terms import TermLists, load_terms, term_regex
 
-TermLists = dict[str, list[str]]
-SHIPPED = {"occupations": "occupations.csv", "gender": "gender_terms.csv"}
-
-
-def load_terms(terms: str | Path | TermLists) -> TermLists:
-    """``{group: [terms]}`` from a shipped list name (``occupations``, ``gender``), a CSV (group,term) or a dict."""
-    if isinstance(terms, dict):
-        out = {str(g): [str(t).strip().lower() for t in ts if str(t).strip()] for g, ts in terms.items()}
-    else:
-        if str(terms) in SHIPPED:
-            with resources.files("sdlab.audit").joinpath("data", SHIPPED[str(terms)]).open("r", encoding="utf-8") as fh:
-                frame = pd.read_csv(fh, comment="#")
-        else:
-            path = Path(terms)
-            if not path.is_file():
-                raise ValidationError(f"terms: {terms} is neither a CSV file nor one of {', '.join(SHIPPED)}")
-            frame = pd.read_csv(path, comment="#")
-            if not {"group", "term"} <= set(frame.columns):
-                raise ValidationError(f"terms: {terms} needs columns group and term")
-        out = {}
-        for g, t in zip(frame["group"].astype(str), frame["term"].astype(str)):
-            out.setdefault(g.strip(), []).append(t.strip().lower())
-    out = {g: ts for g, ts in out.items() if ts}
-    if not out:
-        raise ValidationError("terms: the list is empty; give at least one group with one term")
-    return out
-
-
-def term_regex(terms: list[str]) -> str:
-    """Whole-word, any of ``terms``; the same meaning under RE2 (DuckDB) and Python's re."""
-    words = "|".join(re.escape(t).replace(r"\ ", r"\s+") for t in sorted(set(terms), key=len, reverse=True))
-    return rf"(?:^|[^a-z0-9])(?:{words})(?:$|[^a-z0-9])"
+CONSTRAINTS = {"n_boot": [Interval(int, 10, None)], "seed": [SEED], "confidence": [Interval(float, 0, 1, closed="neither")]}
 
 
 def _bootstrap(counts: np.ndarray, indicators: dict[str, np.ndarray], n_boot: int, seed: int) -> dict[str, np.ndarray]:
@@ -65,23 +32,20 @@ def _bootstrap(counts: np.ndarray, indicators: dict[str, np.ndarray], n_boot: in
     return {k: draws @ v.astype(np.int64) for k, v in indicators.items()}
 
 
-def caption_terms(ds: Dataset, rows: str | Path | TermLists = "occupations", columns: str | Path | TermLists = "gender",
-                  n_boot: int = 1000, seed: int = 0, confidence: float = 0.95,
-                  callback: Callable[[int, int], None] | None = None, progress: bool = False) -> AuditResult:
+def caption_terms(ds: Dataset, rows: str | os.PathLike | TermLists = "occupations",
+                  columns: str | os.PathLike | TermLists = "gender", n_boot: int = 1000, seed: int = 0,
+                  confidence: float = 0.95, callback: Callback | None = None, progress: bool = False) -> AuditResult:
     """Co-occurrence of ``rows`` term groups with ``columns`` term groups in captions, with bootstrap CIs.
 
     ``table`` (tidy): row_group, column_group, captions (mention both),
     row_captions (mention the row group at all), share (of the row group's
     captions that mention any column group, the ones that are split), ci_low, ci_high.
     """
-    if n_boot < 10:
-        raise ValidationError(f"n_boot: need at least 10 bootstrap resamples, got {n_boot}")
-    if not 0 < confidence < 1:
-        raise ValidationError(f"confidence: must be in (0, 1), got {confidence}")
+    validate_params({"n_boot": n_boot, "seed": seed, "confidence": confidence}, CONSTRAINTS)
     reason = not_available("captions", ds.columns)
     if reason:
         return AuditResult.not_available("captions", reason)
-    row_terms, col_terms = load_terms(rows), load_terms(columns)
+    row_terms, col_terms = load_terms(rows, "rows"), load_terms(columns, "columns")
     keys = {f"r{i}": matches(col("TEXT"), term_regex(t)) for i, t in enumerate(row_terms.values())}
     keys |= {f"c{j}": matches(col("TEXT"), term_regex(t)) for j, t in enumerate(col_terms.values())}
     with Reporter(callback, progress, "captions") as report:

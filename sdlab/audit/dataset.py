@@ -12,21 +12,28 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import DataError, ValidationError
-from .engines import ENGINES, Engine, make_engine
-from .expr import col, matches
+from ..errors import DataError
+from ..validation import POSITIVE_INT, validate_params
+from .engines import Engine, check_engine, make_engine
+from .expr import and_, col, matches
+from .hosts import parse_authority
 from .results import AuditResult
 from .schema import ANALYSES, availability, map_columns
 from .sources import Source, resolve
+from .terms import term_regex
+
+EXAMPLES = {"n": [POSITIVE_INT], "domain": [None, str], "term": [None, str]}
 
 
 class Dataset:
-    """A resolved source, its canonical columns and an engine that answers questions about it."""
+    """A resolved source, its canonical columns and an engine that answers questions about it.
+
+    Made by :func:`open_dataset` (or :meth:`with_engine`), which check the
+    engine and its options before anything is read.
+    """
 
     def __init__(self, source: Source, source_columns: list[str], mapping: dict[str, str],
                  engine: str = "duckdb", **engine_options: Any) -> None:
-        if engine not in ENGINES:
-            raise ValidationError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
         self.source = source
         self.source_columns = source_columns
         self.mapping = mapping
@@ -47,6 +54,7 @@ class Dataset:
 
     def with_engine(self, engine: str, **engine_options: Any) -> "Dataset":
         """The same data behind another engine (to compare, or to move to a cluster)."""
+        check_engine(engine, engine_options)
         return Dataset(self.source, self.source_columns, self.mapping, engine, **engine_options)
 
     @cached_property
@@ -76,10 +84,7 @@ class Dataset:
 
     def examples(self, domain: str | None = None, term: str | None = None, n: int = 10) -> pd.DataFrame:
         """Up to ``n`` rows (URL, TEXT) from registrable ``domain`` and/or whose caption has ``term``."""
-        from .domains import parse_authority
-
-        if n < 1:
-            raise ValidationError(f"n: must be at least 1, got {n}")
+        validate_params({"n": n, "domain": domain, "term": term}, EXAMPLES)
         wanted = [c for c in ("URL", "TEXT") if c in self.mapping]
         if not wanted:
             raise DataError("examples: this dataset has neither URL nor TEXT")
@@ -91,11 +96,7 @@ class Dataset:
         if term:
             if "TEXT" not in self.mapping:
                 raise DataError("term: this dataset has no TEXT column")
-            from .captions import term_regex
-
             conds.append(matches(col("TEXT"), term_regex([term.strip().lower()])))
-        from .expr import and_
-
         where = and_(*conds) if conds else None
         rows = self.engine.rows_where(wanted, where, limit=n * 20 if domain else n)
         if domain:
@@ -143,8 +144,7 @@ def open_dataset(path_or_glob: "str | os.PathLike | pd.DataFrame", columns: list
     ``memory_limit``) or ``"dask"`` (options ``scheduler``, ``storage_options``).
     Only the schema is read here.
     """
-    if engine not in ENGINES:
-        raise ValidationError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
+    check_engine(engine, engine_options)
     source = resolve(path_or_glob)
     names = _discover(source, engine, engine_options)
     mapping = map_columns(names, columns)

@@ -8,18 +8,32 @@ into tidy tables in plain Python, identically for both engines.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import threading
-import time
-from typing import Callable
+from typing import Any
 
 import pandas as pd
 
-from ..errors import Cancelled, DataError, DependencyError, ValidationError
+from ..errors import Cancelled, DataError, DependencyError
+from ..progress import Callback
+from ..validation import POSITIVE_INT, Check, Options, invalid, validate_params
 from .expr import Expr, col, to_pandas, to_sql
 from .sources import Source
 
-from ..progress import Callback
 ENGINES = ("duckdb", "dask")
+SCHEDULER = "'local' or an address like tcp://host:8786"
+# Every engine option, checked once at the boundary (open_dataset, Dataset.with_engine).
+CONSTRAINTS: dict[str, list] = {
+    "engine": [Options(ENGINES)],
+    "threads": [None, POSITIVE_INT],
+    "memory_limit": [str],
+    "temp_directory": [None, str],
+    "setup_sql": [None, Check(lambda q: isinstance(q, (list, tuple)) and all(isinstance(x, str) for x in q),
+                              "a list of SQL statements")],
+    "scheduler": [None, Check(lambda s: s == "local" or ":" in s, SCHEDULER)],
+    "blocksize": [str, POSITIVE_INT],
+    "storage_options": [None, dict],
+}
 _BOOL_OPS = {"ge", "lt", "and", "not_null", "matches"}
 _FLOAT_OPS = {"num", "least", "ratio"}
 
@@ -258,10 +272,8 @@ class DaskEngine(Engine):
             if scheduler == "local":
                 self.cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None)
                 self.client = Client(self.cluster, set_as_default=False)
-            elif "://" in scheduler or ":" in scheduler:
+            else:  # an address, as check_engine made sure
                 self.client = Client(scheduler, set_as_default=False)
-            else:
-                raise ValidationError(f"scheduler: {scheduler!r} is neither 'local' nor an address like tcp://host:8786")
 
     def _frame(self, canonical: list[str]):
         import dask.dataframe as dd
@@ -353,10 +365,29 @@ class DaskEngine(Engine):
             self.cluster.close()
 
 
-def make_engine(name: str, source: Source, columns: dict[str, str], **options) -> Engine:
-    """``duckdb`` or ``dask``, with that engine's options (threads/memory_limit, scheduler/storage_options)."""
-    if name == "duckdb":
-        return DuckDBEngine(source, columns, **options)
-    if name == "dask":
-        return DaskEngine(source, columns, **options)
-    raise ValidationError(f"engine: {name!r} is not one of {', '.join(ENGINES)}")
+_CLASSES: dict[str, type[Engine]] = {"duckdb": DuckDBEngine, "dask": DaskEngine}
+
+
+def engine_options(name: str) -> tuple[str, ...]:
+    """The options engine ``name`` takes (its constructor's keywords after the source and columns)."""
+    return tuple(inspect.signature(_CLASSES[name]).parameters)[2:]
+
+
+def check_engine(name: str, options: dict[str, Any]) -> None:
+    """Refuse an unknown engine, an option that engine does not take, or an option value, before any work."""
+    validate_params({"engine": name}, CONSTRAINTS)
+    takes = engine_options(name)
+    for key, value in options.items():
+        if key not in takes:
+            owners = [e for e in ENGINES if key in engine_options(e)]
+            where = f"only with engine={owners[0]!r}" if owners else "not an engine option"
+            raise invalid(key, value, f"{where}; engine={name!r} takes {', '.join(takes)}")
+    validate_params(options, CONSTRAINTS)
+
+
+def make_engine(name: str, source: Source, columns: dict[str, str], **options: Any) -> Engine:
+    """``duckdb`` or ``dask``, with that engine's options (threads/memory_limit, scheduler/storage_options).
+
+    Names and options are checked by :func:`check_engine` at the boundary; this only builds.
+    """
+    return _CLASSES[name](source, columns, **options)

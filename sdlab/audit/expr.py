@@ -16,14 +16,19 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..validation import invalid
+
 # scheme and authority of a URL, whatever follows it: "https://user@www.x.com:80" of ".../a.jpg?b".
 # The host itself is parsed in Python once per distinct value (see domains.py).
 # Written so RE2 can run it one-pass (fast): no ambiguity about where "//" belongs.
 AUTHORITY_REGEX = r"^[^/?#]*(?://[^/?#]*)?"
+OPS_VALID = "one of col, num, authority, least, ratio, bin, ge, lt, and, not_null, matches, lower"
 
 
 @dataclass(frozen=True)
 class Expr:
+    """One operation ``op`` on ``args`` (columns, constants or other expressions); build with the functions below."""
+
     op: str
     args: tuple
 
@@ -131,7 +136,7 @@ def to_sql(e: Expr) -> str:
         return f"coalesce(regexp_matches(CAST({to_sql(a[0])} AS VARCHAR), {_sql_str(a[1])}, 'i'), false)"
     if op == "lower":
         return f"lower(CAST({to_sql(a[0])} AS VARCHAR))"
-    raise ValueError(f"unknown op {op!r}")
+    raise invalid("op", op, OPS_VALID)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,4 +204,4 @@ def to_pandas(e: Expr, df: pd.DataFrame) -> pd.Series:
         import pyarrow.compute as pc
 
         return _from_arrow(pc.utf8_lower(_arrow_text(to_pandas(a[0], df))), df.index)
-    raise ValueError(f"unknown op {op!r}")
+    raise invalid("op", op, OPS_VALID)

@@ -7,28 +7,25 @@ available and skipped, never an error.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import pandas as pd
 
-from ..errors import ValidationError
+from ..progress import Callback, Reporter
+from ..validation import NON_NEGATIVE_INT, UNIT, Interval, validate_params
 from .dataset import Dataset
 from .expr import and_, col, ge, least, lt, num
-from ..progress import Reporter
 from .results import AuditResult
 from .schema import not_available
 
+CONSTRAINTS = {"aesthetic_min": [Interval(float)], "pwatermark_max": [UNIT], "punsafe_max": [UNIT],
+               "min_side": [NON_NEGATIVE_INT]}
+
 
 def funnel(ds: Dataset, aesthetic_min: float = 5.0, pwatermark_max: float = 0.5, punsafe_max: float = 0.1,
-           min_side: int = 512, callback: Callable[[int, int], None] | None = None,
-           progress: bool = False) -> AuditResult:
+           min_side: int = 512, callback: Callback | None = None, progress: bool = False) -> AuditResult:
     """Rows kept after each stage: aesthetic >= ``aesthetic_min``, pwatermark < ``pwatermark_max``,
     punsafe < ``punsafe_max``, short side >= ``min_side``. A row with a missing value fails that stage."""
-    for name, value, lo, hi in (("pwatermark_max", pwatermark_max, 0, 1), ("punsafe_max", punsafe_max, 0, 1)):
-        if not lo <= value <= hi:
-            raise ValidationError(f"{name}: must be a probability in [0, 1], got {value}")
-    if min_side < 0:
-        raise ValidationError(f"min_side: must be >= 0 pixels, got {min_side}")
+    validate_params({"aesthetic_min": aesthetic_min, "pwatermark_max": pwatermark_max, "punsafe_max": punsafe_max,
+                     "min_side": min_side}, CONSTRAINTS)
     reason = not_available("funnel", ds.columns)
     if reason:
         return AuditResult.not_available("funnel", reason)

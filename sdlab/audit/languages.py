@@ -9,20 +9,22 @@ from __future__ import annotations
 
 from functools import lru_cache
 from importlib import resources
-from typing import Callable
 
-import numpy as np
 import pandas as pd
 
-from ..errors import DependencyError, ValidationError
+from ..errors import DependencyError
+from ..progress import Callback, Reporter
+from ..validation import POSITIVE_INT, Interval, Options, validate_params
 from .dataset import Dataset
 from .expr import col, lower
-from ..progress import Reporter
+from .intervals import wilson
 from .results import AuditResult
 from .schema import not_available
 
 WORLD_POPULATION_MILLIONS = 8000  # 2023, for "share of the world that speaks it"
 UNKNOWN = "unknown"
+ACCURACY = ("high", "low")
+CONSTRAINTS = {"sample": [POSITIVE_INT], "seed": [Interval(int)], "accuracy": [Options(ACCURACY)]}
 
 
 def load_speakers() -> pd.DataFrame:
@@ -31,17 +33,13 @@ def load_speakers() -> pd.DataFrame:
         return pd.read_csv(fh, comment="#")
 
 
-ACCURACY = ("high", "low")
-
-
 @lru_cache(maxsize=2)
 def _detector(accuracy: str):
     """Lingua over every *spoken* language (Latin excluded: short product captions otherwise read as Latin).
 
-    High accuracy (default) also uses longer n-grams, which matters for short
-    captions: on the shared sample it finds ~86% English where low accuracy
-    finds ~65% and scatters the rest over Tagalog, Danish and Welsh. It needs
-    ~1 GB of memory and loads models on first use.
+    High accuracy (default) also uses longer n-grams, which short captions
+    need: low accuracy scatters short English captions over unrelated
+    languages. It needs ~1 GB of memory and loads models on first use.
     """
     try:
         from lingua import LanguageDetectorBuilder
@@ -55,33 +53,17 @@ def _detector(accuracy: str):
 
 def detect_languages(texts: list[str], accuracy: str = "high") -> list[str]:
     """ISO 639-1 code per text (``unknown`` where lingua cannot tell), offline."""
-    if accuracy not in ACCURACY:
-        raise ValidationError(f"accuracy: {accuracy!r} is not one of {', '.join(ACCURACY)}")
+    validate_params({"accuracy": accuracy}, CONSTRAINTS)
     if not texts:
         return []
     found = _detector(accuracy).detect_languages_in_parallel_of(list(texts))
     return [lang.iso_code_639_1.name.lower() if lang is not None else UNKNOWN for lang in found]
 
 
-def wilson(k: np.ndarray, n: int, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval for k successes out of n (vectorised); good at shares near 0 and 1."""
-    k = np.asarray(k, dtype=float)
-    if n <= 0:
-        return np.full_like(k, np.nan), np.full_like(k, np.nan)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    # the interval always holds p; rounding alone put 100/100's upper bound at 1 - 1e-16
-    return np.clip(np.minimum(centre - half, p), 0, 1), np.clip(np.maximum(centre + half, p), 0, 1)
-
-
 def languages(ds: Dataset, sample: int = 2000, seed: int = 0, accuracy: str = "high",
-              callback: Callable[[int, int], None] | None = None, progress: bool = False) -> AuditResult:
+              callback: Callback | None = None, progress: bool = False) -> AuditResult:
     """Share per language: from ``LANGUAGE`` where present, else detected on ``sample`` captions (with 95% CIs)."""
-    if accuracy not in ACCURACY:
-        raise ValidationError(f"accuracy: {accuracy!r} is not one of {', '.join(ACCURACY)}")
-    if sample < 1:
-        raise ValidationError(f"sample: must be at least 1 caption, got {sample}")
+    validate_params({"sample": sample, "seed": seed, "accuracy": accuracy}, CONSTRAINTS)
     reason = not_available("languages", ds.columns)
     if reason:
         return AuditResult.not_available("languages", reason)

@@ -7,6 +7,8 @@ it allows before any work is done.
 """
 from __future__ import annotations
 
+from ..validation import Check, validate_params
+
 # canonical name -> accepted spellings, compared case-insensitively, first match wins.
 # Resolution prefers the original image size (img2dataset's ``width`` is after resizing).
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -21,6 +23,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "LANGUAGE": ("language", "lang"),
 }
 CANONICAL = tuple(VARIANTS)
+CONSTRAINTS = {"columns": [None, Check(lambda c: not isinstance(c, str) and all(w in VARIANTS for w in c),
+                                       f"a list of {', '.join(CANONICAL)}")]}
 
 # analysis -> (all of these columns, or any one of these columns)
 REQUIREMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -40,12 +44,7 @@ def map_columns(names: list[str], wanted: list[str] | None = None) -> dict[str, 
     ``wanted`` restricts the result to those canonical names (the user's
     ``columns=``); unknown canonical names there are a mistake worth naming.
     """
-    from ..errors import ValidationError
-
-    if wanted is not None:
-        unknown = [w for w in wanted if w not in VARIANTS]
-        if unknown:
-            raise ValidationError(f"columns: unknown {', '.join(unknown)}; valid: {', '.join(CANONICAL)}")
+    validate_params({"columns": wanted}, CONSTRAINTS)
     lower = {}
     for name in names:
         lower.setdefault(name.lower(), name)

@@ -5,13 +5,11 @@ the filter funnel (funnel.py) applies in sequence.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import pandas as pd
 
+from ..progress import Callback, Reporter
 from .dataset import Dataset
 from .expr import bin_, col, ge, num
-from ..progress import Reporter
 from .results import AuditResult
 from .schema import not_available
 
@@ -24,7 +22,7 @@ SCORES: dict[str, tuple[float, float, int, tuple[float, ...]]] = {
 }
 
 
-def scores(ds: Dataset, callback: Callable[[int, int], None] | None = None, progress: bool = False) -> AuditResult:
+def scores(ds: Dataset, callback: Callback | None = None, progress: bool = False) -> AuditResult:
     """Histogram of each score column present (tidy: column, bin, count, share) and the shares at/above thresholds."""
     reason = not_available("scores", ds.columns)
     if reason:

@@ -5,14 +5,12 @@ px; the share that passes says how much a resolution filter throws away.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import pandas as pd
 
-from ..errors import ValidationError
+from ..progress import Callback, Reporter
+from ..validation import POSITIVE_INT, validate_params
 from .dataset import Dataset
 from .expr import bin_, col, ge, least, num, ratio
-from ..progress import Reporter
 from .results import AuditResult
 from .schema import not_available
 
@@ -22,11 +20,9 @@ ASPECT_BIN = 0.25  # width / height
 ASPECT_BINS = 16  # 0-0.25 … and one bin for >= 3.75
 
 
-def sizes(ds: Dataset, min_side: int = 512, callback: Callable[[int, int], None] | None = None,
-          progress: bool = False) -> AuditResult:
+def sizes(ds: Dataset, min_side: int = 512, callback: Callback | None = None, progress: bool = False) -> AuditResult:
     """Short-side histogram (64 px bins), aspect-ratio histogram, and the share with short side >= ``min_side``."""
-    if min_side < 1:
-        raise ValidationError(f"min_side: must be a positive number of pixels, got {min_side}")
+    validate_params({"min_side": min_side}, {"min_side": [POSITIVE_INT]})
     reason = not_available("sizes", ds.columns)
     if reason:
         return AuditResult.not_available("sizes", reason)
