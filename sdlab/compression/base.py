@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DependencyError, ValidationError
+from ..validation import POSITIVE_INT, Interval, invalid, validate_params
 
 
 class BudgetTooSmall(ValidationError):
@@ -67,9 +68,10 @@ class Codec:
         return [self.decode(d) for d in datas]
 
     def check_quality(self, quality: int) -> int:
-        lo, hi = self.quality_range
-        if not isinstance(quality, (int, np.integer)) or not lo <= int(quality) <= hi:
-            raise ValidationError(f"quality: {self.name} takes an integer in [{lo}, {hi}], got {quality!r}")
+        """``quality`` as an int, refused unless it is a whole number in this codec's ``quality_range``."""
+        allowed = Interval(int, *self.quality_range)
+        if not allowed.accepts(quality):
+            raise invalid("quality", quality, f"{allowed.describe()} for {self.name}")
         return int(quality)
 
     def encode_to_budget(self, image: np.ndarray, max_bytes: int, cache: dict[int, bytes] | None = None) -> Encoded:
@@ -79,8 +81,7 @@ class Codec:
         several budgets share encodings. Raises :class:`BudgetTooSmall` when
         even the lowest quality is larger.
         """
-        if not isinstance(max_bytes, (int, np.integer)) or max_bytes <= 0:
-            raise ValidationError(f"max_bytes: expected a positive integer, got {max_bytes!r}")
+        validate_params({"max_bytes": max_bytes}, {"max_bytes": [POSITIVE_INT]})
         self.require()
         cache = {} if cache is None else cache
 

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, features
 
-from ..errors import CodecError, require
+from ..errors import CodecError
 from ..images import load_rgb
+from ..validation import Interval, Options, validate_params
 from .base import Codec
 
 
@@ -63,6 +64,7 @@ class JxlCodec(Codec):
     install_hint = "pip install pillow-jxl-plugin"
 
     def __init__(self, effort: int = 7) -> None:
+        validate_params({"effort": effort}, {"effort": [Interval(int, 1, 9)]})
         self.effort = effort
 
     def _backend(self) -> str | None:
@@ -107,7 +109,7 @@ class JxlCodec(Codec):
 
 def jpeg(subsampling: str = "4:2:0") -> PillowCodec:
     """Baseline JPEG with optimised Huffman tables; ``subsampling`` is "4:2:0" or "4:4:4"."""
-    require(subsampling in ("4:2:0", "4:4:4"), f"subsampling: expected '4:2:0' or '4:4:4', got {subsampling!r}")
+    validate_params({"subsampling": subsampling}, {"subsampling": [Options(("4:2:0", "4:4:4"))]})
     name = "jpeg" if subsampling == "4:2:0" else "jpeg444"
     return PillowCodec(name, "JPEG", "jpg", (1, 100), "reinstall Pillow", optimize=True,
                        subsampling=0 if subsampling == "4:4:4" else 2)
@@ -115,11 +117,13 @@ def jpeg(subsampling: str = "4:2:0") -> PillowCodec:
 
 def webp(method: int = 6) -> PillowCodec:
     """Lossy WebP; ``method`` 0 (fast) .. 6 (smallest)."""
+    validate_params({"method": method}, {"method": [Interval(int, 0, 6)]})
     return PillowCodec("webp", "WEBP", "webp", (0, 100), "reinstall Pillow with libwebp", method=method)
 
 
 def avif(speed: int = 6) -> PillowCodec:
     """AVIF (AV1 intra, 4:2:0) through Pillow >= 11.3; ``speed`` 0 (slowest, smallest) .. 10."""
+    validate_params({"speed": speed}, {"speed": [Interval(int, 0, 10)]})
     return PillowCodec("avif", "AVIF", "avif", (0, 100), "Pillow >= 11.3 built with libavif", speed=speed)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -26,6 +26,8 @@ from PIL import Image
 from ..errors import ValidationError
 from ..images import load_rgb, sample_photos
 from ..metrics import psnr
+from ..progress import Callback, Reporter
+from ..validation import POSITIVE, POSITIVE_INT, Check, invalid, validate_params
 
 Box = tuple[int, int, int, int]  # top, left, bottom, right
 
@@ -45,7 +47,7 @@ def edge_f1(reference: np.ndarray, test: np.ndarray, mask: np.ndarray | None = N
     from skimage.feature import canny
 
     if np.shape(reference) != np.shape(test):
-        raise ValidationError(f"test: shape {np.shape(test)} differs from the reference's {np.shape(reference)}")
+        raise ValidationError(f"test: shape {np.shape(test)} is not valid; valid: the reference's shape {np.shape(reference)}")
     ref_e = canny(_gray(reference) / 255.0, sigma=sigma)
     test_e = canny(_gray(test) / 255.0, sigma=sigma)
     if mask is not None:
@@ -140,7 +142,7 @@ def small_faces_image(size: int = 256, n: int = 16, seed: int = 0) -> tuple[np.n
     side = int(math.ceil(math.sqrt(n)))
     cell = size // side
     if cell < 25:
-        raise ValidationError(f"size: {size} px cannot hold {n} faces of 25 px; use size >= {25 * side}")
+        raise invalid("size", size, f"a whole number >= {25 * side} (room for {n} faces of 25 px)")
     boxes = []
     for i, face_idx in enumerate(rng.choice(len(faces), n, replace=False)):
         r, c = divmod(i, side)
@@ -173,31 +175,43 @@ def content_cases(size: int = 256) -> dict[str, ContentCase]:
     return cases
 
 
+CONTENT_CONSTRAINTS = {
+    "bpp": [Check(lambda b: len(b) > 0 and all(POSITIVE.accepts(x) for x in b), "a non-empty list of numbers > 0")],
+    "size": [POSITIVE_INT],
+    "keep_images": [bool],
+    "progress": [bool],
+}
+
+
 def content_checks(codecs: dict, bpp: Sequence[float] = (0.15, 0.3, 0.6), size: int = 256,
                    cases: dict[str, ContentCase] | None = None, keep_images: bool = False,
-                   callback: Callable[[int, int], None] | None = None, progress: bool = False):
+                   callback: Callback | None = None, progress: bool = False):
     """One row per case x codec x rate: bytes, PSNR in/out of the region, the content measure.
 
     Budgets are given in bits per pixel because the cases differ in size;
     each becomes ``floor(bpp * H * W / 8)`` bytes for that image.
     ``keep_images`` keeps the ``decoded`` column for :func:`~.plots.failure_panel`.
+    ``callback`` follows the rows of all cases together.
     """
-    from .rd import rd_curves
-
-    cases = cases if cases is not None else content_cases(size)
-    frames = []
-    for name, case in cases.items():
-        h, w = case.image.shape[:2]
-        budgets = sorted({max(1, int(b * h * w / 8)) for b in bpp})
-        frame = rd_curves({name: case.image}, codecs, budgets, metrics=("psnr",), keep_images=True,
-                          callback=callback, progress=progress)
-        decoded = frame["decoded"] if keep_images else frame.pop("decoded")
-        extra = [case.evaluate(img) if img is not None else {} for img in decoded]
-        for key in ("value", "psnr_region", "psnr_rest"):
-            frame[key] = [e.get(key, math.nan) for e in extra]
-        frame["case"], frame["measure"] = name, case.measure
-        frames.append(frame)
     import pandas as pd
 
-    return pd.concat(frames, ignore_index=True)
+    from .rd import rd_curves
 
+    validate_params({"bpp": bpp, "size": size, "keep_images": keep_images, "progress": progress}, CONTENT_CONSTRAINTS)
+    cases = cases if cases is not None else content_cases(size)
+    plan = {name: sorted({max(1, int(b * c.image.shape[0] * c.image.shape[1] / 8)) for b in bpp})
+            for name, c in cases.items()}
+    total, done = len(codecs) * sum(len(b) for b in plan.values()), 0
+    frames = []
+    with Reporter(callback, progress, desc="content") as report:
+        for name, case in cases.items():
+            frame = rd_curves({name: case.image}, codecs, plan[name], metrics=("psnr",), keep_images=True,
+                              callback=lambda d, _t, base=done: report(base + d, total))
+            done += len(frame)
+            decoded = frame["decoded"] if keep_images else frame.pop("decoded")
+            extra = [case.evaluate(img) if img is not None else {} for img in decoded]
+            for key in ("value", "psnr_region", "psnr_rest"):
+                frame[key] = [e.get(key, math.nan) for e in extra]
+            frame["case"], frame["measure"] = name, case.measure
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)

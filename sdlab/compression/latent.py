@@ -3,223 +3,38 @@
 encode: image -> VAE posterior mean (tile by tile when the image is larger
 than the VAE's training size) -> per-channel 8-bit quantisation with a stored
 offset/scale -> optionally fewer levels, or a palette of <= 256 latent vectors
-with Floyd–Steinberg dithering -> lossless coding (zlib, LZMA, zstd or stored;
-"auto" keeps the smallest) -> a self-describing byte string. decode reverses
-it; an optional repair pass runs a few low-strength denoising steps of the
-diffusion model over the dequantised latents, as Bühlmann did.
+with Floyd–Steinberg dithering (:mod:`.palette`) -> lossless coding
+(:mod:`.lossless`; "auto" keeps the smallest) -> a self-describing byte
+string (:mod:`.container`). decode reverses it; an optional repair pass
+(:mod:`.repair`) runs a few low-strength denoising steps of the diffusion
+model over the dequantised latents, as Bühlmann did.
 
-Byte string layout (little-endian), so a file says what made it::
-
-    "SL" | version u8 | VAE id 4 bytes | flags u8 | channels u8 | height u16 | width u16
-    | tile u16 (0: whole image) | levels-1 u8 | palette-1 u8 | low f16 x C | high f16 x C
-    | payload | CRC-32 of everything before it (u32)
-
-flags: bits 0-1 the lossless coder, bit 2 palette. The VAE id is the first 4
-bytes of SHA-256 over the VAE's config and its weights in float16, so the same
-weights in float32 or float16 share an id and any other VAE is refused.
+The names other modules define are importable from here too, so the codec's
+whole surface reads ``from sdlab.compression.latent import ...``.
 """
 from __future__ import annotations
 
-import binascii
 import hashlib
-import json
-import lzma
-import math
-import struct
-import zlib
+import os
 from collections import OrderedDict
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import CodecError, DependencyError, ValidationError, require
+from ..errors import CodecError
 from ..images import load_rgb
+from ..progress import Callback
+from ..validation import NON_NEGATIVE_INT, POSITIVE_INT, Check, Interval, Options, invalid, validate_params
 from .base import Codec
+from .container import MAGIC, VERSION, LatentHeader, open_bytes, seal
+from .lossless import CODERS, available_coders, check_coder, compress, decompress
+from .palette import dither_to_palette, kmeans_palette
+from .repair import Repair
+from .vae import load_vae, vae_id
 
-MAGIC = b"SL"
-VERSION = 1
-_FIXED = struct.Struct("<2sB4sBBHHHBB")
-_CRC = struct.Struct("<I")
-CODERS = ("zlib", "lzma", "zstd", "raw")  # index = the code stored in flags
-_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
-
-
-# -- identity of a VAE -----------------------------------------------------------------
-def vae_id(vae: Any) -> bytes:
-    """4-byte id of a VAE: SHA-256 of its config and float16 weights (stable across runs and devices)."""
-    h = hashlib.sha256()
-    config = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
-    h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(vae.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().to("cpu").half().contiguous().numpy().tobytes())
-    return h.digest()[:4]
-
-
-# -- lossless coders ---------------------------------------------------------------------
-def _zstd():
-    try:
-        import zstandard
-    except ImportError:
-        return None
-    return zstandard
-
-
-def available_coders() -> list[str]:
-    """The lossless coders this machine can run (zstd needs the ``zstandard`` package)."""
-    return [c for c in CODERS if c != "zstd" or _zstd() is not None]
-
-
-def compress(data: bytes, coder: str) -> bytes:
-    """Compress with one lossless coder, without container overhead (the header says which)."""
-    if coder == "zlib":
-        c = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
-        return c.compress(data) + c.flush()
-    if coder == "lzma":
-        return lzma.compress(data, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
-    if coder == "zstd":
-        zstandard = _zstd()
-        if zstandard is None:
-            raise DependencyError("coder: 'zstd' needs the zstandard package: pip install zstandard")
-        params = zstandard.ZstdCompressionParameters.from_level(
-            22, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_content_size=False, write_checksum=False,
-            write_dict_id=False)
-        return zstandard.ZstdCompressor(compression_params=params).compress(data)
-    if coder == "raw":
-        return bytes(data)
-    raise ValidationError(f"coder: expected one of {', '.join(CODERS)} or 'auto', got {coder!r}")
-
-
-def decompress(data: bytes, coder: str, size: int) -> bytes:
-    """Inverse of :func:`compress`; ``size`` is the expected output length (from the header)."""
-    try:
-        if coder == "zlib":
-            d = zlib.decompressobj(-15)
-            out = d.decompress(data, size + 1)
-        elif coder == "lzma":
-            out = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS).decompress(data, size + 1)
-        elif coder == "zstd":
-            zstandard = _zstd()
-            if zstandard is None:
-                raise DependencyError("data: was coded with zstd, which needs the zstandard package: pip install zstandard")
-            d = zstandard.ZstdDecompressor(format=zstandard.FORMAT_ZSTD1_MAGICLESS)
-            out = d.decompressobj().decompress(data)
-        else:
-            out = bytes(data)
-    except DependencyError:
-        raise
-    except Exception as exc:
-        raise CodecError(f"data: the {coder} payload does not decompress ({type(exc).__name__}: {exc})") from None
-    if len(out) != size:
-        raise CodecError(f"data: the {coder} payload holds {len(out)} bytes, the header promises {size}")
-    return out
-
-
-# -- header ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LatentHeader:
-    """What a latent byte string says about itself."""
-
-    vae_id: bytes
-    coder: str
-    palette: int  # number of palette entries, 0 = none
-    channels: int
-    height: int
-    width: int
-    tile: int  # 0: the whole image went through the VAE at once
-    levels: int
-    low: np.ndarray  # float16 per channel
-    high: np.ndarray
-
-    def pack(self) -> bytes:
-        flags = CODERS.index(self.coder) | (4 if self.palette else 0)
-        fixed = _FIXED.pack(MAGIC, VERSION, self.vae_id, flags, self.channels, self.height, self.width,
-                            self.tile, self.levels - 1, max(self.palette, 1) - 1)
-        return fixed + self.low.astype("<f2").tobytes() + self.high.astype("<f2").tobytes()
-
-    @property
-    def size(self) -> int:
-        return _FIXED.size + 4 * self.channels
-
-    @classmethod
-    def unpack(cls, data: bytes) -> "LatentHeader":
-        if len(data) < _FIXED.size + _CRC.size:
-            raise CodecError(f"data: truncated: {len(data)} bytes is shorter than a latent header ({_FIXED.size + _CRC.size})")
-        magic, version, vid, flags, channels, height, width, tile, levels_m1, palette_m1 = _FIXED.unpack_from(data)
-        if magic != MAGIC:
-            raise CodecError(f"data: not an sdlab latent byte string (starts {data[:2]!r}, expected {MAGIC!r})")
-        if _CRC.unpack_from(data, len(data) - _CRC.size)[0] != binascii.crc32(data[: -_CRC.size]):
-            raise CodecError("data: corrupt or truncated latent byte string (checksum mismatch)")
-        if version != VERSION:
-            raise CodecError(f"data: latent format version {version}; this sdlab reads version {VERSION}")
-        if (flags & 3) >= len(CODERS) or channels == 0 or height == 0 or width == 0:
-            raise CodecError("data: malformed latent header")
-        n = _FIXED.size
-        if len(data) < n + 4 * channels + _CRC.size:
-            raise CodecError("data: truncated latent header")
-        low = np.frombuffer(data, "<f2", channels, n).copy()
-        high = np.frombuffer(data, "<f2", channels, n + 2 * channels).copy()
-        return cls(vid, CODERS[flags & 3], palette_m1 + 1 if flags & 4 else 0, channels, height, width, tile,
-                   levels_m1 + 1, low, high)
-
-
-# -- palette with dithering -----------------------------------------------------------------
-def kmeans_palette(vectors: np.ndarray, k: int, iters: int = 15, seed: int = 0) -> np.ndarray:
-    """At most ``k`` centres (uint8) for the rows of ``vectors`` (uint8 N x C): k-means++ then Lloyd."""
-    unique = np.unique(vectors, axis=0)
-    if len(unique) <= k:
-        return unique
-    x = vectors.astype(np.float32)
-    rng = np.random.default_rng(seed)
-    centres = [x[rng.integers(len(x))]]
-    d2 = ((x - centres[0]) ** 2).sum(1)
-    for _ in range(1, k):
-        total = d2.sum()
-        i = int(rng.choice(len(x), p=d2 / total)) if total > 0 else int(rng.integers(len(x)))
-        centres.append(x[i])
-        d2 = np.minimum(d2, ((x - x[i]) ** 2).sum(1))
-    c = np.stack(centres)
-    for _ in range(iters):
-        assign = _nearest(x, c)
-        sums = np.zeros_like(c)
-        np.add.at(sums, assign, x)
-        counts = np.bincount(assign, minlength=len(c))[:, None]
-        c = np.where(counts > 0, sums / np.maximum(counts, 1), c)
-    c = np.unique(np.clip(np.rint(c), 0, 255).astype(np.uint8), axis=0)
-    return c
-
-
-def _nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    d = (x * x).sum(1)[:, None] - 2.0 * x @ centres.T.astype(np.float32) + (centres.astype(np.float32) ** 2).sum(1)[None]
-    return d.argmin(1)
-
-
-def dither_to_palette(grid: np.ndarray, palette: np.ndarray, dither: bool = True) -> np.ndarray:
-    """Indices (h x w uint8) of ``palette`` entries for a C x h x w uint8 grid, Floyd–Steinberg error diffusion."""
-    c, h, w = grid.shape
-    x = grid.reshape(c, -1).T.astype(np.float32)
-    pal = palette.astype(np.float32)
-    if not dither:
-        return _nearest(x, pal).reshape(h, w).astype(np.uint8)
-    work = grid.transpose(1, 2, 0).astype(np.float32)
-    out = np.empty((h, w), np.uint8)
-    pal_sq = (pal * pal).sum(1)
-    for y in range(h):
-        for xx in range(w):
-            v = np.clip(work[y, xx], 0, 255)
-            i = int((pal_sq - 2.0 * pal @ v).argmin())
-            out[y, xx] = i
-            err = v - pal[i]
-            if xx + 1 < w:
-                work[y, xx + 1] += err * (7 / 16)
-            if y + 1 < h:
-                if xx > 0:
-                    work[y + 1, xx - 1] += err * (3 / 16)
-                work[y + 1, xx] += err * (5 / 16)
-                if xx + 1 < w:
-                    work[y + 1, xx + 1] += err * (1 / 16)
-    return out
+__all__ = ["CODERS", "MAGIC", "VERSION", "LatentCodec", "LatentHeader", "Repair", "available_coders", "compress",
+           "decode_file", "decompress", "dither_to_palette", "kmeans_palette", "ladder", "load_vae", "vae_id"]
 
 
 def ladder(quality: int) -> int:
@@ -252,18 +67,34 @@ class LatentCodec(Codec):
     quality_range = (1, 100)
     default_quality = 100
 
+    _parameter_constraints = {
+        "vae": [Check(lambda v: all(hasattr(v, a) for a in ("config", "encode", "decode")), "a diffusers AutoencoderKL")],
+        "palette": [bool],
+        "dither": [bool],
+        "coder": [Options(CODERS + ("auto",))],
+        "tile": "no_validation",  # a multiple of the VAE's factor: see _tile_constraints
+        "batch_size": [POSITIVE_INT],
+        "name": [str, None],
+        "cache_size": [NON_NEGATIVE_INT],
+    }
+
+    @staticmethod
+    def _tile_constraints(factor: int) -> list:
+        return [None, Options(("auto",)),
+                Check(lambda t: Interval(int, factor, 65535).accepts(t) and t % factor == 0,
+                      f"a multiple of {factor} in [{factor}, 65535]")]
+
     def __init__(self, vae: Any, *, palette: bool = False, dither: bool = True, coder: str = "auto",
                  tile: int | str | None = "auto", batch_size: int = 32, name: str | None = None,
                  cache_size: int = 64) -> None:
-        require(coder == "auto" or coder in CODERS, f"coder: expected one of {', '.join(CODERS)} or 'auto', got {coder!r}")
-        if coder == "zstd" and _zstd() is None:
-            raise DependencyError("coder: 'zstd' needs the zstandard package: pip install zstandard")
+        validate_params({"vae": vae, "palette": palette, "dither": dither, "coder": coder, "batch_size": batch_size,
+                         "name": name, "cache_size": cache_size}, self._parameter_constraints)
+        check_coder(coder, auto=True)
         self.factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        if tile == "auto":
+        validate_params({"tile": tile}, {"tile": self._tile_constraints(self.factor)})
+        if tile == "auto":  # the VAE's training size, which must itself be a valid tile
             tile = int(vae.config.sample_size) if vae.config.sample_size else None
-        require(tile is None or (isinstance(tile, int) and tile > 0 and tile % self.factor == 0 and tile < 65536),
-                f"tile: expected None, 'auto' or a positive multiple of {self.factor}, got {tile!r}")
-        require(isinstance(batch_size, int) and batch_size > 0, f"batch_size: expected a positive integer, got {batch_size!r}")
+            validate_params({"tile": tile}, {"tile": self._tile_constraints(self.factor)})
         self.vae, self.palette, self.dither, self.coder, self.tile = vae, palette, dither, coder, tile
         self.batch_size = batch_size
         self.name = name or ("vae" if palette else "vae-levels")
@@ -316,7 +147,7 @@ class LatentCodec(Codec):
     def _key(image: np.ndarray) -> tuple:
         return (image.shape, hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest())
 
-    def latents(self, images: Sequence[np.ndarray], callback: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
+    def latents(self, images: Sequence[np.ndarray], callback: Callback | None = None) -> list[np.ndarray]:
         """Latent grids (C x h x w float32, tiles laid side by side) of ``images``; one batched encoder pass.
 
         Results are cached, so calling this first for a set of images (as
@@ -380,14 +211,11 @@ class LatentCodec(Codec):
             body = header.pack() + compress(raw, coder)
             if best is None or len(body) < len(best):
                 best = body
-        return best + _CRC.pack(binascii.crc32(best))
+        return seal(best)
 
     def unpack(self, data: bytes) -> tuple[LatentHeader, np.ndarray]:
         """Validate a byte string and return its header and the dequantised latent grid (C x h x w)."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise ValidationError(f"data: expected bytes, got {type(data).__name__}")
-        data = bytes(data)
-        header = LatentHeader.unpack(data)
+        header, payload = open_bytes(data)
         if header.vae_id != self.id:
             raise CodecError(f"data: made for VAE {header.vae_id.hex()}, this codec's VAE is {self.id_hex}")
         if header.tile % self.factor:
@@ -398,7 +226,7 @@ class LatentCodec(Codec):
         c = header.channels
         n_idx = gh * gw
         size = header.palette * c + n_idx if header.palette else c * n_idx
-        raw = decompress(data[header.size : -_CRC.size], header.coder, size)
+        raw = decompress(payload, header.coder, size)
         buf = np.frombuffer(raw, np.uint8)
         if header.palette:
             pal = buf[: header.palette * c].reshape(header.palette, c)
@@ -415,7 +243,7 @@ class LatentCodec(Codec):
     def decode(self, data: bytes) -> np.ndarray:
         return self.decode_many([data])[0]
 
-    def decode_many(self, datas: Sequence[bytes], repair: "Repair | None" = None) -> list[np.ndarray]:
+    def decode_many(self, datas: Sequence[bytes], repair: Repair | None = None) -> list[np.ndarray]:
         """Decode byte strings with one batched decoder pass over all their tiles; ``repair`` optional."""
         parts = [self.unpack(d) for d in datas]
         all_tiles, shapes = [], []
@@ -447,71 +275,16 @@ class LatentCodec(Codec):
         return out
 
 
-# -- the repair pass ---------------------------------------------------------------------------
-class Repair:
-    """A few low-strength denoising steps of a diffusion pipeline over decoded latents (Bühlmann's fix).
+def decode_file(path: str | os.PathLike, model: str | os.PathLike = "shapes-world", device: str = "cpu") -> np.ndarray:
+    """The image in a file the lab wrote: a latent byte string through ``model``'s VAE, any other file as an image.
 
-    Like img2img: noise the latents to the timestep ``strength`` of the way
-    into the schedule, then denoise back to 0 with the pipeline's UNet and
-    scheduler under ``prompt`` (empty: unconditional). Noise comes from a CPU
-    generator seeded with ``seed``, so the result is the same on every device.
+    The first bytes decide (:data:`MAGIC`), so ``sdlab compress decode`` reads
+    the classical codecs' files and the latent codec's alike.
     """
-
-    def __init__(self, pipeline: Any, strength: float = 0.04, steps: int = 50, prompt: str = "", seed: int = 0) -> None:
-        require(0.0 < strength <= 1.0, f"strength: expected a value in (0, 1], got {strength!r}")
-        require(isinstance(steps, int) and steps > 0, f"steps: expected a positive integer, got {steps!r}")
-        for part in ("unet", "scheduler", "vae"):
-            require(hasattr(pipeline, part), f"pipeline: needs a diffusers pipeline with a {part}, got {type(pipeline).__name__}")
-        self.pipeline, self.strength, self.steps, self.prompt, self.seed = pipeline, strength, steps, prompt, seed
-
-    def __call__(self, latents: np.ndarray) -> np.ndarray:
-        import torch
-
-        pipe = self.pipeline
-        unet, vae = pipe.unet, pipe.vae
-        device, dtype = next(unet.parameters()).device, next(unet.parameters()).dtype
-        scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
-        scheduler.set_timesteps(self.steps, device=device)
-        n_run = min(max(int(round(self.steps * self.strength)), 1), self.steps)
-        timesteps = scheduler.timesteps[(self.steps - n_run) * scheduler.order :]
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index((self.steps - n_run) * scheduler.order)
-        scale = float(vae.config.scaling_factor)
-        shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
-        with torch.no_grad():
-            embeds = pipe.encode_prompt([self.prompt] * len(latents), device, 1, False)[0].to(dtype)
-            x = (torch.from_numpy(latents).to(device, dtype) - shift) * scale
-            noise = torch.randn(x.shape, generator=torch.Generator("cpu").manual_seed(self.seed)).to(device, dtype)
-            x = scheduler.add_noise(x, noise, timesteps[:1].repeat(len(x)))
-            for t in timesteps:
-                eps = unet(scheduler.scale_model_input(x, t), t, encoder_hidden_states=embeds).sample
-                x = scheduler.step(eps, t, x).prev_sample
-        return (x.float() / scale + shift).cpu().numpy()
-
-
-# -- loading a VAE by name ------------------------------------------------------------------------
-def load_vae(model: str = "shapes-world", device: str = "cpu") -> Any:
-    """The ``AutoencoderKL`` of ``model``, through :func:`sdlab.models.load_pipeline`.
-
-    Falls back to a bare VAE directory (``config.json`` + weights): ``model``
-    itself, or for the shapes world the trainer's ``runs/shapes-world/vae``
-    while the shipped pipeline is not there yet.
-    """
-    from pathlib import Path
-
-    from .. import models
-    from ..errors import ModelNotFoundError
-
-    try:
-        return models.load_pipeline(model, device=device).vae.eval()
-    except ModelNotFoundError:
-        root = Path(__file__).resolve().parents[2]
-        candidates = [Path(model), Path(model) / "vae"]
-        if model == models.SHAPES_WORLD:
-            candidates += [root / "runs" / "shapes-world" / "vae", root / "runs" / "shapes-world" / "pipeline" / "vae"]
-        for path in candidates:
-            if (path / "config.json").is_file():
-                from diffusers import AutoencoderKL
-
-                return AutoencoderKL.from_pretrained(path).to(device).eval()
-        raise
+    file = Path(path)
+    if not file.is_file():
+        raise invalid("path", os.fspath(path), "an existing file")
+    data = file.read_bytes()
+    if data[: len(MAGIC)] == MAGIC:
+        return LatentCodec(load_vae(model, device)).decode(data)
+    return load_rgb(file)

@@ -9,7 +9,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import require
+from ..errors import DataError
+from ..validation import Options, invalid, validate_params
+from .rd import METRICS
 
 UNITS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "bpp": "rate (bits per pixel)",
          "bytes": "size (bytes)"}
@@ -33,9 +35,11 @@ def plot_rd(frame, metrics: Sequence[str] = ("psnr", "ssim", "ms_ssim"), x: str 
     """One panel per metric: mean quality against mean rate, one line per codec."""
     import matplotlib.pyplot as plt
 
-    require(x in ("bpp", "bytes"), f"x: expected 'bpp' or 'bytes', got {x!r}")
-    metrics = [m for m in metrics if m in frame and frame[m].notna().any()]
-    require(bool(metrics), "metrics: none of them has a value in this table")
+    validate_params({"x": x}, {"x": [Options(("bpp", "bytes"))]})
+    asked, metrics = metrics, [m for m in metrics if m in frame and frame[m].notna().any()]
+    if not metrics:
+        with_values = [m for m in METRICS if m in frame and frame[m].notna().any()]
+        raise invalid("metrics", asked, "columns with values in this table: " + (", ".join(with_values) or "none"))
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         means = complete_means(frame, metric)
@@ -50,6 +54,11 @@ def plot_rd(frame, metrics: Sequence[str] = ("psnr", "ssim", "ms_ssim"), x: str 
                  "(budgets where every image fits)")
     fig.tight_layout()
     return fig
+
+
+def _needs_decoded(frame, maker: str) -> None:
+    if "decoded" not in frame:
+        raise DataError(f"frame: has no decoded column; valid: a table from {maker}(..., keep_images=True)")
 
 
 def _label(row) -> str:
@@ -67,9 +76,10 @@ def crop_viewer(original: np.ndarray, frame, box: tuple[int, int, int, int] | No
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    require("decoded" in frame, "frame: needs the decoded images (call rd_curves with keep_images=True)")
-    require(frame["image"].nunique() == 1 and frame["budget"].nunique() == 1,
-            "frame: filter it to one image and one budget first")
+    _needs_decoded(frame, "rd_curves")
+    if frame["image"].nunique() != 1 or frame["budget"].nunique() != 1:
+        raise DataError(f"frame: {frame['image'].nunique()} images x {frame['budget'].nunique()} budgets; "
+                        "valid: one image at one budget (filter it first)")
     h, w = original.shape[:2]
     if box is None:
         s = min(zoom_side, h, w)
@@ -107,7 +117,7 @@ def failure_panel(frame, cases: dict, bpp: float | None = None):
     """
     import matplotlib.pyplot as plt
 
-    require("decoded" in frame, "frame: needs the decoded images (content_checks(..., keep_images=True))")
+    _needs_decoded(frame, "content_checks")
     codecs = list(dict.fromkeys(frame["codec"]))
     fig, axes = plt.subplots(len(cases), len(codecs) + 1, figsize=(2.4 * (len(codecs) + 1), 2.5 * len(cases)),
                              squeeze=False)
