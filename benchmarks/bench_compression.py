@@ -22,10 +22,11 @@ def verdict(ok: bool) -> str:
 
 
 def shapes_vs_jpeg(vae, n: int) -> None:
+    from sdlab.cli.compress import shapes_images
     from sdlab.compression import rd_curves
-    from sdlab.compression.bench import SHAPES_BUDGETS, shapes_set
+    from sdlab.compression.bench import SHAPES_BUDGETS
 
-    images = shapes_set(n)
+    images = shapes_images(n)
     frame = rd_curves(images, ["vae", "vae-levels", "jpeg", "webp", "avif"], list(SHAPES_BUDGETS), vae=vae)
     print(f"\n1. Shapes world, {n} unseen 64x64 images: mean PSNR (dB) / mean bytes / images that fit")
     print(f"{'budget':>7} " + " ".join(f"{c:>22}" for c in ["vae", "vae-levels", "jpeg", "webp", "avif"]))
@@ -82,10 +83,10 @@ def astronaut(tolerance_db: float = 0.5) -> None:
 
 
 def latent_bytes(vae, n: int) -> None:
+    from sdlab.cli.compress import shapes_images
     from sdlab.compression import get_codec
-    from sdlab.compression.bench import shapes_set
 
-    images = list(shapes_set(n).values())
+    images = list(shapes_images(n).values())
     print(f"\n3. Latent codec bytes per 64x64 image (mean of {n}; header 37 B included)")
     for name, q in (("vae-levels", 100), ("vae-levels", 43), ("vae", 100), ("vae", 1)):
         codec = get_codec(name, vae)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdlab.compression import get_codec, rd_curves, summarise
+from sdlab.compression import get_codec, rd_curves, summarize
 from sdlab.compression.content import (ContentCase, detail_ratio, edge_f1, region_psnr, small_faces_image,
                                        text_mask)
 from sdlab.errors import ValidationError
@@ -41,7 +41,7 @@ def test_one_row_per_image_codec_budget_and_budgets_hold(vae, shapes):
     jpeg_100 = frame[(frame["codec"] == "jpeg") & (frame["budget"] == 100)]
     assert (jpeg_100["status"] == "over budget").all() and jpeg_100["psnr"].isna().all()  # JPEG headers alone are larger
     assert frame["ms_ssim"].isna().all()  # 64 px is below MS-SSIM's 161 px
-    table = summarise(frame)
+    table = summarize(frame)
     assert {"codec", "budget", "images", "psnr"} <= set(table.columns)
 
 

@@ -6,24 +6,16 @@ Thin: the work is :func:`sdlab.compression.rd_curves` (one image, one budget,
 from __future__ import annotations
 
 import html
-import io
 from typing import Any, Sequence
 
 import ipywidgets as W
 import numpy as np
+from PIL import Image
 
-from .base import Panel
+from .base import Panel, png_bytes
 
 DEFAULT_CODECS = ("vae", "jpeg", "webp", "avif", "jxl")
 VIEW_PX = 224  # each column's crop is shown at this size (nearest-neighbour zoom)
-
-
-def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class CompressionPanel(Panel):
@@ -38,10 +30,11 @@ class CompressionPanel(Panel):
                  vae: Any = None, model: str = "shapes-world", bpp: float = 0.15) -> None:
         super().__init__()
         if images is None:
-            from ..compression.bench import shapes_set
             from ..images import sample_photos
+            from ..mini.world import make_dataset
 
-            images = {**sample_photos(256), **shapes_set(4)}
+            shapes = make_dataset(4, seed=1)[0]  # seed 1: scenes the shipped model was not trained on
+            images = {**sample_photos(256), **{f"shapes{i:02d}": im for i, im in enumerate(shapes)}}
         from ..images import load_rgb
 
         self.images = {k: load_rgb(v) for k, v in images.items()}
@@ -131,6 +124,6 @@ class CompressionPanel(Panel):
 
     def _column(self, title: str, image: np.ndarray | None, text: str) -> W.VBox:
         head = W.HTML(f"<b>{html.escape(title)}</b>")
-        body = (W.Image(value=_png(self._crop(image)), format="png", layout=W.Layout(width=f"{VIEW_PX}px"))
+        body = (W.Image(value=png_bytes(Image.fromarray(self._crop(image))), format="png", layout=W.Layout(width=f"{VIEW_PX}px"))
                 if image is not None else W.HTML(f"<div style='width:{VIEW_PX}px'>—</div>"))
         return W.VBox([head, body, W.HTML(f"<small>{text}</small>")])

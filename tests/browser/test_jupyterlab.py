@@ -67,8 +67,8 @@ PANEL_CELLS = [
     ("code", """\
 import pandas as pd
 
-from sdlab.compression.bench import shapes_set
 from sdlab.images import sample_photos
+from sdlab.mini.world import make_dataset
 from sdlab.widgets.audit import AuditPanel
 from sdlab.widgets.compression import CompressionPanel
 from sdlab.widgets.denoise import DenoiseExplorer
@@ -97,7 +97,7 @@ audit = PANELS["AuditPanel"] = AuditPanel("audit_sample.parquet")
 audit"""),
     ("code", """\
 # 0.8 bits per pixel: JPEG's and WebP's headers alone are over the default budget on a 64x64 image
-compression = PANELS["CompressionPanel"] = CompressionPanel(images=shapes_set(2), codecs=("vae", "jpeg", "webp"), vae=pipe.vae, bpp=0.8)
+compression = PANELS["CompressionPanel"] = CompressionPanel(images={f"shapes{i:02d}": im for i, im in enumerate(make_dataset(2, seed=1)[0])}, codecs=("vae", "jpeg", "webp"), vae=pipe.vae, bpp=0.8)
 compression"""),
 ]
 
