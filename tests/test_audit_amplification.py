@@ -1,4 +1,7 @@
-"""Bias amplification arithmetic, with a stand-in generator and checker whose answers are known."""
+"""Bias amplification arithmetic, with a stand-in generator and checker whose answers are known.
+
+Captions are read by the shapes world's parser, the world the command line passes in.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +9,9 @@ import pandas as pd
 import pytest
 
 from sdlab.audit.amplification import amplification, generate_checked, run_amplification, training_skew
+from sdlab.cli.audit import shapes_world
 from sdlab.errors import ValidationError
+from sdlab.mini import world
 
 COLOURS = ["yellow", "red", "blue"]
 
@@ -44,7 +49,7 @@ def _stand_in(yellow_every: dict[float, int]):
 
 
 def test_training_skew_counts_underspecified_captions():
-    t = training_skew(_training(), {"shape": "triangle"}, "colour", "yellow")
+    t = training_skew(_training(), {"shape": "triangle"}, "colour", "yellow", world.parse_caption)
     assert t == {"train_rows_all": 20, "train_hits_all": 10, "train_rows_underspecified": 10, "train_hits_underspecified": 8}
 
 
@@ -52,7 +57,7 @@ def test_amplification_arithmetic_on_known_inputs():
     generate, check = _stand_in({1.0: 2, 7.5: 1})  # half yellow at g=1, all yellow at g=7.5
     gen = generate_checked(generate, check, "a triangle", n=40, guidance_scales=[1.0, 7.5], batch=10)
     assert len(gen) == 80 and gen["colour"].isna().sum() == 8
-    r = amplification(gen, _training(), n_boot=500)
+    r = amplification(gen, _training(), n_boot=500, parse=world.parse_caption)
     t = r.table.set_index("guidance")
     # g=1: seeds 0..39 minus 9,19,29,39 unreadable -> 36 checked; even seeds yellow: 20
     assert t.loc[1.0, "checked"] == 36 and t.loc[1.0, "hits"] == 20
@@ -72,25 +77,23 @@ def test_amplification_arithmetic_on_known_inputs():
 def test_reduction_is_detected():
     generate, check = _stand_in({3.0: 1000})  # only seed 0 yellow
     gen = generate_checked(generate, check, "a triangle", n=60, guidance_scales=[3.0], batch=20)
-    r = amplification(gen, _training(), n_boot=500)
+    r = amplification(gen, _training(), n_boot=500, parse=world.parse_caption)
     assert r.table["verdict_vs_underspecified"].iloc[0] == "reduces"
 
 
 def test_run_amplification_with_stand_ins_and_bad_specs():
     generate, check = _stand_in({2.0: 2})
-    r = run_amplification(generate=generate, check=check, training=_training(), n=8, guidance_scales=[2.0])
+    r = run_amplification(shapes_world(), generate=generate, check=check, training=_training(), n=8, guidance_scales=[2.0])
     assert r.table["images"].iloc[0] == 8
-    with pytest.raises(ValidationError, match="attribute"):
-        run_amplification(generate=generate, check=check, training=_training(), attribute="shape")
-    with pytest.raises(ValidationError, match="attribute"):
-        run_amplification(generate=generate, check=check, training=_training(), attribute="flavour")
+    with pytest.raises(ValidationError, match="attribute: 'shape'"):
+        run_amplification(shapes_world(), generate=generate, check=check, training=_training(), attribute="shape")
+    with pytest.raises(ValidationError, match="attribute: 'flavour'"):
+        run_amplification(shapes_world(), generate=generate, check=check, training=_training(), attribute="flavour")
 
 
 def test_shapes_world_training_skew_matches_its_design():
-    from sdlab.mini import world
-
     _, meta = world.make_dataset(1500, seed=3)
-    t = training_skew(meta, {"shape": "triangle"}, "colour", "yellow")
+    t = training_skew(meta, {"shape": "triangle"}, "colour", "yellow", world.parse_caption)
     assert 0.4 < t["train_hits_all"] / t["train_rows_all"] < 0.6  # triangles are yellow half the time
     # yellow triangles drop their colour 70% of the time, others 20%: 0.35 / (0.35 + 0.10) ~ 0.78
     assert 0.68 < t["train_hits_underspecified"] / t["train_rows_underspecified"] < 0.88

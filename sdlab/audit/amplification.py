@@ -1,72 +1,83 @@
-"""Bias amplification in the shapes world, where the truth is known (Seshadri et al. 2023).
+"""Bias amplification in a world where the truth is known (Seshadri et al. 2023).
 
 The shapes world puts a skew in on purpose: triangles are yellow half the
-time, and a yellow triangle's caption leaves the colour out 70% of the time.
+time, and a yellow triangle's caption leaves the colour out most of the time.
 Ask the model for "a triangle" and count yellow ones. Is that more than the
-data? The answer depends on the baseline: all triangle images (50% yellow) or
-the training captions that, like the prompt, name no colour (~78% yellow).
-Seshadri et al. show that comparing against the first overstates amplification;
-this module reports both, with confidence intervals, per guidance scale.
+data? The answer depends on the baseline: all triangle images, or the
+training captions that, like the prompt, name no colour. Seshadri et al. show
+that comparing against the first overstates amplification; this module
+reports both, with confidence intervals, per guidance scale.
 
-Generation takes any ``generate(prompt, n, guidance, seed) -> uint8 (n,64,64,3)``
-and any ``check(image) -> dict`` so the arithmetic is testable without a model.
+The study knows no world of its own: the caller passes one in as plain
+functions (a :class:`KnownWorld`: how a caption states attributes, how an
+image shows them, how a prompt names them, where training metadata comes
+from). The CLI and notebook 07 pass the shapes world's; tests pass stand-ins,
+so the arithmetic is testable without a model.
 """
 from __future__ import annotations
 
-import re
+import os
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
 
-from ..errors import ModelNotFoundError, ValidationError
-from .languages import wilson
-from ..progress import Reporter
+from ..errors import ValidationError
+from ..progress import Callback, Reporter
+from ..validation import Check as Rule
+from ..validation import POSITIVE_INT, SEED, Interval, Options, invalid, validate_params
+from .intervals import difference_ci, wilson
 from .results import AuditResult
 
-Generate = Callable[[str, int, float, int], np.ndarray]
-Check = Callable[[np.ndarray], dict]
+Generate = Callable[[str, int, float, int], np.ndarray]  # (prompt, n, guidance, seed) -> uint8 (n, H, W, 3)
+Check = Callable[[np.ndarray], dict]  # image -> {attribute: value it shows, or None}
+Parse = Callable[[str], dict]  # caption -> {attribute: value} for the attributes it states
 ATTRIBUTES = ("shape", "colour", "size", "position", "background")
+CONSTRAINTS = {
+    "given": [Rule(lambda g: isinstance(g, dict) and "shape" in g and set(g) <= set(ATTRIBUTES),
+                    f"a dict of attributes (among {', '.join(ATTRIBUTES)}) that fixes the shape, e.g. {{'shape': 'triangle'}}")],
+    "attribute": [Options(ATTRIBUTES)],
+    "n": [POSITIVE_INT], "batch": [POSITIVE_INT], "steps": [POSITIVE_INT], "train_rows": [POSITIVE_INT],
+    "guidance_scales": [Rule(lambda g: len(g) > 0 and all(Interval(float).accepts(x) for x in g),
+                              "a non-empty list of guidance scales (numbers)")],
+    "seed": [SEED], "n_boot": [POSITIVE_INT], "confidence": [Interval(float, 0, 1, closed="neither")],
+    "prompt": [str],
+}
 
 
-def _mention_patterns() -> dict[str, re.Pattern]:
-    """Regexes telling whether a shapes-world caption states each attribute (synonyms included)."""
-    from ..mini import world
+@dataclass(frozen=True)
+class KnownWorld:
+    """A world whose truth is known, as the study reads it; the caller chooses it.
 
-    shapes = "|".join(world.SHAPES)
-    sizes = "|".join(w for s in world.SIZES for w in world.SYNONYMS.get(s, (s,)))
-    return {
-        "shape": re.compile(rf"\b(?:{shapes})\b"),
-        "colour": re.compile(rf"\b(?:{'|'.join(world.COLOURS)})\s+(?:{shapes})\b"),  # colour sits just before the shape
-        "size": re.compile(rf"\b(?:{sizes})\b"),
-        "position": re.compile(r"\b(?:at the|on the (?:left|right)|in the (?:center|middle)|corner)\b"),
-        "background": re.compile(r"\bbackground\b"),
-    }
+    ``parse(caption)``: the attributes a caption states. ``check(image)``: the
+    attributes an image shows. ``describe(**given)``: the prompt that names
+    just ``given``. ``training(rows, seed)``: training metadata, a ``TEXT``
+    column plus one column per attribute holding the truth.
+    """
+
+    parse: Parse
+    check: Check
+    describe: Callable[..., str]
+    training: Callable[[int, int], pd.DataFrame]
 
 
 def _check_spec(given: dict[str, str], attribute: str) -> None:
-    if "shape" not in given:
-        raise ValidationError("given: must fix the shape (the prompt names a shape), e.g. {'shape': 'triangle'}")
-    for key in [*given, attribute]:
-        if key not in ATTRIBUTES:
-            raise ValidationError(f"attribute: {key!r} is not one of {', '.join(ATTRIBUTES)}")
+    validate_params({"given": given, "attribute": attribute}, CONSTRAINTS)
     if attribute in given:
-        raise ValidationError(f"attribute: {attribute!r} is fixed by the prompt; pick an attribute the prompt leaves open")
+        raise invalid("attribute", attribute, f"an attribute the prompt leaves open, not one of {', '.join(given)}")
 
 
-def training_skew(meta: pd.DataFrame, given: dict[str, str], attribute: str, value: str) -> dict[str, Any]:
+def training_skew(meta: pd.DataFrame, given: dict[str, str], attribute: str, value: str, parse: Parse) -> dict[str, Any]:
     """Share of ``attribute == value`` among training images matching ``given``: all of them, and those
-    whose caption, like an under-specified prompt, states ``given`` but not ``attribute``."""
+    whose caption (read by ``parse``), like an under-specified prompt, states ``given`` but not ``attribute``."""
     _check_spec(given, attribute)
-    patterns = _mention_patterns()
     match = np.ones(len(meta), dtype=bool)
     for key, v in given.items():
         match &= (meta[key] == v).to_numpy()
     captions = meta["TEXT"].astype(str).str.lower()
-    stated = np.ones(len(meta), dtype=bool)
-    for key in given:
-        stated &= captions.str.contains(patterns[key]).to_numpy()
-    under = match & stated & ~captions.str.contains(patterns[attribute]).to_numpy()
+    stated = captions.map({c: set(parse(c)) for c in captions.unique()})  # captions repeat: parse each once
+    under = match & stated.map(lambda s: set(given) <= s and attribute not in s).to_numpy(bool)
     hit = (meta[attribute] == value).to_numpy()
     return {
         "train_rows_all": int(match.sum()), "train_hits_all": int((hit & match).sum()),
@@ -78,6 +89,8 @@ def pipeline_generator(pipe: Any, steps: int = 25) -> Generate:
     """Wrap a diffusers pipeline as ``generate``: CPU generators seeded seed…seed+n-1, uint8 RGB out."""
     import torch
 
+    validate_params({"steps": steps}, CONSTRAINTS)
+
     def generate(prompt: str, n: int, guidance: float, seed: int) -> np.ndarray:
         gens = [torch.Generator("cpu").manual_seed(seed + i) for i in range(n)]
         out = pipe([prompt] * n, guidance_scale=guidance, num_inference_steps=steps, generator=gens, output_type="np")
@@ -87,14 +100,12 @@ def pipeline_generator(pipe: Any, steps: int = 25) -> Generate:
 
 
 def generate_checked(generate: Generate, check: Check, prompt: str, n: int, guidance_scales: Iterable[float],
-                     seed: int = 0, batch: int = 16, callback: Callable[[int, int], None] | None = None,
+                     seed: int = 0, batch: int = 16, callback: Callback | None = None,
                      progress: bool = False) -> pd.DataFrame:
     """``n`` images per guidance scale for ``prompt``, each run through ``check``: one tidy row per image."""
-    if n < 1 or batch < 1:
-        raise ValidationError(f"n and batch: must be at least 1, got n={n}, batch={batch}")
-    scales = [float(g) for g in guidance_scales]
-    if not scales:
-        raise ValidationError("guidance_scales: give at least one guidance scale")
+    scales = list(guidance_scales)
+    validate_params({"prompt": prompt, "n": n, "guidance_scales": scales, "seed": seed, "batch": batch}, CONSTRAINTS)
+    scales = [float(g) for g in scales]
     rows, total = [], n * len(scales)
     with Reporter(callback, progress, "generate") as report:
         report(0, total)
@@ -103,10 +114,12 @@ def generate_checked(generate: Generate, check: Check, prompt: str, n: int, guid
                 k = min(batch, n - start)
                 images = np.asarray(generate(prompt, k, g, seed + start))
                 if images.shape[0] != k or images.dtype != np.uint8:
-                    raise ValidationError(f"generate: must return {k} uint8 RGB images, got {images.shape} {images.dtype}")
+                    raise ValidationError(f"generate: its {images.shape} {images.dtype} output is not valid; "
+                                          f"valid: {k} uint8 RGB images (n x H x W x 3)")
                 for i, image in enumerate(images):
                     found = check(image)
-                    rows.append({"guidance": g, "seed": seed + start + i, **{a: found.get(a) for a in ATTRIBUTES}})
+                    rows.append({"prompt": prompt, "guidance": g, "seed": seed + start + i,
+                                 **{a: found.get(a) for a in ATTRIBUTES}})
                 report(len(rows), total)
     return pd.DataFrame(rows)
 
@@ -115,25 +128,30 @@ def _verdict(low: float, high: float) -> str:
     return "amplifies" if low > 0 else ("reduces" if high < 0 else "keeps")
 
 
-def _diff_ci(k1: int, n1: int, k0: int, n0: int, rng: np.random.Generator, n_boot: int, alpha: float) -> tuple[float, float]:
-    """Percentile bootstrap CI of k1/n1 - k0/n0 for two independent samples."""
-    if n1 == 0 or n0 == 0:
-        return np.nan, np.nan
-    d = rng.binomial(n1, k1 / n1, n_boot) / n1 - rng.binomial(n0, k0 / n0, n_boot) / n0
-    return float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha))
+def _prompt_of(generated: pd.DataFrame, prompt: str | None) -> str:
+    """The prompt the generations answer: ``prompt`` when given, else the one :func:`generate_checked` recorded."""
+    if prompt is not None:
+        return prompt
+    recorded = generated["prompt"].unique() if "prompt" in generated else []
+    if len(recorded) != 1:
+        raise invalid("prompt", None, f"the prompt the images were made from (generated records {len(recorded)})")
+    return str(recorded[0])
 
 
 def amplification(generated: pd.DataFrame, training: pd.DataFrame, given: dict[str, str] | None = None,
                   attribute: str = "colour", value: str = "yellow", prompt: str | None = None,
-                  n_boot: int = 2000, seed: int = 0, confidence: float = 0.95) -> AuditResult:
+                  n_boot: int = 2000, seed: int = 0, confidence: float = 0.95, *, parse: Parse) -> AuditResult:
     """Compare the skew in checked generations with the training skew, per guidance scale.
 
-    ``generated``: rows from :func:`generate_checked`; ``training``: shapes-world
-    metadata (``world.make_dataset``). Shares of generations count images where
-    the checker found ``attribute``. Verdicts come from the CI of the difference.
+    ``generated``: rows from :func:`generate_checked`; ``training``: metadata
+    with ``TEXT`` and the true attributes; ``parse`` reads which attributes a
+    caption states. Shares of generations count images where the checker found
+    ``attribute``. Verdicts come from the CI of the difference.
     """
     given = {"shape": "triangle"} if given is None else dict(given)
-    train = training_skew(training, given, attribute, value)
+    validate_params({"n_boot": n_boot, "seed": seed, "confidence": confidence}, CONSTRAINTS)
+    prompt = _prompt_of(generated, prompt)
+    train = training_skew(training, given, attribute, value, parse)
     alpha = (1 - confidence) / 2
     rng = np.random.default_rng(seed)
     n_all, k_all = train["train_rows_all"], train["train_hits_all"]
@@ -143,8 +161,8 @@ def amplification(generated: pd.DataFrame, training: pd.DataFrame, given: dict[s
         found = part[attribute].dropna()
         n, k = len(found), int((found == value).sum())
         low, high = wilson(np.array([k]), n)
-        d_all = _diff_ci(k, n, k_all, n_all, rng, n_boot, alpha)
-        d_under = _diff_ci(k, n, k_under, n_under, rng, n_boot, alpha)
+        d_all = difference_ci(k, n, k_all, n_all, rng, n_boot, alpha)
+        d_under = difference_ci(k, n, k_under, n_under, rng, n_boot, alpha)
         share = k / n if n else np.nan
         records.append({
             "guidance": float(g), "images": len(part), "checked": n, "hits": k,
@@ -162,46 +180,41 @@ def amplification(generated: pd.DataFrame, training: pd.DataFrame, given: dict[s
         match &= (training[key] == v).to_numpy()
     for v, c in training.loc[match, attribute].value_counts().items():
         dist.append({"source": "training, all matching images", "value": v, "count": int(c), "share": c / max(n_all, 1)})
-    table = pd.DataFrame(records)
-    if prompt is None:
-        from ..mini import world
-
-        prompt = world.describe(**given)
     stats = {"prompt": prompt, "attribute": attribute, "value": value, **train,
              "train_share_all": k_all / max(n_all, 1), "train_share_underspecified": k_under / max(n_under, 1)}
     notes = [f"generated_share: of images where the checker found a {attribute}; CI: Wilson {confidence:.0%}",
              "verdicts from the bootstrap CI of (generated - training): amplifies / keeps / reduces",
              "Seshadri et al. 2023: the fair baseline is the under-specified training captions"]
-    return AuditResult("amplification", table, stats=stats, tables={"distribution": pd.DataFrame(dist)}, notes=notes)
+    return AuditResult("amplification", pd.DataFrame(records), stats=stats,
+                       tables={"distribution": pd.DataFrame(dist)}, notes=notes)
 
 
-def run_amplification(model: str = "shapes-world", generate: Generate | None = None, check: Check | None = None,
-                      training: pd.DataFrame | None = None, train_rows: int = 4000, n: int = 64,
-                      guidance_scales: Iterable[float] = (1.0, 3.0, 5.0, 7.5), given: dict[str, str] | None = None,
-                      attribute: str = "colour", value: str = "yellow", seed: int = 0, steps: int = 25,
-                      callback: Callable[[int, int], None] | None = None, progress: bool = False) -> AuditResult:
-    """The whole study: training skew from ``world.make_dataset``, generations from ``model``, checker verdicts.
+def run_amplification(world: KnownWorld, model: str | os.PathLike | None = None, generate: Generate | None = None,
+                      check: Check | None = None, training: pd.DataFrame | None = None, train_rows: int = 4000,
+                      n: int = 64, guidance_scales: Iterable[float] = (1.0, 3.0, 5.0, 7.5),
+                      given: dict[str, str] | None = None, attribute: str = "colour", value: str = "yellow",
+                      seed: int = 0, steps: int = 25, callback: Callback | None = None,
+                      progress: bool = False) -> AuditResult:
+    """The whole study: training skew from ``world.training``, generations from ``model``, checker verdicts.
 
-    ``generate``/``check`` default to ``sdlab.models.load_pipeline(model)`` and
-    ``sdlab.mini.checker.check``; a missing model raises ModelNotFoundError.
+    ``generate`` defaults to ``sdlab.models.load_pipeline(model)`` (a missing
+    model raises ModelNotFoundError), ``check`` to ``world.check``, and
+    ``training`` to ``world.training(train_rows, seed)``.
     """
-    from ..mini import world
-
     given = {"shape": "triangle"} if given is None else dict(given)
     _check_spec(given, attribute)
+    scales = list(guidance_scales)
+    validate_params({"train_rows": train_rows, "n": n, "guidance_scales": scales, "seed": seed, "steps": steps},
+                    CONSTRAINTS)
+    if generate is None and model is None:
+        raise invalid("model", None, "a model sdlab.models.load_pipeline knows, or a generate function")
     if training is None:
-        _, training = world.make_dataset(train_rows, seed=seed)
+        training = world.training(train_rows, seed)
     if generate is None:
-        try:
-            from ..models import load_pipeline
-        except ImportError as exc:
-            raise ModelNotFoundError(f"model: {model!r} cannot be loaded: sdlab.models.load_pipeline is not available yet") from exc
+        from ..models import load_pipeline
+
         generate = pipeline_generator(load_pipeline(model), steps=steps)
-    if check is None:
-        try:
-            from ..mini.checker import check
-        except ImportError as exc:
-            raise ModelNotFoundError("check: sdlab.mini.checker is not available yet") from exc
     prompt = world.describe(**given)
-    generated = generate_checked(generate, check, prompt, n, guidance_scales, seed=seed, callback=callback, progress=progress)
-    return amplification(generated, training, given, attribute, value, prompt=prompt, seed=seed)
+    generated = generate_checked(generate, check or world.check, prompt, n, scales, seed=seed,
+                                 callback=callback, progress=progress)
+    return amplification(generated, training, given, attribute, value, prompt=prompt, seed=seed, parse=world.parse)

@@ -380,8 +380,8 @@ def check_engine(name: str, options: dict[str, Any]) -> None:
     for key, value in options.items():
         if key not in takes:
             owners = [e for e in ENGINES if key in engine_options(e)]
-            where = f"only with engine={owners[0]!r}" if owners else "not an engine option"
-            raise invalid(key, value, f"{where}; engine={name!r} takes {', '.join(takes)}")
+            raise invalid(key, value, f"only with engine={owners[0]!r}" if owners
+                          else f"an option of engine={name!r}: {', '.join(takes)}")
     validate_params(options, CONSTRAINTS)
 
 

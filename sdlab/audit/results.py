@@ -14,6 +14,9 @@ from typing import Any
 import pandas as pd
 
 from ..io import atomic_path, atomic_write_text
+from ..validation import NON_NEGATIVE_INT, validate_params
+
+ROWS = {"rows": [None, NON_NEGATIVE_INT]}
 
 
 def _plain(v: Any) -> Any:
@@ -46,8 +49,14 @@ class AuditResult:
 
         return figures_for(self) if self.available else {}
 
+    def head(self, rows: int | None = 20) -> pd.DataFrame:
+        """The first ``rows`` rows of the main table (all of it for None)."""
+        validate_params({"rows": rows}, ROWS)
+        return self.table if rows is None else self.table.head(rows)
+
     def to_dict(self, rows: int | None = 20) -> dict[str, Any]:
-        table = self.table if rows is None else self.table.head(rows)
+        """A JSON-ready dict: stats, notes and the first ``rows`` rows of the main table."""
+        table = self.head(rows)
         return {
             "analysis": self.analysis,
             "available": self.available,

@@ -6,7 +6,10 @@
     sdlab audit amplification shapes-world --n 64 --guidance 1 3 7.5
 
 PATH is a parquet file, a directory of shards, a glob, a CSV/TSV/JSONL file,
-or remote parquet (s3://, hf://). Heavy modules load inside the handlers.
+or remote parquet (s3://, hf://). Heavy modules load inside the handlers, and
+every value is checked by the core, so the command line and Python refuse the
+same things in the same words. The amplification study runs on the shapes
+world, which this module chooses and passes in (see :func:`shapes_world`).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import sys
 def _common(p: argparse.ArgumentParser, path: bool = True) -> None:
     if path:
         p.add_argument("path", metavar="PATH", help="parquet file/dir/glob, CSV/TSV/JSONL, or s3://…/*.parquet")
-        p.add_argument("--engine", choices=("duckdb", "dask"), default="duckdb", help="where the work runs (default duckdb)")
+        p.add_argument("--engine", default="duckdb", help="where the work runs: duckdb (default) or dask")
         p.add_argument("--scheduler", default=None,
                        help="with --engine dask: 'local' for a LocalCluster or an address like tcp://host:8786")
         p.add_argument("--setup-sql", action="append", default=None, metavar="SQL",
@@ -30,24 +33,25 @@ def _common(p: argparse.ArgumentParser, path: bool = True) -> None:
 
 def _open(args):
     from ..audit import open_dataset
-    from ..errors import ValidationError
 
-    options = {}
-    if args.scheduler:
-        if args.engine != "dask":
-            raise ValidationError("--scheduler: only applies with --engine dask")
-        options["scheduler"] = args.scheduler
-    if args.setup_sql:
-        if args.engine != "duckdb":
-            raise ValidationError("--setup-sql: only applies with --engine duckdb")
-        options["setup_sql"] = args.setup_sql
-    return open_dataset(args.path, engine=args.engine, **options)
+    given = {"scheduler": args.scheduler, "setup_sql": args.setup_sql}
+    return open_dataset(args.path, engine=args.engine, **{k: v for k, v in given.items() if v is not None})
+
+
+def shapes_world():
+    """The shapes world as the amplification study reads it (:class:`KnownWorld`): the command line's world."""
+    from ..audit.amplification import KnownWorld
+    from ..mini import checker, world
+
+    return KnownWorld(parse=world.parse_caption, check=checker.check, describe=world.describe,
+                      training=lambda rows, seed: world.make_dataset(rows, seed=seed)[1])
 
 
 def _emit(result, args, payload: dict | None = None) -> int:
     """Print ``result`` (text or JSON), save it under ``--out``; "not available" is a message, not an error."""
     import pandas as pd
 
+    shown = result.head(args.rows)  # a bad --rows fails before anything is written
     if args.out and result.available:
         written = result.save(args.out)
         if not args.json:
@@ -64,7 +68,7 @@ def _emit(result, args, payload: dict | None = None) -> int:
     for note in result.notes:
         print(f"note: {note}")
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.max_colwidth", 40):
-        print(result.table.head(args.rows).to_string(index=False))
+        print(shown.to_string(index=False))
     return 0
 
 
@@ -75,10 +79,7 @@ def _summary(args) -> int:
 
 def _domains(args) -> int:
     from ..audit.domains import domain_counts, domains_json
-    from ..errors import ValidationError
 
-    if args.top < 1:
-        raise ValidationError(f"--top: must be at least 1, got {args.top}")
     result = domain_counts(_open(args), top=args.top, idn=args.idn, categories=args.categories, progress=not args.json and sys.stderr.isatty())
     args.rows = args.top
     return _emit(result, args, domains_json(result, args.top) if args.json and result.available else None)
@@ -120,7 +121,7 @@ def _captions(args) -> int:
 def _amplification(args) -> int:
     from ..audit.amplification import run_amplification
 
-    result = run_amplification(args.model, n=args.n, guidance_scales=args.guidance, train_rows=args.train_rows,
+    result = run_amplification(shapes_world(), args.model, n=args.n, guidance_scales=args.guidance, train_rows=args.train_rows,
                                given={"shape": args.shape}, attribute=args.attribute, value=args.value,
                                seed=args.seed, steps=args.steps, progress=not args.json and sys.stderr.isatty())
     return _emit(result, args)
@@ -139,14 +140,14 @@ def register(subparsers) -> None:
     p = verbs.add_parser("domains", help="registrable domains by the Public Suffix List: top N, coverage, categories")
     _common(p)
     p.add_argument("--top", type=int, default=20, metavar="N", help="domains to list (default 20)")
-    p.add_argument("--idn", choices=("punycode", "unicode"), default="punycode", help="how to write IDN domains")
+    p.add_argument("--idn", default="punycode", help="how to write IDN domains: punycode (default) or unicode")
     p.add_argument("--categories", default=None, metavar="CSV", help="your own domain,category map")
     p.set_defaults(func=_domains)
 
     p = verbs.add_parser("languages", help="share per language (LANGUAGE column, or detected on a caption sample)")
     _common(p)
     p.add_argument("--sample", type=int, default=2000, help="captions to detect when there is no LANGUAGE column")
-    p.add_argument("--accuracy", choices=("high", "low"), default="high", help="lingua mode (low: faster, worse on short captions)")
+    p.add_argument("--accuracy", default="high", help="lingua mode: high (default) or low (faster, worse on short captions)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_languages)
 
