@@ -45,9 +45,3 @@ class DataError(SdlabError):
 
 class Cancelled(SdlabError):
     """Long work was stopped by the user (a widget's Cancel button or a callback)."""
-
-
-def require(condition: bool, message: str) -> None:
-    """Raise :class:`ValidationError` with ``message`` unless ``condition`` holds."""
-    if not condition:
-        raise ValidationError(message)

@@ -82,7 +82,7 @@ def _single(args: argparse.Namespace, path: str) -> int:
 
     image = load_rgb(path)
     codec = get_codec(args.codec, _vae_if_needed(args, [args.codec]))
-    codec.require()
+    codec.check_available()
     if args.bytes is not None:
         enc = codec.encode_to_budget(image, args.bytes)
         quality, data = enc.quality, enc.data

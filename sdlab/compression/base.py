@@ -50,7 +50,7 @@ class Codec:
     def available(self) -> bool:
         return self.unavailable_reason() is None
 
-    def require(self) -> None:
+    def check_available(self) -> None:
         """Raise :class:`DependencyError` when the codec cannot run here."""
         reason = self.unavailable_reason()
         if reason is not None:
@@ -82,7 +82,7 @@ class Codec:
         even the lowest quality is larger.
         """
         validate_params({"max_bytes": max_bytes}, {"max_bytes": [POSITIVE_INT]})
-        self.require()
+        self.check_available()
         cache = {} if cache is None else cache
 
         def size(q: int) -> int:

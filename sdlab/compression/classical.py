@@ -46,13 +46,13 @@ class PillowCodec(Codec):
 
     def encode(self, image: np.ndarray, quality: int) -> bytes:
         quality = self.check_quality(quality)
-        self.require()
+        self.check_available()
         buf = io.BytesIO()
         Image.fromarray(load_rgb(image)).save(buf, format=self.fmt, quality=quality, **self.options)
         return buf.getvalue()
 
     def decode(self, data: bytes) -> np.ndarray:
-        self.require()
+        self.check_available()
         return _decode_with_pillow(self.name, data)
 
 
@@ -85,7 +85,7 @@ class JxlCodec(Codec):
 
     def encode(self, image: np.ndarray, quality: int) -> bytes:
         quality = self.check_quality(quality)
-        self.require()
+        self.check_available()
         image = load_rgb(image)
         if self._backend() == "pillow_jxl":
             buf = io.BytesIO()
@@ -96,7 +96,7 @@ class JxlCodec(Codec):
         return bytes(imagecodecs.jpegxl_encode(image, level=quality, effort=self.effort))
 
     def decode(self, data: bytes) -> np.ndarray:
-        self.require()
+        self.check_available()
         if self._backend() == "pillow_jxl":
             return _decode_with_pillow(self.name, data)
         import imagecodecs
