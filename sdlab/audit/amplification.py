@@ -36,7 +36,8 @@ Parse = Callable[[str], dict]  # caption -> {attribute: value} for the attribute
 ATTRIBUTES = ("shape", "colour", "size", "position", "background")
 CONSTRAINTS = {
     "given": [Rule(lambda g: isinstance(g, dict) and "shape" in g and set(g) <= set(ATTRIBUTES),
-                    f"a dict of attributes (among {', '.join(ATTRIBUTES)}) that fixes the shape, e.g. {{'shape': 'triangle'}}")],
+                    f"a dict of attributes (among {', '.join(ATTRIBUTES)}) that fixes the shape, "
+                    "e.g. {'shape': 'triangle'}")],
     "attribute": [Options(ATTRIBUTES)],
     "n": [POSITIVE_INT], "batch": [POSITIVE_INT], "steps": [POSITIVE_INT], "train_rows": [POSITIVE_INT],
     "guidance_scales": [Rule(lambda g: len(g) > 0 and all(Interval(float).accepts(x) for x in g),

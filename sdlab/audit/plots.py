@@ -21,14 +21,25 @@ def _figure(width: float = 6.0, height: float = 4.0, ncols: int = 1):
     return fig, (fig.subplots(1, ncols, squeeze=False)[0] if ncols > 1 else fig.subplots())
 
 
+def _label(ax, x: str, y: str, title: str) -> None:
+    """Axis labels (with units) and title: every figure has all three."""
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title)
+
+
+def _error(t, share: str = "share"):
+    """Error bars in percent from ``ci_low``/``ci_high`` around ``share``; never negative, even when rounding
+    puts a share of 1.0 a hair above its bound."""
+    return np.vstack([t[share] - t["ci_low"], t["ci_high"] - t[share]]).clip(0) * 100
+
+
 def _domains(r) -> dict[str, Any]:
     t = r.table
     figs = {}
     fig, ax = _figure()
     ax.loglog(t["rank"], t["share"] * 100, marker=".", linestyle="none", markersize=3)
-    ax.set_xlabel("domain rank (1 = most rows)")
-    ax.set_ylabel("share of rows (%)")
-    ax.set_title(f"Rank–share of {len(t)} registrable domains")
+    _label(ax, "domain rank (1 = most rows)", "share of rows (%)", f"Rank–share of {len(t)} registrable domains")
     for _, row in t.head(3).iterrows():
         ax.annotate(row["domain"], (row["rank"], row["share"] * 100), fontsize=7, xytext=(4, 0), textcoords="offset points")
     figs["rank_share"] = fig
@@ -40,10 +51,8 @@ def _domains(r) -> dict[str, Any]:
     top100 = r.stats.get("top100_share", np.nan) * 100
     ax.axhline(top100, color="C1", linestyle="--", linewidth=1, label=f"this data: top 100 = {top100:.1f}%")
     ax.axhline(BAIO_TOP100 * 100, color="C2", linestyle="--", linewidth=1, label="Baio (LAION-Aesthetics 6+): 47%")
-    ax.set_xlabel("number of largest domains (log scale)")
-    ax.set_ylabel("cumulative share of rows (%)")
+    _label(ax, "number of largest domains (log scale)", "cumulative share of rows (%)", "How few domains cover the data")
     ax.set_ylim(0, 100)
-    ax.set_title("How few domains cover the data")
     ax.legend(fontsize=8, loc="lower right")
     figs["coverage"] = fig
 
@@ -52,9 +61,7 @@ def _domains(r) -> dict[str, Any]:
         fig, ax = _figure()
         c = cats.iloc[::-1]
         ax.barh(c["category"], c["share"] * 100)
-        ax.set_xlabel("share of rows (%)")
-        ax.set_ylabel("domain category")
-        ax.set_title("Rows by category of the curated largest domains")
+        _label(ax, "share of rows (%)", "domain category", "Rows by category of the curated largest domains")
         figs["categories"] = fig
     return figs
 
@@ -65,17 +72,14 @@ def _sizes(r) -> dict[str, Any]:
     fig, ax = _figure()
     ax.bar(t["short_side_from_px"], t["share"] * 100, width=60, align="edge")
     ax.axvline(r.stats["min_side"], color="C1", linestyle="--", label=f"{r.stats['min_side']} px")
-    ax.set_xlabel("short side of the image (px, 64 px bins; last bin open)")
-    ax.set_ylabel("share of images with a size (%)")
-    ax.set_title(f"{r.stats['share_short_side_ge_min']:.1%} have short side ≥ {r.stats['min_side']} px")
+    _label(ax, "short side of the image (px, 64 px bins; last bin open)", "share of images with a size (%)",
+           f"{r.stats['share_short_side_ge_min']:.1%} have short side ≥ {r.stats['min_side']} px")
     ax.legend()
     figs["short_side"] = fig
     a = r.tables["aspect"]
     fig, ax = _figure()
     ax.bar(a["aspect_from"], a["share"] * 100, width=0.23, align="edge")
-    ax.set_xlabel("aspect ratio width / height (0.25 bins; last bin open)")
-    ax.set_ylabel("share of images (%)")
-    ax.set_title("Aspect ratios")
+    _label(ax, "aspect ratio width / height (0.25 bins; last bin open)", "share of images (%)", "Aspect ratios")
     figs["aspect"] = fig
     return figs
 
@@ -89,9 +93,7 @@ def _scores(r) -> dict[str, Any]:
     for ax, name in zip(axes, names):
         part = t[t["column"] == name]
         ax.bar(part["bin_from"], part["share"] * 100, width=(part["bin_to"] - part["bin_from"]) * 0.9, align="edge")
-        ax.set_xlabel(f"{name} (score)")
-        ax.set_ylabel("share of rows with a value (%)")
-        ax.set_title(name)
+        _label(ax, f"{name} (score)", "share of rows with a value (%)", name)
     return {"histograms": fig}
 
 
@@ -101,20 +103,17 @@ def _funnel(r) -> dict[str, Any]:
     labels = [s if not c else f"{s}\n{c}" for s, c in zip(t["stage"], t["condition"])]
     ax.bar(range(len(t)), t["rows_kept"].astype(float))
     ax.set_xticks(range(len(t)), labels, fontsize=7)
-    ax.set_ylabel("rows kept (count)")
-    ax.set_xlabel("filter stage (applied in order)")
-    ax.set_title(f"Filter funnel: {r.stats['share_kept']:.1%} of rows kept")
+    _label(ax, "filter stage (applied in order)", "rows kept (count)",
+           f"Filter funnel: {r.stats['share_kept']:.1%} of rows kept")
     return {"funnel": fig}
 
 
 def _languages(r) -> dict[str, Any]:
     t = r.table.head(15).iloc[::-1]
     fig, ax = _figure()
-    err = np.vstack([t["share"] - t["ci_low"], t["ci_high"] - t["share"]]) * 100
+    err = _error(t)
     ax.barh(t["language"], t["share"] * 100, xerr=err, capsize=2)
-    ax.set_xlabel("share of captions (%, 95% CI)")
-    ax.set_ylabel("language (ISO 639-1)")
-    ax.set_title("Caption languages")
+    _label(ax, "share of captions (%, 95% CI)", "language (ISO 639-1)", "Caption languages")
     figs = {"languages": fig}
     s = r.tables["speakers"].head(12)
     fig, ax = _figure(7, 4)
@@ -122,9 +121,7 @@ def _languages(r) -> dict[str, Any]:
     ax.bar(x - 0.2, s["share"] * 100, width=0.4, label="share of captions")
     ax.bar(x + 0.2, s["world_share"] * 100, width=0.4, label="share of people who speak it")
     ax.set_xticks(x, s["language"])
-    ax.set_xlabel("language (ISO 639-1)")
-    ax.set_ylabel("share (%)")
-    ax.set_title("Data vs the world's speakers (L1+L2, approximate)")
+    _label(ax, "language (ISO 639-1)", "share (%)", "Data vs the world's speakers (L1+L2, approximate)")
     ax.legend(fontsize=8)
     figs["speakers"] = fig
     return figs
@@ -139,13 +136,11 @@ def _captions(r) -> dict[str, Any]:
     for k, g in enumerate(groups):
         part = t[t["column_group"] == g].set_index("row_group").reindex(rows)
         y = np.arange(len(rows)) + k * height
-        err = np.vstack([part["share"] - part["ci_low"], part["ci_high"] - part["share"]]).clip(0) * 100
+        err = _error(part)
         ax.barh(y, part["share"] * 100, height=height, xerr=err, capsize=2, label=g)
     ax.set_yticks(np.arange(len(rows)) + 0.4 - height / 2, rows)
-    ax.set_xlabel("share of captions with a gendered term (%, bootstrap CI)")
-    ax.set_ylabel("term group")
+    _label(ax, "share of captions with a gendered term (%, bootstrap CI)", "term group", "Caption co-occurrence")
     ax.set_xlim(0, 100)
-    ax.set_title("Caption co-occurrence")
     ax.legend(fontsize=8)
     return {"cooccurrence": fig}
 
@@ -156,12 +151,11 @@ def _amplification(r) -> dict[str, Any]:
     train_all, train_under = r.stats["train_share_all"], r.stats["train_share_underspecified"]
     ax.axhline(train_all * 100, color="C0", linestyle="--", label=f"training, all captions ({train_all:.0%})")
     ax.axhline(train_under * 100, color="C2", linestyle="--", label=f"training, under-specified captions ({train_under:.0%})")
-    err = np.vstack([t["generated_share"] - t["ci_low"], t["ci_high"] - t["generated_share"]]).clip(0) * 100  # a share of 1.0 can sit a rounding error above its bootstrap bound
+    err = _error(t, "generated_share")
     ax.errorbar(t["guidance"], t["generated_share"] * 100, yerr=err, marker="o", color="C3", capsize=3, label="generated (95% CI)")
-    ax.set_xlabel("classifier-free guidance scale")
-    ax.set_ylabel(f"share {r.stats['value']} (%)")
+    _label(ax, "classifier-free guidance scale", f"share {r.stats['value']} (%)",
+           f"'{r.stats['prompt']}': {r.stats['attribute']} = {r.stats['value']}")
     ax.set_ylim(0, 100)
-    ax.set_title(f"'{r.stats['prompt']}': {r.stats['attribute']} = {r.stats['value']}")
     ax.legend(fontsize=8)
     return {"amplification": fig}
 
