@@ -228,3 +228,14 @@ def test_unsupported_family_refuses_weighting_and_passes_plain_text():
 
 def test_plain_text():
     assert plain_text(r"a (red:1.3) \(big\) [cat] BREAK on a mat") == "a red (big) cat on a mat"
+
+
+def test_sd3_without_t5_matches_diffusers(family_dir):
+    """SD 3 loaded without its T5 (a common way to save memory): zeros in T5's place, as diffusers."""
+    pipe = DiffusionPipeline.from_pretrained(family_dir("sd3"), text_encoder_3=None, tokenizer_3=None)
+    assert text_family(pipe) == "sd3"
+    ours = encode_prompts(pipe, "a photo of a red cat", "blurry", 1)
+    theirs = oracle(pipe, "sd3", "a photo of a red cat", "blurry")
+    for key in ours:
+        torch.testing.assert_close(ours[key], theirs[key], **TOL)
+    assert not ours["prompt_embeds"][:, 77:].any()
