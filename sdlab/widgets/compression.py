@@ -12,9 +12,11 @@ import ipywidgets as W
 import numpy as np
 from PIL import Image
 
+from ..compression.rd import CODEC_NAMES, DEFAULT_CODECS
+from ..validation import POSITIVE, Check, validate_params
 from .base import Panel, png_bytes
 
-DEFAULT_CODECS = ("vae", "jpeg", "webp", "avif", "jxl")
+CODEC_CHOICES = ("vae", "vae-levels", "jpeg", "jpeg444", "webp", "avif", "jxl")  # CODEC_NAMES, latent first
 VIEW_PX = 224  # each column's crop is shown at this size (nearest-neighbour zoom)
 
 
@@ -26,8 +28,17 @@ class CompressionPanel(Panel):
     codec, else ``model`` is loaded on first use.
     """
 
+    _parameter_constraints = {
+        "images": [Check(lambda d: len(d) > 0 and all(isinstance(k, str) for k in d), "a non-empty dict name -> image"),
+                   None],
+        "codecs": [Check(lambda cs: not isinstance(cs, str) and set(cs) <= set(CODEC_NAMES),
+                         "a list of codec names among " + ", ".join(CODEC_CHOICES))],
+        "bpp": [POSITIVE],
+    }
+
     def __init__(self, images: dict[str, np.ndarray] | None = None, codecs: Sequence[str] = DEFAULT_CODECS,
                  vae: Any = None, model: str = "shapes-world", bpp: float = 0.15) -> None:
+        validate_params({"images": images, "codecs": codecs, "bpp": bpp}, self._parameter_constraints)
         super().__init__()
         if images is None:
             from ..images import sample_photos
@@ -41,7 +52,7 @@ class CompressionPanel(Panel):
         self.vae, self.model, self.frame = vae, model, None
         self.image_picker = W.Dropdown(options=list(self.images), description="image")
         self.budget = W.IntSlider(description="bytes", continuous_update=False, layout=W.Layout(width="420px"))
-        self.codec_picker = W.SelectMultiple(options=["vae", "vae-levels", "jpeg", "jpeg444", "webp", "avif", "jxl"],
+        self.codec_picker = W.SelectMultiple(options=list(CODEC_CHOICES),
                                              value=tuple(codecs), description="codecs", rows=4)
         self.crop_size = W.Dropdown(options=[16, 32, 64, 128, 256], value=64, description="crop px")
         self.crop_x = W.FloatSlider(0.5, min=0, max=1, step=0.01, description="crop x", continuous_update=False)
