@@ -6,12 +6,12 @@ STAMP  := $(VENV)/.sdlab-installed
 NOTEBOOK ?= notebooks/00_start_here.ipynb
 PORT   ?= 8888
 
-.PHONY: setup lab demo test test-fast bench present clean-outputs
+.PHONY: setup lab demo test test-fast bench present clean-outputs lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
 setup: $(STAMP) ## install sdlab and everything the notebooks and tests need into .venv
@@ -38,3 +38,11 @@ bench: setup ## speed and memory figures against their targets
 
 clean-outputs:
 	rm -rf outputs
+
+lock: ## re-resolve the newest versions pyproject.toml allows in a fresh venv and freeze them into constraints.txt
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet "torch==$$(sed -n 's/^torch==//p' constraints.txt)" -e ".[dev]"
+	{ sed -n '1,2p' constraints.txt; .venv-lock/bin/python -m pip freeze --exclude-editable | sed 's/^torch==\([^+]*\)+.*/torch==\1/'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf .venv-lock
+	@echo "constraints.txt updated: run 'make test' (it reinstalls from the new lock), then commit"
