@@ -12,6 +12,14 @@ torch = pytest.importorskip("torch")
 from sdlab.errors import Cancelled, ValidationError
 from sdlab.watermark import signature as sig
 
+
+def shapes(n: int, seed: int) -> np.ndarray:
+    """The shapes world's images: the data the CLI and the panel train the signature on."""
+    from sdlab.mini import world
+
+    return world.make_dataset(n, seed=seed)[0]
+
+
 TINY = dict(extractor_steps=2, clean_steps=0, steps=2, batch=4, n_images=16, n_photos=4, n_bits=8, extractor_width=8, checkpoint_minutes=100)
 
 
@@ -41,7 +49,7 @@ def test_augmentations_act_as_named():
     assert blurred.diff(dim=-1).abs().mean() < x.diff(dim=-1).abs().mean()  # blur smooths
     rotated = sig.augment(x, "rotate", np.random.default_rng(3))
     assert torch.allclose(rotated[..., 16, 16], x[..., 16, 16], atol=0.1)  # the centre stays put
-    with pytest.raises(ValidationError, match="augmentation"):
+    with pytest.raises(ValidationError, match="augmentation: 'shear' is not valid; valid: one of none, jpeg"):
         sig.augment(x, "shear", rng)
 
 
@@ -54,9 +62,13 @@ def test_jpeg_passes_gradients_straight_through():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("n_bits", 4, "n_bits: must be at least 8"), ("lr", 0.0, "lr: must be > 0"), ("decoder_lr", -1.0, "decoder_lr: must be > 0"),
-    ("image_weight", -1.0, "image_weight: must be >= 0"), ("key_seed", -1, "key_seed: must be at least 0, got -1"),
-    ("faint_steps", -1, "faint_steps: must be at least 0"), ("augmentations", ("jpeg", "warp"), "augmentations: choose from"),
+    ("n_bits", 4, "n_bits: 4 is not valid; valid: a whole number >= 8"), ("lr", 0.0, "lr: 0.0 is not valid; valid: a number > 0"),
+    ("decoder_lr", -1.0, "decoder_lr: -1.0 is not valid; valid: a number > 0"),
+    ("image_weight", -1.0, "image_weight: -1.0 is not valid; valid: a number >= 0"),
+    ("key_seed", -1, "key_seed: -1 is not valid; valid: a whole number >= 0"),
+    ("faint_steps", -1, "faint_steps: -1 is not valid; valid: a whole number >= 0"),
+    ("augmentations", ("jpeg", "warp"), r"augmentations: \('jpeg', 'warp'\) is not valid; valid: one or more of none, jpeg"),
+    ("extractor_width", 12, "extractor_width: 12 is not valid; valid: a whole number >= 8 and a multiple of 8"),
 ])
 def test_config_names_the_bad_field(field, value, message):
     with pytest.raises(ValidationError, match=message):
@@ -85,10 +97,10 @@ def test_train_cancel_resume_export_and_load(tiny_pipe, tmp_path):
             raise Cancelled("cancelled")
 
     with pytest.raises(Cancelled):
-        sig.train(tiny_pipe, tmp_path, cfg, progress=False, callback=cancel_at_2)
+        sig.train(tiny_pipe, tmp_path, cfg, progress=False, dataset=shapes, callback=cancel_at_2)
     assert torch.load(tmp_path / sig.CHECKPOINT, weights_only=True)["step"] == 2
     seen = []
-    sig.train(tiny_pipe, tmp_path, cfg, progress=False, callback=lambda step, total: seen.append(step))
+    sig.train(tiny_pipe, tmp_path, cfg, progress=False, dataset=shapes, callback=lambda step, total: seen.append(step))
     assert seen == [3, 4]  # resumed after step 2 (the last of stage 1), then stage 2
     assert all(torch.equal(v, original[k]) for k, v in tiny_pipe.vae.state_dict().items())  # the pipeline's own VAE is untouched
 
@@ -102,18 +114,18 @@ def test_train_cancel_resume_export_and_load(tiny_pipe, tmp_path):
     assert found["p_value"] == sig.binomial_p_value(found["bits_matched"], 8)
 
     with pytest.raises(ValidationError, match="another configuration"):
-        sig.train(tiny_pipe, tmp_path, sig.SignatureConfig(**{**TINY, "key_seed": 5}), progress=False)
-    with pytest.raises(ValidationError, match="RGB"):
+        sig.train(tiny_pipe, tmp_path, sig.SignatureConfig(**{**TINY, "key_seed": 5}), progress=False, dataset=shapes)
+    with pytest.raises(ValidationError, match=r"image: 'an array of shape \(8, 8\)' is not valid; valid: an RGB array"):
         scheme.detect(np.zeros((8, 8), np.uint8))
 
 
 def test_extractor_from_skips_stage_1_and_reads_with_that_extractor(tiny_pipe, tmp_path):
     from safetensors.torch import load_file
 
-    first = sig.train(tiny_pipe, tmp_path / "first", sig.SignatureConfig(**TINY), progress=False)
+    first = sig.train(tiny_pipe, tmp_path / "first", sig.SignatureConfig(**TINY), progress=False, dataset=shapes)
     seen = []
     cfg = sig.SignatureConfig(**{**TINY, "key_seed": 7})
-    second = sig.train(tiny_pipe, tmp_path / "second", cfg, progress=False, callback=lambda step, total: seen.append(step),
+    second = sig.train(tiny_pipe, tmp_path / "second", cfg, progress=False, dataset=shapes, callback=lambda step, total: seen.append(step),
                        extractor_from=first)
     assert seen == [3, 4]  # stage 2's two steps only
     theirs, ours = load_file(str(first / sig.EXTRACTOR)), load_file(str(second / sig.EXTRACTOR))
@@ -125,9 +137,9 @@ def test_extractor_from_skips_stage_1_and_reads_with_that_extractor(tiny_pipe, t
     assert not np.array_equal(sig.StableSignature(tiny_pipe, second).key, sig.StableSignature(tiny_pipe, first).key)
     # a checkpoint made from one extractor does not resume as a run of its own
     with pytest.raises(ValidationError, match="another configuration"):
-        sig.train(tiny_pipe, tmp_path / "second", cfg, progress=False)
+        sig.train(tiny_pipe, tmp_path / "second", cfg, progress=False, dataset=shapes)
     with pytest.raises(ValidationError, match="extractor_from: .* has n_bits 8, this configuration 16"):
-        sig.train(tiny_pipe, tmp_path / "third", sig.SignatureConfig(**{**TINY, "n_bits": 16}), progress=False, extractor_from=first)
+        sig.train(tiny_pipe, tmp_path / "third", sig.SignatureConfig(**{**TINY, "n_bits": 16}), progress=False, dataset=shapes, extractor_from=first)
 
 
 def test_missing_signature_says_how_to_make_one(tiny_pipe, tmp_path):
@@ -136,8 +148,13 @@ def test_missing_signature_says_how_to_make_one(tiny_pipe, tmp_path):
     with pytest.raises(ModelNotFoundError, match="signature train"):
         sig.StableSignature(tiny_pipe, tmp_path / "nothing")
     with pytest.raises(ModelNotFoundError, match="extractor_from: no trained signature at"):
-        sig.train(tiny_pipe, tmp_path / "run", sig.SignatureConfig(**TINY), progress=False, extractor_from=tmp_path / "nothing")
+        sig.train(tiny_pipe, tmp_path / "run", sig.SignatureConfig(**TINY), progress=False, dataset=shapes, extractor_from=tmp_path / "nothing")
     assert not (tmp_path / "run").exists()  # refused before anything was written
+    with pytest.raises(ValidationError, match="dataset: None is not valid; valid: a function dataset"):
+        sig.train(tiny_pipe, tmp_path / "run", sig.SignatureConfig(**TINY), progress=False, dataset=None)
+    with pytest.raises(ValidationError, match=r"dataset: 'images of shape \(16, 8, 8\) and type uint8' is not valid"):
+        sig.train(tiny_pipe, tmp_path / "run", sig.SignatureConfig(**TINY), progress=False,
+                  dataset=lambda n, seed: np.zeros((n, 8, 8), np.uint8))
 
 
 # -- the shipped signature on the shipped model ----------------------------------------------------------
@@ -226,4 +243,4 @@ def test_train_panel_trains_measures_and_shows(tiny_pipeline_dir, tmp_path):
     assert json.loads((tmp_path / "again" / sig.CONFIG).read_text())["extractor_from"]["directory"] == str(tmp_path / "sig")
     panel.image_weight.value = -1.0
     panel.start(background=False)
-    assert panel.last_error.startswith("image_weight: must be >= 0")
+    assert panel.last_error.startswith("image_weight: -1.0 is not valid; valid: a number >= 0")

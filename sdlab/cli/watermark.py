@@ -175,24 +175,20 @@ def _signature(args: argparse.Namespace, fpr: float = 0.01):
 
 
 def _signature_train(args: argparse.Namespace) -> int:
-    from ..errors import ValidationError
+    from ..mini import world
     from ..models import load_pipeline
+    from ..validation import validate_params
     from ..watermark import signature
 
-    given = {}  # config field -> value of each flag given; the others keep SignatureConfig's defaults
-    for name, flag, value, low in (("n_bits", "--bits", args.bits, 8), ("key_seed", "--key-seed", args.key_seed, 0),
-                                   ("extractor_steps", "--extractor-steps", args.extractor_steps, 0),
-                                   ("clean_steps", "--clean-steps", args.clean_steps, 0), ("steps", "--steps", args.steps, 1),
-                                   (None, "--measure-images", args.measure_images, 1)):
-        if value is not None and value < low:
-            raise ValidationError(f"{flag}: must be at least {low}, got {value}")
-        if name is not None and value is not None:
-            given[name] = value
-    cfg = signature.SignatureConfig(**given)
+    flags = {"n_bits": args.bits, "key_seed": args.key_seed, "extractor_steps": args.extractor_steps,
+             "clean_steps": args.clean_steps, "steps": args.steps}
+    cfg = signature.SignatureConfig(**{k: v for k, v in flags.items() if v is not None})  # the rest: its defaults
+    validate_params({"n_images": args.measure_images}, signature.MEASURE_CONSTRAINTS)  # before the long training
     if args.extractor_from is not None:
         signature.extractor_source(args.extractor_from, cfg)  # refuse a bad directory before loading the model
     pipe = load_pipeline(args.model)
-    out = signature.train(pipe, args.out, cfg, extractor_from=args.extractor_from)
+    out = signature.train(pipe, args.out, cfg, extractor_from=args.extractor_from,
+                          dataset=lambda n, seed: world.make_dataset(n, seed=seed)[0])
     figures = signature.measure(signature.StableSignature(pipe, out), n_images=args.measure_images)
     print(" ".join(f"{k}={v}" for k, v in figures.items()))
     print(out)
@@ -204,11 +200,10 @@ def _signature_generate(args: argparse.Namespace) -> int:
 
     from PIL import Image
 
-    from ..errors import ValidationError
     from ..io import atomic_path
+    from ..validation import POSITIVE_INT, validate_params
 
-    if args.seeds < 1:
-        raise ValidationError(f"--seeds: must be at least 1, got {args.seeds}")
+    validate_params({"--seeds": args.seeds}, {"--seeds": [POSITIVE_INT]})
     scheme, out = _signature(args), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for seed in range(args.seeds):
@@ -220,11 +215,8 @@ def _signature_generate(args: argparse.Namespace) -> int:
 
 
 def _signature_detect(args: argparse.Namespace) -> int:
-    from ..errors import ValidationError
     from ..images import load_rgb
 
-    if not 0 < args.fpr < 1:
-        raise ValidationError(f"--fpr: {args.fpr} must be strictly between 0 and 1")
     scheme = _signature(args, args.fpr)
     for path in args.images:
         found = scheme.detect(load_rgb(path))

@@ -17,15 +17,17 @@ class SignatureTrainPanel(Panel):
     Run/Cancel (Cancel checkpoints, Run again resumes);
     then both stages' loss curves, :func:`~sdlab.watermark.signature.measure`'s figures and one clean/marked pair.
 
-    ``fixed`` sets :class:`~sdlab.watermark.signature.SignatureConfig` fields the panel does not show.
+    ``fixed`` sets :class:`~sdlab.watermark.signature.SignatureConfig` fields the panel does not show;
+    ``dataset(n, seed)`` gives the model's images to train on (default: the shapes world's).
     """
 
-    def __init__(self, model: str = "shapes-world", out_dir: str = "runs/signature", **fixed: Any) -> None:
+    def __init__(self, model: str = "shapes-world", out_dir: str = "runs/signature", dataset: Any = None, **fixed: Any) -> None:
         super().__init__()
         from ..watermark.signature import SignatureConfig
 
         default = SignatureConfig(**fixed)
         self.fixed, self.scheme, self.figures = fixed, None, None
+        self.dataset = dataset or shapes_world_images
         self.model = W.Text(value=str(model), description="Model", layout=W.Layout(width="60%"))
         self.out_dir = W.Text(value=out_dir, description="Run dir", layout=W.Layout(width="60%"))
         self.extractor_steps = W.BoundedIntText(value=default.extractor_steps, min=0, max=10_000_000, description="Stage 1")
@@ -66,14 +68,15 @@ class SignatureTrainPanel(Panel):
             self.show_error(str(exc))
             return
         out, source = self.out_dir.value, self.extractor_from.value.strip() or None
-        self.run(lambda callback: (pipe, train(pipe, out, cfg, progress=False, callback=callback, extractor_from=source)),
+        self.run(lambda callback: (pipe, train(pipe, out, cfg, progress=False, callback=callback, extractor_from=source,
+                                               dataset=self.dataset)),
                  self._finished, background)
 
     def _finished(self, result) -> None:
         import matplotlib.pyplot as plt
         import pandas as pd
 
-        from ..mini.log import plot_loss, read_log
+        from ..trainlog import plot_loss, read_log
         from ..watermark.signature import StableSignature, measure
 
         pipe, out = result
@@ -89,3 +92,10 @@ class SignatureTrainPanel(Panel):
         self.pair.value = png_bytes(Image.fromarray(np.concatenate([clean, marked], axis=1)))
         self.table.value = pd.Series(self.figures, name="measured").to_frame().to_html()
         self.show_info(f"saved {out}; use it with StableSignature(pipe, {str(out)!r}) (left: original decoder, right: marked)")
+
+
+def shapes_world_images(n: int, seed: int) -> np.ndarray:
+    """``n`` shapes-world images drawn from ``seed``: what the shipped signature trains on."""
+    from ..mini import world
+
+    return world.make_dataset(n, seed=seed)[0]
