@@ -7,7 +7,14 @@ the same path. sdlab adds what a researcher needs around the call:
 - seeds: noise for image k of a batch comes from its own CPU generator seeded
   ``seed + k``, so image k equals the single image made with that seed, on any
   device (REFERENCE.md, "Seeds");
-- samplers by A1111 name, built fresh from the model's scheduler config;
+- samplers by A1111 name, built fresh for each call from the model's
+  scheduler config (flow-matching models get flow samplers);
+- the pipeline handed in is never changed: each call runs a pipeline that
+  shares its components but holds its own scheduler and, when hooks are
+  given, a :class:`~sdlab.denoiser.Denoiser` around the UNet/transformer
+  (the per-step hook that tracing and per-sample guidance share);
+- 9-channel inpainting models run text-to-image and img2img as A1111 and
+  diffusers do: through their inpainting pipeline, with a full mask;
 - A1111 prompt weighting (``sdlab.prompts``) for CLIP-conditioned models;
 - inpainting that pastes the original back outside the (blurred) mask, as
   A1111 does, and outpainting as inpainting of an extended canvas;
@@ -27,10 +34,9 @@ from PIL import Image, ImageFilter
 from .errors import ValidationError
 from .images import load_rgb
 from .models import ModelInfo, model_info
+from .progress import Callback
 from .samplers import make_scheduler, scheduler_config
 from .spec import GenerationSpec, check_size
-
-from .progress import Callback
 
 
 @dataclass
@@ -41,6 +47,7 @@ class Result:
     specs: list[GenerationSpec]
     timings: dict = field(default_factory=dict)
     model: ModelInfo | None = None
+    scheduler: str = ""  # the diffusers scheduler class the sampler ran as
 
     def save(self, out_dir: str | Path) -> list[Path]:
         """Write each image as a PNG carrying its A1111 ``parameters`` chunk; never overwrites."""
@@ -54,21 +61,34 @@ class Result:
 
 
 def size_factor(pipe) -> int:
-    """Width and height must be multiples of this for the model (its VAE's downsampling)."""
-    return int(getattr(pipe, "vae_scale_factor", 8))
+    """Width and height must be multiples of this for the model: its VAE's downsampling, times a transformer's patch."""
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    if getattr(pipe, "unet", None) is None and getattr(pipe, "transformer", None) is not None:
+        factor *= int(pipe.transformer.config.patch_size)
+    return factor
+
+
+def denoiser_name(pipe) -> str:
+    """``unet`` or ``transformer`` (SD 3's MMDiT): the component that predicts the noise."""
+    return "unet" if getattr(pipe, "unet", None) is not None else "transformer"
 
 
 def min_size(pipe) -> int:
-    """The smallest width/height the model's UNet can take (one latent pixel per level)."""
-    unet = getattr(pipe, "unet", None)
-    levels = len(unet.config.block_out_channels) if unet is not None else 1
-    return size_factor(pipe) * 2 ** (levels - 1)
+    """The smallest width/height the model can take (one latent pixel per UNet level, one patch for a transformer)."""
+    if denoiser_name(pipe) == "transformer":
+        return size_factor(pipe)
+    return size_factor(pipe) * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
 
 
 def native_size(pipe) -> int:
     """The size the model was trained at (diffusers' own default when none is given)."""
-    unet = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-    return int(unet.config.sample_size) * size_factor(pipe)
+    return int(getattr(pipe, denoiser_name(pipe)).config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
+
+
+def needs_mask(pipe) -> bool:
+    """A 9-channel inpainting UNet (latent + mask + masked image): every mode goes through inpainting."""
+    unet = getattr(pipe, "unet", None)
+    return unet is not None and int(unet.config.in_channels) == 9
 
 
 def prepare(pipe, spec: GenerationSpec) -> GenerationSpec:
@@ -116,37 +136,57 @@ def outpaint_canvas(image: Image.Image, margins: tuple[int, int, int, int], blur
     return Image.fromarray(canvas), Image.fromarray(mask, "L")
 
 
-def _pipeline_for(pipe, mode: str):
-    """A diffusers pipeline for ``mode`` sharing ``pipe``'s components (no copy of the weights)."""
-    if mode == "txt2img":
-        return pipe
-    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+def call_pipeline(pipe, mode: str, scheduler, hooks=(), guidance: float = 1.0):
+    """A pipeline for ``mode`` sharing ``pipe``'s components (no copy of the weights), with this
+    call's ``scheduler`` and, when ``hooks`` are given, a :class:`~sdlab.denoiser.Denoiser`.
+    ``pipe`` itself is left as it was."""
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
 
-    cls = AutoPipelineForImage2Image if mode == "img2img" else AutoPipelineForInpainting
-    cached = getattr(pipe, f"_sdlab_{mode}", None)
-    if cached is None:
-        cached = cls.from_pipe(pipe)
-        cached.set_progress_bar_config(disable=True)
-        setattr(pipe, f"_sdlab_{mode}", cached)
-    return cached
+    auto = {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image}.get(mode, AutoPipelineForInpainting)
+    parts: dict = {"scheduler": scheduler}
+    if hooks:
+        from .denoiser import Denoiser
+
+        name = denoiser_name(pipe)
+        parts[name] = Denoiser(getattr(pipe, name), list(hooks), scheduler, guidance)
+    runner = auto.from_pipe(pipe, **parts)
+    runner.set_progress_bar_config(disable=True)
+    return runner
 
 
-def generate(pipe, spec: GenerationSpec, callback: Callback | None = None) -> Result:
-    """Make ``spec.batch_size`` images; image k uses seed ``spec.seed + k``."""
+def _blank_canvas(width: int, height: int) -> tuple[dict, str]:
+    """Inputs that make a 9-channel inpainting model draw from scratch: a full mask over a grey image
+    (A1111's txt2img conditioning for inpainting models: the masked image is all 0.5)."""
+    return {"image": Image.new("RGB", (width, height), (127, 127, 127)), "mask_image": Image.new("L", (width, height), 255),
+            "strength": 1.0, "width": width, "height": height}, "inpaint"
+
+
+def _check_sampler_mode(scheduler, spec: GenerationSpec, mode: str) -> None:
+    from .denoiser import is_flow
+
+    if mode != "txt2img" and is_flow(scheduler) and not hasattr(scheduler, "scale_noise"):
+        raise ValidationError(
+            f"sampler: {spec.sampler!r} cannot start from an init image on a flow-matching model; valid for {spec.mode}: Euler, Heun"
+        )
+
+
+def generate(pipe, spec: GenerationSpec, callback: Callback | None = None, hooks=()) -> Result:
+    """Make ``spec.batch_size`` images; image k uses seed ``spec.seed + k``.
+
+    ``hooks`` (see :mod:`sdlab.denoiser`) see, and may change, every evaluation of the denoiser.
+    """
     from .prompts import encode_prompts
 
     started = time.perf_counter()
+    # 1. resolve the spec against the model: defaults, seed, size
     spec = prepare(pipe, spec)
-    mode = spec.mode
-    runner = _pipeline_for(pipe, mode)
-    runner.scheduler = make_scheduler(spec.sampler, scheduler_config(pipe))
-    n = spec.batch_size
+    mode, n = spec.mode, spec.batch_size
     kwargs: dict = dict(
         num_inference_steps=spec.steps, guidance_scale=spec.guidance,
         generator=generators(spec.seed, n), output_type="pil",
     )
-    kwargs.update(encode_prompts(pipe, spec.prompt, spec.negative_prompt, n, spec.clip_skip))
 
+    # 2. the mode's inputs: init image, mask, extended canvas
     init = overlay_mask = None
     if mode in ("img2img", "inpaint", "outpaint"):
         init = Image.fromarray(load_rgb(spec.init_image))
@@ -168,80 +208,71 @@ def generate(pipe, spec: GenerationSpec, callback: Callback | None = None) -> Re
             raise ValidationError("strength: inpainting with strength 0 changes nothing; use a value in (0, 1]")
     else:
         kwargs.update(width=spec.width, height=spec.height)
+    run_mode = mode
+    if needs_mask(pipe) and mode == "txt2img":
+        extra, run_mode = _blank_canvas(spec.width, spec.height)
+        kwargs.update(extra)
+    elif needs_mask(pipe) and mode == "img2img":
+        kwargs.update(mask_image=Image.new("L", init.size, 255), width=spec.width, height=spec.height)
+        run_mode = "inpaint"
 
-    if callback is not None:
-        total = spec.steps if mode == "txt2img" else None
+    # 3. this call's scheduler and pipeline (``pipe`` stays as it was), and the prompts
+    scheduler = make_scheduler(spec.sampler, scheduler_config(pipe), seeds=[spec.seed + k for k in range(n)])
+    _check_sampler_mode(scheduler, spec, run_mode)
+    runner = call_pipeline(pipe, run_mode, scheduler, hooks, spec.guidance)
+    kwargs.update(encode_prompts(pipe, spec.prompt, spec.negative_prompt, n, spec.clip_skip))
+    kwargs["callback_on_step_end"] = _step_end(callback, spec.steps if run_mode == "txt2img" else None)
 
-        def on_step_end(_pipe, i, _t, tensors):
-            callback(i + 1, total or _pipe.num_timesteps)
-            return tensors
-
-        kwargs["callback_on_step_end"] = on_step_end
-
+    # 4. denoise and decode
     before_call = time.perf_counter()
     if mode == "img2img" and int(spec.steps * spec.strength) < 1:
         images = [init.copy() for _ in range(n)]  # no denoising step left to run: the image is unchanged
     else:
         images = runner(**kwargs).images
     after_call = time.perf_counter()
-    if overlay_mask is not None:  # keep every pixel outside the mask, as A1111 does
+
+    # 5. keep every pixel outside the mask, as A1111 does
+    if overlay_mask is not None:
         alpha = (np.asarray(overlay_mask, np.float32) / 255.0)[..., None]
         original = np.asarray(init, np.float32)
         images = [Image.fromarray(np.round(alpha * np.asarray(im, np.float32) + (1 - alpha) * original).astype(np.uint8)) for im in images]
     specs = [spec.replace(seed=spec.seed + k, batch_size=1) for k in range(n)]
     timings = {"total": time.perf_counter() - started, "pipeline": after_call - before_call, "per_image": (after_call - before_call) / n}
-    return Result(images=images, specs=specs, timings=timings, model=model_info(pipe))
+    return Result(images=images, specs=specs, timings=timings, model=model_info(pipe), scheduler=type(scheduler).__name__)
+
+
+def _step_end(callback: Callback | None, total: int | None):
+    """The pipeline's step-end callback: advance the hooked denoiser's step index, report progress."""
+
+    def on_step_end(runner, i, _t, tensors):
+        denoiser = getattr(runner, denoiser_name(runner))
+        if hasattr(denoiser, "step_index"):
+            denoiser.step_index = i + 1
+        if callback is not None:
+            callback(i + 1, total or runner.num_timesteps)
+        return tensors
+
+    return on_step_end
 
 
 def _batch_key(spec: GenerationSpec) -> tuple:
     return (spec.steps, spec.sampler, spec.width, spec.height, spec.clip_skip)
 
 
-@contextlib.contextmanager
-def per_sample_guidance(pipe, weights: list[float], scale: float):
-    """Make a pipeline called with ``guidance_scale=scale`` apply ``weights[i]`` to sample i.
-
-    The pipeline computes u + scale (c - u) from the UNet's unconditional and
-    conditional halves. Handing it c' = u + (w_i / scale)(c - u) instead of c
-    gives u + w_i (c - u): classifier-free guidance with a per-sample vector,
-    so one batched call serves a whole guidance sweep. ``scale`` must be > 1
-    (so the pipeline runs the CFG batch at all).
-    """
-    import torch
-
-    unet = pipe.unet
-    original = unet.forward
-    ratio = torch.tensor([w / scale for w in weights], dtype=unet.dtype, device=unet.device)[:, None, None, None]
-
-    def forward(sample, timestep, encoder_hidden_states, *args, **kwargs):
-        out = original(sample, timestep, encoder_hidden_states, *args, **kwargs)
-        pred = out.sample if hasattr(out, "sample") else out[0]
-        uncond, cond = pred.chunk(2)
-        rescaled = torch.cat([uncond, uncond + ratio * (cond - uncond)])
-        if hasattr(out, "sample"):
-            out.sample = rescaled
-            return out
-        return (rescaled, *out[1:])
-
-    unet.forward = forward
-    try:
-        yield
-    finally:
-        unet.forward = original
-
-
 def generate_many(
-    pipe, specs: list[GenerationSpec], max_batch: int = 32, callback: Callback | None = None
+    pipe, specs: list[GenerationSpec], max_batch: int = 32, callback: Callback | None = None, hooks=()
 ) -> list[tuple[Image.Image, GenerationSpec]]:
     """Text-to-image for many specs, batched: specs that share steps, sampler, size and
     clip skip run in one pipeline call, each image from its own seed's generator, its own
-    prompt and its own guidance (:func:`per_sample_guidance`). Returns (image, resolved
-    spec) in input order.
+    prompt and its own guidance (:func:`sdlab.denoiser.per_sample_guidance`, a hook placed
+    before ``hooks``). Returns (image, resolved spec) in input order; each image equals
+    ``generate``'s for its spec.
 
     ``callback(done, total)`` counts images.
     """
     import torch
 
+    from .denoiser import per_sample_guidance
     from .prompts import encode_prompts
 
     resolved = []
@@ -266,23 +297,26 @@ def generate_many(
                 if key not in embeddings:
                     embeddings[key] = encode_prompts(pipe, spec.prompt, spec.negative_prompt, 1, first.clip_skip)
                 parts.append(embeddings[key])
-            shapes = {tuple(p["prompt_embeds"].shape) for p in parts if "prompt_embeds" in p}
-            if len(shapes) != 1:  # prompts of different chunk counts (or non-CLIP models): one call each
-                images = [generate(pipe, spec).images[0] for spec in chunk]
+            shapes = {tuple((k, tuple(v.shape)) for k, v in p.items()) for p in parts if all(torch.is_tensor(v) for v in p.values())}
+            if len(shapes) != 1 or len([p for p in parts if all(torch.is_tensor(v) for v in p.values())]) != len(parts):
+                # prompts of different chunk counts (or text handed to the pipeline): one call each
+                images = [generate(pipe, spec, hooks=hooks).images[0] for spec in chunk]
             else:
-                pipe.scheduler = make_scheduler(first.sampler, scheduler_config(pipe))
                 weights = [float(s.guidance) for s in chunk]
                 same = len(set(weights)) == 1
                 scale = weights[0] if same else max(2.0, max(weights))
-                guidance = contextlib.nullcontext() if same else per_sample_guidance(pipe, weights, scale)
-                with guidance:
-                    images = pipe(
-                        prompt_embeds=torch.cat([p["prompt_embeds"] for p in parts]),
-                        negative_prompt_embeds=torch.cat([p["negative_prompt_embeds"] for p in parts]),
-                        num_inference_steps=first.steps, guidance_scale=scale,
-                        width=first.width, height=first.height,
-                        generator=[torch.Generator("cpu").manual_seed(s.seed) for s in chunk], output_type="pil",
-                    ).images
+                call_hooks = list(hooks) if same else [per_sample_guidance(weights, scale), *hooks]
+                scheduler = make_scheduler(first.sampler, scheduler_config(pipe), seeds=[s.seed for s in chunk])
+                kwargs = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+                kwargs.update(num_inference_steps=first.steps, guidance_scale=scale, width=first.width, height=first.height,
+                              generator=[torch.Generator("cpu").manual_seed(s.seed) for s in chunk], output_type="pil",
+                              callback_on_step_end=_step_end(None, first.steps))
+                mode = "txt2img"
+                if needs_mask(pipe):
+                    extra, mode = _blank_canvas(first.width, first.height)
+                    kwargs.update(extra)
+                runner = call_pipeline(pipe, mode, scheduler, call_hooks, scale)
+                images = runner(**kwargs).images
             for i, image in zip(indices[start : start + max_batch], images):
                 out[i] = image
             done += len(chunk)

@@ -65,22 +65,57 @@ def canonical_name(name: str, schedule: str | None = None) -> str:
     return found.name
 
 
-def make_scheduler(name: str, base_config: dict):
-    """A fresh scheduler for sampler ``name`` built from a model's scheduler config."""
+# Flow-matching models (SD 3): the samplers that have a flow form, by A1111 name.
+FLOW_SAMPLERS: dict[str, Sampler] = {
+    "Euler": Sampler("Euler", "FlowMatchEulerDiscreteScheduler"),
+    "Heun": Sampler("Heun", "FlowMatchHeunDiscreteScheduler"),
+    "DPM++ 2M": Sampler("DPM++ 2M", "DPMSolverMultistepScheduler",
+                        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_flow_sigmas": True, "prediction_type": "flow_prediction"}),
+    "UniPC": Sampler("UniPC", "UniPCMultistepScheduler", {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}),
+}
+
+
+def is_flow_config(config: dict) -> bool:
+    """A flow-matching model's scheduler config (SD 3's FlowMatchEulerDiscreteScheduler)."""
+    return str(config.get("_class_name", "")).startswith("FlowMatch") or config.get("prediction_type") == "flow_prediction"
+
+
+def names_for(config: dict) -> list[str]:
+    """The sampler names a model with this scheduler config can run."""
+    return list(FLOW_SAMPLERS) if is_flow_config(config) else sampler_names()
+
+
+def make_scheduler(name: str, base_config: dict, seeds: list[int] | None = None):
+    """A fresh scheduler for sampler ``name`` built from a model's scheduler config.
+
+    Flow-matching models get the flow form of the sampler (a name without one
+    is refused with the names that model can run). ``seeds`` (one per image)
+    seed the Brownian tree of ``DPM++ SDE``, so its noise is fixed by the spec
+    and image k of a batch equals the single image with seed + k.
+    """
     import diffusers
 
-    sampler = SAMPLERS[canonical_name(name)]
-    cls = getattr(diffusers, sampler.scheduler)
+    canonical = canonical_name(name)
+    config = dict(base_config)
+    if is_flow_config(config):
+        if canonical not in FLOW_SAMPLERS:
+            raise ValidationError(
+                f"sampler: {canonical!r} has no flow-matching form for this model (SD 3 family); valid: {', '.join(FLOW_SAMPLERS)}"
+            )
+        sampler = FLOW_SAMPLERS[canonical]
+        options = dict(sampler.options)
+        if "use_flow_sigmas" in options:
+            options["flow_shift"] = float(config.get("shift", 1.0))
+        return getattr(diffusers, sampler.scheduler).from_config(config, **options)
+    sampler = SAMPLERS[canonical]
     options = dict(sampler.options)
-    if sampler.karras:
-        options["use_karras_sigmas"] = True
-    return cls.from_config(dict(base_config), **options)
+    if sampler.name.removesuffix(" Karras") in _KARRAS_CAPABLE:
+        options["use_karras_sigmas"] = sampler.karras
+    if sampler.scheduler == "DPMSolverSDEScheduler" and seeds is not None:
+        options["noise_sampler_seed"] = [int(s) for s in seeds]
+    return getattr(diffusers, sampler.scheduler).from_config(config, **options)
 
 
 def scheduler_config(pipe) -> dict:
-    """The model's scheduler config, remembered once so swapping samplers never drifts from it."""
-    original = getattr(pipe, "_sdlab_scheduler_config", None)
-    if original is None:
-        original = dict(pipe.scheduler.config)
-        pipe._sdlab_scheduler_config = original
-    return original
+    """The model's scheduler config (the pipeline's own scheduler is never replaced, so this is it)."""
+    return dict(pipe.scheduler.config)

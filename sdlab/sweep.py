@@ -150,30 +150,14 @@ IMAGE_METRICS = ("saturation", "clipped_share")  # what saturation_metric measur
 
 def saturation_metric(image: np.ndarray, spec: GenerationSpec) -> dict:
     """Mean HSV saturation and the share of clipped pixels: how far guidance pushes colours."""
-    from .mini.evaluate import clipped_share, saturation
+    from .metrics import clipped_share, saturation
 
     return {"saturation": saturation(image), "clipped_share": clipped_share(image)}
 
 
-def checker_metric(image: np.ndarray, spec: GenerationSpec) -> dict:
-    """Shapes world: per attribute named in the prompt, whether the image shows it."""
-    from .mini import checker, world
-
-    want, found = world.parse_caption(spec.prompt), checker.check(image)
-    out = {f"found_{a}": found[a] for a in checker.ATTRIBUTES}
-    for a, value in want.items():
-        out[f"{a}_ok"] = found[a] == value
-    out["all_ok"] = all(found[a] == v for a, v in want.items()) if want else None
-    return out
-
-
-def default_metrics(pipe) -> dict[str, Metric]:
-    from .models import SHAPES_WORLD, model_info
-
-    metrics: dict[str, Metric] = {"saturation": saturation_metric}
-    if model_info(pipe).name == SHAPES_WORLD:
-        metrics["checker"] = checker_metric
-    return metrics
+def default_metrics() -> dict[str, Metric]:
+    """What every sweep measures; a model's own metrics (the shapes world's attribute checker) are passed in."""
+    return {"saturation": saturation_metric}
 
 
 # -- the store ---------------------------------------------------------------------------
@@ -245,7 +229,7 @@ def run_sweep(
     store = ResultStore(out_dir)
     done = store.open(arguments, new=new)
     todo = [c for c in cells if c.key not in done]
-    metrics = default_metrics(pipe) if metrics is None else metrics
+    metrics = default_metrics() if metrics is None else metrics
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="sweep", disable=not progress)
     # group cells that can share a call, then write each batch before starting the next
     groups: dict[tuple, list[Cell]] = {}

@@ -1,28 +1,28 @@
 """``trace(pipe, spec) -> Trace``: what happens inside the denoising loop, step by step.
 
 diffusers' ``callback_on_step_end`` hands out latents but not the noise
-prediction or x0 (diffusers issues 3579, 3938, 3599). sdlab records them by
-wrapping the UNet during an ordinary :func:`~sdlab.generate.generate` call:
-the pipeline, sampler and seeds are exactly those of ``generate``, so the
-final image is the same image. Per step it keeps
+prediction or x0 (diffusers issues 3579, 3938, 3599). sdlab records them with
+a hook on the denoiser (:mod:`sdlab.denoiser`) during an ordinary
+:func:`~sdlab.generate.generate` call: the pipeline, sampler and seeds are
+exactly those of ``generate``, so the final image is the same image. Per step
+it keeps k-diffusion's view of the evaluation (:func:`sdlab.denoiser.step_view`):
 
 - ``x_t``: the latent the sampler evaluated the model at (unscaled, as the sampler holds it),
 - ``eps_uncond``, ``eps_cond``: the two halves of the CFG batch,
 - ``eps``: the guided prediction  eps_uncond + w (eps_cond - eps_uncond),
-  as noise whatever the model predicts (v-prediction models are converted,
-  see :mod:`sdlab.prediction`),
-- ``x0``: the predicted clean latent, (z - sqrt(1 - abar) eps) / sqrt(abar)
-  with z the UNet's input. Samplers that hold x = x0 + sigma eps (Euler,
-  Heun, LMS, DPM2, DPM++ SDE) feed it z = x / sqrt(sigma^2 + 1), which is
-  the same formula with abar = 1 / (sigma^2 + 1); so x0 = x - sigma eps there.
+  as noise whatever the model predicts (v-prediction and flow models are converted),
+- ``x0``: the predicted clean latent.
 
 Optionally, cross-attention maps softmax(Q K^T / sqrt(d)) per prompt token
-(A1111 issue 4592, diffusers issue 3599), averaged over heads and layers.
-Second-order samplers (Heun, DPM2) call the UNet twice per step: the first
-call, at the step's own noise level (``state_in_first_order``), is the one recorded.
+(A1111 issue 4592, diffusers issue 3599), averaged over heads and layers, at
+any aspect ratio. Second-order samplers (Heun, DPM2) call the model twice per
+step: the first call, at the step's own noise level, is the one recorded.
+Because the recorder is a hook, it combines with others: :func:`trace_many`
+traces a batched sweep with per-sample guidance.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,9 +30,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .generate import Result, generate
+from .denoiser import holds_sigma, step_view
+from .errors import ValidationError
+from .generate import Result, generate, generate_many, prepare
 from .models import model_info
-from .prediction import eps_and_x0
 from .spec import GenerationSpec
 
 
@@ -115,7 +116,7 @@ def latent_preview(latent: torch.Tensor, factors: dict | None, pipe=None, size: 
         rgb = x.float().cpu()
     else:
         if factors is None:
-            raise ValueError("no latent->RGB factors for this model: use method='vae'")
+            raise ValidationError("method: 'linear' needs latent->RGB factors, which this model has none of; valid: 'vae'")
         m = torch.tensor(factors["latent_rgb_factors"], dtype=torch.float32)
         b = torch.tensor(factors.get("latent_rgb_bias", [0, 0, 0]), dtype=torch.float32)
         rgb = torch.einsum("chw,cr->rhw", latent.float(), m) + b[:, None, None]
@@ -125,12 +126,23 @@ def latent_preview(latent: torch.Tensor, factors: dict | None, pipe=None, size: 
     return Image.fromarray(pixels)
 
 
+def _level_size(latent_hw: tuple[int, int], tokens: int) -> tuple[int, int]:
+    """(h, w) of a UNet level with ``tokens`` positions: the latent halved (rounding up) until it fits."""
+    h, w = latent_hw
+    while h * w > tokens:
+        h, w = (h + 1) // 2, (w + 1) // 2
+    if h * w != tokens:
+        raise ValidationError(f"attention: a layer of {tokens} positions does not tile a {latent_hw[0]}x{latent_hw[1]} latent")
+    return h, w
+
+
 class _AttentionRecorder:
     """An attention processor for cross-attention layers that keeps softmax(QK^T/sqrt(d)) per token."""
 
-    def __init__(self) -> None:
-        self.maps: list[torch.Tensor] = []  # this step's maps, one per layer: (tokens, h, w) of the conditional half
-        self.hw: tuple[int, int] | None = None
+    def __init__(self, samples: int, latent_hw: tuple[int, int]) -> None:
+        self.samples = samples  # images in the call (the conditional half of the CFG batch)
+        self.latent_hw = latent_hw
+        self.maps: list[torch.Tensor] = []  # this step's maps, one per layer: (samples, tokens, h, w)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         batch, n, _ = hidden_states.shape
@@ -142,36 +154,75 @@ class _AttentionRecorder:
         probs = attn.get_attention_scores(q, k, attention_mask)  # (batch*heads, n, tokens)
         out = attn.batch_to_head_dim(torch.bmm(probs, v))
         out = attn.to_out[1](attn.to_out[0](out))
-        side = int(round(n ** 0.5))
-        cond = probs.reshape(batch, heads, n, -1)[batch // 2 :].mean(dim=(0, 1))  # conditional half, mean over heads
-        self.maps.append(cond.T.reshape(-1, side, side).detach().float().cpu())
+        h, w = _level_size(self.latent_hw, n)
+        cond = probs.reshape(batch, heads, n, -1)[batch - self.samples :].mean(dim=1)  # conditional half, mean over heads
+        self.maps.append(cond.transpose(1, 2).reshape(self.samples, -1, h, w).detach().float().cpu())
         return out
 
-    def pop_step(self, size: tuple[int, int]) -> torch.Tensor | None:
-        """Average this step's layers at a common resolution (h, w) and reset."""
+    def pop_step(self) -> torch.Tensor | None:
+        """Average this step's layers at the latent's resolution: (samples, tokens, h, w); then reset."""
         if not self.maps:
             return None
-        up = [F.interpolate(m[None], size=size, mode="bilinear", align_corners=False)[0] for m in self.maps]
+        up = [F.interpolate(m, size=self.latent_hw, mode="bilinear", align_corners=False) for m in self.maps]
         self.maps = []
         mean = torch.stack(up).mean(dim=0)
-        return mean / mean.sum(dim=0, keepdim=True)
+        return mean / mean.sum(dim=1, keepdim=True)
 
 
-def _holds_sigma(scheduler) -> bool:
-    """True for samplers whose latents are x = x0 + sigma eps (k-diffusion style: Euler, Heun, LMS, ...)."""
-    return getattr(scheduler, "sigmas", None) is not None and float(getattr(scheduler, "init_noise_sigma", 1.0)) != 1.0
+@contextlib.contextmanager
+def _recording_attention(unet, recorder: _AttentionRecorder):
+    """Swap the recorder in for the cross-attention processors of ``unet`` for one call, then put the user's back."""
+    original = unet.attn_processors
+    unet.set_attn_processor({name: (recorder if name.endswith("attn2.processor") else proc) for name, proc in original.items()})
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(original)
 
 
-def _x_t_and_level(scheduler, model_input: torch.Tensor, timestep: float, step_index: int):
-    """(x_t as the sampler holds it, alpha_bar, sigma) at the step whose UNet input is ``model_input``."""
-    if _holds_sigma(scheduler):
-        # the scheduler's own index: second-order samplers interleave their sigma arrays
-        index = scheduler.step_index if getattr(scheduler, "step_index", None) is not None else step_index
-        sigma = float(scheduler.sigmas[min(index, len(scheduler.sigmas) - 1)])
-        x_t = model_input * (sigma**2 + 1) ** 0.5  # undo scale_model_input
-        return x_t, 1.0 / (sigma**2 + 1), sigma
-    abar = float(scheduler.alphas_cumprod[int(round(timestep))])
-    return model_input, abar, ((1 - abar) / abar) ** 0.5
+class StepRecorder:
+    """A denoiser hook (:mod:`sdlab.denoiser`) that keeps every step's view, per sample."""
+
+    def __init__(self, attention: _AttentionRecorder | None = None) -> None:
+        self.views: list[dict] = []
+        self.attention = attention
+
+    def __call__(self, call: dict) -> None:
+        if not call["first_order"]:  # Heun/DPM2's second evaluation
+            if self.attention is not None:
+                self.attention.maps = []
+            return None
+        view = step_view(call)
+        view["attention"] = self.attention.pop_step() if self.attention is not None else None
+        self.views.append(view)
+        return None
+
+    def steps(self, k: int) -> list[Step]:
+        """Sample ``k``'s steps."""
+        return [Step(j, v["t"], v["sigma"], v["x"][k], v["eps_uncond"][k], v["eps_cond"][k], v["eps"][k], v["denoised"][k],
+                     v["attention"][k] if v["attention"] is not None else None) for j, v in enumerate(self.views)]
+
+
+def _tokens(pipe, prompt: str) -> list[str]:
+    tok = getattr(pipe, "tokenizer", None)
+    if tok is None:
+        return []
+    ids = tok(prompt, add_special_tokens=True, truncation=True, max_length=tok.model_max_length).input_ids
+    return [tok.convert_ids_to_tokens(i).replace("</w>", "") for i in ids]
+
+
+@contextlib.contextmanager
+def _recorder(pipe, attention: bool, samples: int, latent_hw: tuple[int, int]):
+    if not attention:
+        yield StepRecorder()
+        return
+    unet = getattr(pipe, "unet", None)
+    if unet is None:
+        raise ValidationError("attention: maps are recorded for UNet models (SD 1.x, 2.x, SDXL, the shapes world); "
+                              "this model has a transformer; trace without attention=True")
+    maps = _AttentionRecorder(samples, latent_hw)
+    with _recording_attention(unet, maps):
+        yield StepRecorder(maps)
 
 
 def trace(pipe, spec: GenerationSpec, attention: bool = False, callback=None) -> Trace:
@@ -181,85 +232,35 @@ def trace(pipe, spec: GenerationSpec, attention: bool = False, callback=None) ->
     With attention maps, cross-attention is computed explicitly (same formula,
     plain matmul instead of the fused kernel), so pixels may differ by rounding.
     """
-    from .errors import ValidationError
-    from .generate import prepare
-
     if spec.mode != "txt2img":
         raise ValidationError(f"trace: only text-to-image specs can be traced, got {spec.mode}")
     resolved = prepare(pipe, spec.replace(batch_size=1))
-    guidance = float(resolved.guidance)
-    unet = pipe.unet
-    steps: list[Step] = []
-    state = {"index": 0}
-    recorder = _AttentionRecorder() if attention else None
-    original_processors = unet.attn_processors if attention else None
-    if attention:
-        unet.set_attn_processor({name: (recorder if name.endswith("attn2.processor") else proc) for name, proc in original_processors.items()})
-    original_forward = unet.forward
-
-    def recording_forward(sample, timestep, encoder_hidden_states, *args, **kwargs):
-        out = original_forward(sample, timestep, encoder_hidden_states, *args, **kwargs)
-        if not getattr(pipe.scheduler, "state_in_first_order", True):  # Heun/DPM2's second evaluation
-            if recorder is not None:
-                recorder.maps = []
-            return out
-        pred = (out.sample if hasattr(out, "sample") else out[0]).detach().float().cpu()
-        t = float(timestep.flatten()[0]) if torch.is_tensor(timestep) else float(timestep)
-        z = sample.detach().float().cpu()[0]
-        x_t, abar, sigma = _x_t_and_level(pipe.scheduler, z, t, state["index"])
-        kind = pipe.scheduler.config.get("prediction_type", "epsilon")
-        if pred.shape[0] == 2:  # the CFG batch: [unconditional (negative prompt), conditional]
-            eps_uncond, eps_cond = (eps_and_x0(p, z, abar, kind)[0] for p in pred)
-            eps = eps_uncond + guidance * (eps_cond - eps_uncond)  # linear, so the same as guiding v
-        else:  # guidance <= 1: diffusers runs the conditional branch alone
-            eps_uncond = eps_cond = eps = eps_and_x0(pred[0], z, abar, kind)[0]
-        x0 = (z - (1 - abar) ** 0.5 * eps) / abar**0.5
-        attn_map = recorder.pop_step((x_t.shape[-2], x_t.shape[-1])) if recorder is not None else None
-        steps.append(Step(len(steps), t, sigma, x_t, eps_uncond, eps_cond, eps, x0, attn_map))
-        return out
-
-    def on_step(done: int, total: int) -> None:
-        state["index"] = done
-        if callback is not None:
-            callback(done, total)
-
-    unet.forward = recording_forward
-    try:
-        result = generate(pipe, resolved, callback=on_step)
-    finally:
-        unet.forward = original_forward
-        if attention:
-            unet.set_attn_processor(original_processors)
-    tokens = []
-    tok = getattr(pipe, "tokenizer", None)
-    if tok is not None:
-        ids = tok(resolved.prompt, add_special_tokens=True, truncation=True, max_length=tok.model_max_length).input_ids
-        tokens = [tok.convert_ids_to_tokens(i).replace("</w>", "") for i in ids]
-    return Trace(spec=result.specs[0], steps=steps, result=result, tokens=tokens, preview_factors=model_info(pipe).preview)
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    with _recorder(pipe, attention, 1, (resolved.height // factor, resolved.width // factor)) as recorder:
+        result = generate(pipe, resolved, callback=callback, hooks=[recorder])
+    return Trace(spec=result.specs[0], steps=recorder.steps(0), result=result, tokens=_tokens(pipe, resolved.prompt),
+                 preview_factors=model_info(pipe).preview)
 
 
-def decision_steps(tr: Trace, pipe) -> "object":
-    """Per attribute, the first step from which the checker's reading of the decoded x0 no longer changes.
-
-    Shapes world only (uses the attribute checker). Returns a tidy DataFrame:
-    one row per step and attribute with the reading, plus ``decided_at``.
-    """
-    import pandas as pd
-
-    from .mini import checker
-
-    readings = [checker.check(np.asarray(tr.preview(i, "x0", "vae", pipe))) for i in range(len(tr.steps))]
-    final = checker.check(np.asarray(tr.image))
-    rows = []
-    for attribute in checker.ATTRIBUTES:
-        values = [r[attribute] for r in readings]
-        decided = len(values)
-        while decided > 0 and values[decided - 1] == final[attribute]:
-            decided -= 1
-        for i, value in enumerate(values):
-            rows.append({"step": i + 1, "attribute": attribute, "reading": value, "final": final[attribute],
-                         "decided_at": decided + 1 if decided < len(values) else None})
-    return pd.DataFrame(rows)
+def trace_many(pipe, specs: list[GenerationSpec], max_batch: int = 32) -> list[Trace]:
+    """Trace text-to-image specs that share steps, sampler and size in batched calls (a sweep's cells),
+    guidance varying per sample; each trace's image and steps are those of :func:`trace` for its spec."""
+    resolved = [prepare(pipe, s.replace(batch_size=1)) for s in specs]
+    if len({(s.steps, s.sampler, s.width, s.height, s.clip_skip) for s in resolved}) != 1:
+        raise ValidationError("specs: trace_many batches specs of one steps/sampler/size/clip_skip; split them by those first")
+    traces: list[Trace] = []
+    for start in range(0, len(resolved), max_batch):
+        chunk = resolved[start : start + max_batch]
+        recorder = StepRecorder()
+        made = generate_many(pipe, chunk, max_batch=max_batch, hooks=[recorder])
+        if len(recorder.views) != chunk[0].steps:  # the batch was split into single calls: trace each
+            traces += [trace(pipe, s) for s in chunk]
+            continue
+        for k, (image, spec) in enumerate(made):
+            result = Result(images=[image], specs=[spec], model=model_info(pipe))
+            traces.append(Trace(spec=spec, steps=recorder.steps(k), result=result, tokens=_tokens(pipe, spec.prompt),
+                                preview_factors=model_info(pipe).preview))
+    return traces
 
 
 def prompt_tokens(tr: Trace) -> list[tuple[int, str]]:
@@ -273,10 +274,11 @@ def attention_figure(tr: Trace, step: int | None = None):
 
     maps = [s.attention for s in tr.steps if s.attention is not None]
     if not maps:
-        raise ValueError("this trace has no attention maps: trace(..., attention=True)")
+        raise ValidationError("attention: this trace has no attention maps; trace with attention=True")
     data = maps[step] if step is not None else torch.stack(maps).mean(dim=0)
     tokens = prompt_tokens(tr)
-    fig, axes = plt.subplots(1, len(tokens) + 1, figsize=(1.6 * (len(tokens) + 1), 2.0))
+    fig, axes = plt.subplots(1, len(tokens) + 1, figsize=(1.6 * (len(tokens) + 1), 2.0), squeeze=False)
+    axes = axes[0]
     axes[0].imshow(tr.image)
     axes[0].set_title("image", fontsize=8)
     for ax, (position, token) in zip(axes[1:], tokens):
@@ -302,7 +304,7 @@ def schedules(pipe, samplers: list[str] | None = None, steps: int = 25):
         sched.set_timesteps(steps)
         abar_all = sched.alphas_cumprod.float()
         for i, t in enumerate(sched.timesteps[:steps]):
-            if _holds_sigma(sched):
+            if holds_sigma(sched):
                 sigma = float(sched.sigmas[i])
                 abar = 1.0 / (1.0 + sigma**2)
             else:

@@ -11,7 +11,7 @@ from sdlab.errors import Cancelled, ValidationError
 from sdlab.generate import generate, generate_many, outpaint_canvas
 from sdlab.metadata import read_parameters
 from sdlab.models import load_pipeline, model_info
-from sdlab.samplers import sampler_names
+from sdlab.samplers import SAMPLERS, sampler_names
 from sdlab.spec import GenerationSpec
 
 
@@ -50,9 +50,11 @@ def test_generate_many_matches_generate(pipe):
 
 @pytest.mark.parametrize("sampler", sampler_names())
 def test_every_sampler_runs(pipe, sampler):
+    scheduler, config = pipe.scheduler, dict(pipe.scheduler.config)
     result = generate(pipe, GenerationSpec("a circle", seed=0, steps=4, sampler=sampler))
     assert result.images[0].size == (64, 64) and result.specs[0].sampler == sampler
-    assert type(pipe.scheduler).__name__ in sampler_names.__globals__["SAMPLERS"][sampler].scheduler
+    assert result.scheduler == SAMPLERS[sampler].scheduler
+    assert pipe.scheduler is scheduler and dict(pipe.scheduler.config) == config  # the user's pipeline is left as it was
 
 
 def test_size_is_checked_against_the_model(pipe):
