@@ -93,6 +93,29 @@ def _short_hash(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:10]
 
 
+FAMILIES = ("sd1", "sd2", "sd-inpaint", "sdxl", "sd3")
+
+
+def family(pipe) -> str:
+    """The architecture family of a pipeline, read from its components (not its name).
+
+    ``sd3``: an MMDiT transformer with flow matching; ``sdxl``: a UNet with two text
+    encoders; ``sd-inpaint``: a 9-channel UNet (SD 1.x/2.x inpainting); ``sd2``: a
+    v-predicting (or 1024-wide OpenCLIP) SD 2.x UNet; ``sd1``: everything else
+    of SD 1.x's shape, the shapes world included (a v-predicting shapes world reads as sd2).
+    """
+    if getattr(pipe, "transformer", None) is not None:
+        return "sd3"
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        return "sdxl"
+    unet = pipe.unet
+    if int(unet.config.in_channels) == 9:
+        return "sd-inpaint"
+    if pipe.scheduler.config.get("prediction_type") == "v_prediction" or unet.config.cross_attention_dim == 1024:
+        return "sd2"
+    return "sd1"
+
+
 def resolve_device(device: str = "auto") -> str:
     """``auto`` -> cuda, then mps, then cpu; an explicit name is checked."""
     import torch
