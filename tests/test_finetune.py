@@ -11,7 +11,7 @@ from diffusers import StableDiffusionPipeline
 from sdlab.errors import ValidationError
 from sdlab.mini import world
 from sdlab.mini.finetune import FinetuneConfig, finetune
-from sdlab.mini.train import latent_foreground
+from sdlab.mini.stages.foreground import latent_foreground
 
 
 def _scene_image(**overrides) -> np.ndarray:
@@ -89,7 +89,7 @@ def test_cancel_checkpoints_the_step_and_a_rerun_resumes_there(tiny_pipeline_dir
 
 
 def test_read_log_is_one_row_per_logged_step(tiny_pipeline_dir, tmp_path):
-    from sdlab.mini.log import plot_loss, read_log
+    from sdlab.trainlog import plot_loss, read_log
 
     finetune(tiny_pipeline_dir, tmp_path, FinetuneConfig(steps=101, warmup_steps=1, checkpoint_minutes=60.0), progress=False)
     log = read_log(tmp_path, stage="unet")
@@ -115,4 +115,4 @@ def test_finetune_panel_runs_and_shows_the_loss_and_a_sample(tiny_pipeline_dir, 
     assert "foreground weight 4" in meta["training"]["history"][-1]
     panel.lr.value = 0.0
     panel.start(background=False)
-    assert panel.last_error.startswith("lr: must be > 0")
+    assert panel.last_error == "lr: 0.0 is not valid; valid: a number > 0"

@@ -40,7 +40,7 @@ def test_training_resumes_where_it_stopped(tmp_path):
 
 
 def test_export_checkpoint_writes_the_checkpoints_ema_weights(tmp_path):
-    from sdlab.mini.train import export_checkpoint
+    from sdlab.mini.export import export_checkpoint
 
     cfg = TrainConfig(n_images=64, vae_steps=2, decoder_steps=2, unet_steps=3, text_steps=2, vae_batch=4, decoder_batch=4, unet_batch=4, text_batch=4, checkpoint_minutes=0.0)
     train(tmp_path, cfg, progress=False)
@@ -55,7 +55,7 @@ def test_export_checkpoint_writes_the_checkpoints_ema_weights(tmp_path):
 
 
 def test_caption_labels_mark_unnamed_attributes():
-    from sdlab.mini.train import ATTRIBUTE_VALUES, caption_labels
+    from sdlab.mini.stages.text import ATTRIBUTE_VALUES, caption_labels
 
     labels = caption_labels(["a red circle at the top left", ""])
     assert labels.shape == (2, 5)
@@ -69,12 +69,12 @@ def test_caption_labels_mark_unnamed_attributes():
 def test_word_positions_cover_the_caption_and_nothing_else():
     from transformers import CLIPTokenizer
 
-    from sdlab.mini.train import _token_ids, _word_positions
+    from sdlab.mini.stages.text import token_ids, word_positions
     from sdlab.models import SHIPPED_DIR
 
     tok = CLIPTokenizer.from_pretrained(SHIPPED_DIR / "tokenizer")
-    ids = _token_ids(tok, ["a red circle", "", "a small blue square at the top left"])
-    words = _word_positions(ids, tok.eos_token_id)
+    ids = token_ids(tok, ["a red circle", "", "a small blue square at the top left"])
+    words = word_positions(ids, tok.eos_token_id)
     assert words.sum(1).tolist() == [3, 0, 8]  # start-of-text, end-of-text and padding excluded
     assert not words[:, 0].any() and words[0, 1:4].all() and not words[0, 4:].any()
 
@@ -83,7 +83,7 @@ def test_text_pretraining_pins_end_of_text_states_to_the_empty_prompts(tmp_path)
     """The second loss of the text stage: after it, end-of-text states barely depend on the caption."""
     from sdlab.mini import tokenizer as tokenizer_lib
     from sdlab.mini import world
-    from sdlab.mini.train import _token_ids, _word_positions, pretrain_text_encoder
+    from sdlab.mini.stages.text import pretrain_text_encoder, token_ids, word_positions
 
     _, meta = world.make_dataset(256, seed=3)
     tok = tokenizer_lib.save_tokenizer(world.vocabulary(), tmp_path / "tok")
@@ -94,10 +94,10 @@ def test_text_pretraining_pins_end_of_text_states_to_the_empty_prompts(tmp_path)
         out = tmp_path / f"w{weight}"
         out.mkdir()
         text = pretrain_text_encoder(out, captions, tok, cfg, progress=False)
-        ids = _token_ids(tok, captions[:64])
+        ids = token_ids(tok, captions[:64])
         with torch.no_grad():
-            hidden, empty = text(ids).last_hidden_state, text(_token_ids(tok, [""])).last_hidden_state
-        end = ~_word_positions(ids, tok.eos_token_id)
+            hidden, empty = text(ids).last_hidden_state, text(token_ids(tok, [""])).last_hidden_state
+        end = ~word_positions(ids, tok.eos_token_id)
         end[:, 0] = False
         return float((hidden - empty).pow(2)[end].mean() / empty[0, 1:].pow(2).mean())
 
@@ -110,15 +110,15 @@ def test_config_names_the_bad_field():
 
     from sdlab.errors import ValidationError
 
-    with pytest.raises(ValidationError, match="text_reads: must be one of end, words"):
+    with pytest.raises(ValidationError, match="text_reads: 'eos' is not valid; valid: one of end, words"):
         TrainConfig(text_reads="eos")
-    with pytest.raises(ValidationError, match="noise: must be gaussian or pyramid"):
+    with pytest.raises(ValidationError, match="noise: 'pink' is not valid; valid: one of gaussian, pyramid"):
         TrainConfig(noise="pink")
-    with pytest.raises(ValidationError, match="unet_steps: must be at least 1, got 0"):
+    with pytest.raises(ValidationError, match="unet_steps: 0 is not valid; valid: a whole number >= 1"):
         TrainConfig(unet_steps=0)
-    with pytest.raises(ValidationError, match="unet_lr: must be > 0"):
+    with pytest.raises(ValidationError, match="unet_lr: 0.0 is not valid; valid: a number > 0"):
         TrainConfig(unet_lr=0.0)
-    with pytest.raises(ValidationError, match=r"cfg_dropout: must be in \[0, 1\)"):
+    with pytest.raises(ValidationError, match=r"cfg_dropout: 1.0 is not valid; valid: a number in \[0, 1\)"):
         TrainConfig(cfg_dropout=1.0)
 
 
@@ -179,4 +179,4 @@ def test_train_panel_trains_shows_the_curves_and_a_sample_and_names_bad_fields(t
     assert saved["unet_foreground_weight"] == 4.0 and saved["unet_steps"] == 3 and saved["n_images"] == 64
     panel.foreground_weight.value = -1.0
     panel.start(background=False)
-    assert panel.last_error == "unet_foreground_weight: must be >= 0 (0: plain loss), got -1.0"
+    assert panel.last_error == "unet_foreground_weight: -1.0 is not valid; valid: a number >= 0"

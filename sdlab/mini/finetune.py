@@ -12,13 +12,17 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
-from ..errors import ValidationError
 from ..io import atomic_write_text
-from . import train as train_lib
+from ..trainlog import append_log
+from ..progress import Callback
+from ..validation import NON_NEGATIVE, POSITIVE, POSITIVE_INT, SEED, UNIT, invalid, validate_fields
+from .config import config_from_dict
+from .data import encode_latents, prepare_data
+from .export import export_pipeline
+from .stages.unet import train_unet
 
-FINETUNE_STAGE = 7  # batch draws independent of the from-scratch run's (stage 2)
+FINETUNE_STAGE = 7  # batch draws independent of the from-scratch run's UNet stage
 
 
 @dataclass(frozen=True)
@@ -29,18 +33,17 @@ class FinetuneConfig:
     lr: float = 1.5e-4
     final_lr_fraction: float = 0.1
     warmup_steps: int = 200
-    foreground_weight: float = 0.0  # see train.latent_foreground
+    foreground_weight: float = 0.0  # see stages.foreground.latent_foreground
     seed: int = 0
     checkpoint_minutes: float = 3.0
 
+    _parameter_constraints = {
+        "steps": [POSITIVE_INT], "warmup_steps": [POSITIVE_INT], "lr": [POSITIVE], "final_lr_fraction": [UNIT],
+        "foreground_weight": [NON_NEGATIVE], "seed": [SEED], "checkpoint_minutes": [NON_NEGATIVE],
+    }
+
     def __post_init__(self) -> None:
-        for name in ("steps", "warmup_steps"):
-            if getattr(self, name) < 1:
-                raise ValidationError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValidationError(f"lr: must be > 0, got {self.lr}")
-        if self.foreground_weight < 0:
-            raise ValidationError(f"foreground_weight: must be >= 0, got {self.foreground_weight}")
+        validate_fields(self)
 
 
 def model_directory(model: str | Path) -> Path:
@@ -52,11 +55,11 @@ def model_directory(model: str | Path) -> Path:
 
 def finetune(
     model_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig = FinetuneConfig(), progress: bool = True,
-    callback: Callable[[int, int], None] | None = None,
+    callback: Callback | None = None,
 ) -> Path:
     """Fine-tune the UNet of the pipeline in ``model_dir``; return the exported pipeline directory.
 
-    ``callback(step, total)`` follows the UNet steps and may stop the run by raising (see ``train.train_unet``).
+    ``callback(step, total)`` follows the UNet steps and may stop the run by raising (see :func:`~sdlab.mini.stages.unet.train_unet`).
     """
     from diffusers import StableDiffusionPipeline
 
@@ -64,9 +67,9 @@ def finetune(
 
     model_dir, out = Path(model_dir), Path(out_dir)
     if not (model_dir / SDLAB_META).exists():
-        raise ValidationError(f"model: {model_dir} is not a shapes-world pipeline directory (no {SDLAB_META})")
+        raise invalid("model", str(model_dir), f"a shapes-world pipeline directory (one with {SDLAB_META})")
     meta = json.loads((model_dir / SDLAB_META).read_text())
-    base = train_lib.config_from_dict(meta["training"])
+    base = config_from_dict(meta["training"])
     run_cfg = replace(
         base, seed=cfg.seed, unet_steps=cfg.steps, unet_lr=cfg.lr, unet_final_lr_fraction=cfg.final_lr_fraction,
         warmup_steps=cfg.warmup_steps, unet_foreground_weight=cfg.foreground_weight, checkpoint_minutes=cfg.checkpoint_minutes,
@@ -76,13 +79,13 @@ def finetune(
     started = time.time()
     pipe = StableDiffusionPipeline.from_pretrained(model_dir)
     vae, text, tok = pipe.vae.requires_grad_(False).eval(), pipe.text_encoder.requires_grad_(False).eval(), pipe.tokenizer
-    images, data = train_lib.prepare_data(out, base)  # the model's own training set (same size and seed)
-    latents = train_lib.encode_latents(out, vae, images, progress=progress)
+    images, data = prepare_data(out, base)  # the model's own training set (same size and seed)
+    latents = encode_latents(out, vae, images, progress=progress)
     scaled = latents * vae.config.scaling_factor
-    unet, _ = train_lib.train_unet(
+    unet, _ = train_unet(
         out, scaled, data["TEXT"].tolist(), tok, text, run_cfg, progress, images=images, init=pipe.unet, stage=FINETUNE_STAGE, callback=callback,
     )
-    target = train_lib.export_pipeline(out, vae, text, unet.eval(), tok, meta["preview"], run_cfg, defaults=meta["defaults"])
+    target = export_pipeline(out, vae, text, unet.eval(), tok, meta["preview"], run_cfg, defaults=meta["defaults"])
     exported = json.loads((target / SDLAB_META).read_text())
     line = (
         f"UNet fine-tune of the weights above: {cfg.steps:,} more steps, lr {cfg.lr:g} (warm-up {cfg.warmup_steps}, cosine to "
@@ -91,5 +94,5 @@ def finetune(
     )
     exported["training"]["history"] = [*meta["training"].get("history", []), line]
     atomic_write_text(target / SDLAB_META, json.dumps(exported, indent=2))
-    train_lib._log(out, {"stage": "finetune_done", "seconds_this_run": time.time() - started, "time": time.time()})
+    append_log(out, {"stage": "finetune_done", "seconds_this_run": time.time() - started, "time": time.time()})
     return target

@@ -3,8 +3,8 @@
 Sizes were chosen by measurement on a 2-core CPU (see ``benchmarks/``): a
 VAE that downsamples by 4 (64x64 RGB <-> 4x16x16; at a factor of 8 a small
 shape falls into one or two latent pixels and the VAE learned it several
-times slower), a three-level UNet with cross-attention at 8x8 and 4x4 (about
-17 ms per classifier-free-guidance call), a 3-layer CLIP text encoder of width 128.
+times slower), a three-level UNet with cross-attention at 8x8 and 4x4, a
+3-layer CLIP text encoder of width 128.
 """
 from __future__ import annotations
 
