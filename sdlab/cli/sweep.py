@@ -30,7 +30,10 @@ def cmd_sweep(args) -> int:
         if not path.exists():
             raise ValidationError(f"--prompts: no such file {args.prompts!r}")
         prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    table = run_sweep(load_model(args), spec_from_args(args), axes, args.out, prompts=prompts, new=args.new)
+    from ..mini.metrics import sweep_metrics
+
+    pipe = load_model(args)
+    table = run_sweep(pipe, spec_from_args(args), axes, args.out, prompts=prompts, new=args.new, metrics=sweep_metrics(pipe))
     x, y = axes[0].name, axes[1].name if len(axes) > 1 else None
     z = axes[2] if len(axes) > 2 else None
     for z_value in (z.values if z else [None]):

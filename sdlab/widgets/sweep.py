@@ -44,6 +44,7 @@ class SweepPanel(Panel):
 
     def start(self, background: bool = True) -> None:
         from ..spec import GenerationSpec
+        from ..mini.metrics import sweep_metrics
         from ..sweep import run_sweep
 
         try:
@@ -58,7 +59,7 @@ class SweepPanel(Panel):
             self.refresh_grid(axes)
 
         def work(callback):
-            return run_sweep(self.pipe, base, axes, self.out_dir.value, new=self.new.value, progress=False, callback=lambda d, t: on_progress(d, t))
+            return run_sweep(self.pipe, base, axes, self.out_dir.value, new=self.new.value, progress=False, metrics=sweep_metrics(self.pipe), callback=lambda d, t: on_progress(d, t))
 
         self.run(work, self._finished, background)
 
