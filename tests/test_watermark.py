@@ -82,6 +82,8 @@ def test_custom_payloads_and_methods(photos):
         found = detect(embed(photo, payload=payload, method=method), payload=payload, method=method)
         assert found.preset == "custom" and found.bits_matched == found.bits_total and found.detected
     assert any("calibrated now" in note for note in found.notes)  # 10 bits: no stored calibration, made on the fly
+    assert not cal_lib.bundled().has("dwtDct", 10)  # made beside the shared calibration, not stored into it
+    assert cal_lib.bundled().n_images("dwtDct", 10) == cal_lib.QUICK_IMAGES
 
 
 def test_parse_payload_forms():
@@ -90,15 +92,15 @@ def test_parse_payload_forms():
     assert parse_payload("A").bits == (0, 1, 0, 0, 0, 0, 0, 1)
     assert parse_payload([1, 0]).bits == (1, 0)
     assert PRESETS["sdxl"].payload.n_bits == 48 and PRESETS["sd1"].payload.n_bits == 136
-    with pytest.raises(ValidationError, match="payload"):
+    with pytest.raises(ValidationError, match="payload: '' is not valid"):
         parse_payload("")
-    with pytest.raises(ValidationError, match="rivaGan carries exactly 32"):
+    with pytest.raises(ValidationError, match="payload: 'hi' is not valid; valid: exactly 32 bits for rivaGan"):
         embed(np.zeros((256, 256, 3), np.uint8), payload="hi", method="rivaGan")
-    with pytest.raises(ValidationError, match="method"):
+    with pytest.raises(ValidationError, match="method: 'lsb' is not valid; valid: one of dwtDct, dwtDctSvd, rivaGan"):
         embed(np.zeros((256, 256, 3), np.uint8), payload="hi", method="lsb")
-    with pytest.raises(ValidationError, match="preset"):
+    with pytest.raises(ValidationError, match="preset: 'sd3' is not valid; valid: one of sd1, sd2, sdxl"):
         detect(np.zeros((256, 256, 3), np.uint8), preset="sd3")
-    with pytest.raises(ValidationError, match="method: give it with a payload"):
+    with pytest.raises(ValidationError, match="method: 'dwtDctSvd' is not valid; valid: None unless a payload is given"):
         detect(np.zeros((256, 256, 3), np.uint8), method="dwtDctSvd")
 
 
@@ -224,6 +226,20 @@ def test_smooth_mark_that_bits_matched_misses_is_found():
         assert found.test == "vote contrast" and found.detected and found.p_value < 1e-10
         clean = detect(smooth, preset=preset)
         assert not clean.detected and clean.p_value > 0.01
+
+
+def test_clean_images_take_their_scenes_from_the_caller():
+    from sdlab.errors import ValidationError
+    from sdlab.mini import world
+    from sdlab.watermark import cleanset
+
+    with_scenes = [name for name, _ in cleanset.clean_images(12, seed=3, size=256, scenes=world)]
+    assert sum("-scene-" in name for name in with_scenes) == 2  # one in six
+    without = list(cleanset.clean_images(10, seed=3, size=256))
+    assert not any("-scene-" in name for name, _ in without) and sum("-texture-" in name for name, _ in without) == 2
+    assert all(image.shape == (256, 256, 3) for _, image in without)
+    with pytest.raises(ValidationError, match="scenes: None is not valid; valid: a scene source"):
+        list(cleanset.clean_images(1, kinds=("scene",)))
 
 
 def test_held_out_photos_detection_rates():

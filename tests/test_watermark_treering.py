@@ -116,12 +116,9 @@ def test_treering_runs_through_the_battery(tree):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="shapes world v3 (v-prediction, ~zero terminal SNR, 16x16 latents): its "
-                   "sampling flow contracts (a 5% nudge to the noise moves the output by a median 39%), so DDIM inversion "
-                   "does not recover the starting noise: 88% off on exact latents with the true prompt, guidance 1, "
-                   "100 steps (v2: 70-125% at 20-50 steps). An exact per-step solve does find the key on exact latents "
-                   "(p 8e-17), but the VAE round trip moves the latents by 13-26% and erases it; notebook 05 shows "
-                   "Stable Signature, an in-generation mark that needs no inversion, beside it")
+@pytest.mark.xfail(strict=True, reason="the shapes world's sampling flow contracts, so DDIM inversion does not recover "
+                   "the starting noise, and the VAE round trip erases what an exact per-step solve finds (notebook 05, "
+                   "section 8, has the figures, and Stable Signature, an in-generation mark that needs no inversion)")
 def test_real_shapes_world_marks_are_found():
     from diffusers import StableDiffusionPipeline
 

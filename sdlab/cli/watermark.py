@@ -98,15 +98,13 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _detect(args: argparse.Namespace) -> int:
-    from ..errors import ValidationError
-    from ..watermark import detect
+    from ..mini import world
+    from ..watermark import bundled_calibration, detect
 
-    if not 0 < args.fpr < 1:
-        raise ValidationError(f"--fpr: {args.fpr} must be strictly between 0 and 1")
-    if args.method and not args.payload:
-        raise ValidationError("--method: only with --payload (a preset fixes its method)")
+    calibration = bundled_calibration(scenes=world)  # a payload length it lacks is calibrated with shapes-world scenes too
     for path in args.images:
-        found = detect(path, preset=args.preset, payload=args.payload, method=args.method, fpr=args.fpr, upscale=args.upscale)
+        found = detect(path, preset=args.preset, payload=args.payload, method=args.method, fpr=args.fpr,
+                       upscale=args.upscale, calibration=calibration)
         for d in found if isinstance(found, list) else [found]:
             if args.json:
                 record = {"path": path, **{k: v for k, v in d.to_dict().items() if k != "bits"}}
@@ -146,9 +144,10 @@ def _battery(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    from ..mini import world
     from ..watermark import calibrate
 
-    cal = calibrate(n_images=args.images, progress=True, path=args.out)
+    cal = calibrate(n_images=args.images, progress=True, path=args.out, scenes=world)  # as the bundled file was made
     for rec in cal.evaluation["fpr"]:
         print(f"{rec['payload']:>5} {rec['method']:<10} target FPR {rec['target_fpr']:.1%}: "
               f">= {rec['threshold_bits']} bits, measured {rec['measured_fpr']:.2%} on {rec['n_images']} clean images")
@@ -169,8 +168,10 @@ def _generating_scheme(name: str, pipe):
 
 def _signature(args: argparse.Namespace, fpr: float = 0.01):
     from ..models import load_pipeline
+    from ..validation import validate_params
     from ..watermark.signature import SHIPPED_SIGNATURE, StableSignature
 
+    validate_params({"fpr": fpr}, StableSignature._parameter_constraints)  # before loading the model
     return StableSignature(load_pipeline("shapes-world"), args.signature or SHIPPED_SIGNATURE, fpr=fpr)
 
 

@@ -8,6 +8,11 @@
 
 (The module is not called ``battery`` so that ``sdlab.watermark.battery`` is unambiguously the function.)
 - :mod:`.treering` — a Tree-Ring in-generation watermark for any ``StableDiffusionPipeline``
+- :mod:`.signature` — Stable Signature: a watermark in the VAE decoder (trained on images the caller passes in)
+- :mod:`.cleanset` — the unmarked images behind the calibration, and the held-out photos the detection target is measured on
+
+No module here imports the shapes world: where one wants its images (the signature's training data,
+the calibration's flat-colour scenes), the caller passes them in, as the CLI and the panels do.
 """
 from .attacks import ATTACKS, DEFAULT_ATTACKS, apply as attack, chain
 from .robustness import PostHoc, battery, summarize

@@ -17,6 +17,7 @@ from PIL import Image, ImageEnhance
 
 from ..errors import ValidationError
 from ..images import from_tensor, to_tensor
+from ..validation import Interval, Options, invalid, validate_params
 
 AttackFn = Callable[[np.ndarray, float, np.random.Generator, dict], np.ndarray]
 
@@ -169,11 +170,12 @@ DEFAULT_ATTACKS = tuple(name for name, a in ATTACKS.items() if a.needs is None a
 
 def check_attack(name: str, strength: float | None = None, context: dict | None = None) -> Attack:
     """The :class:`Attack` called ``name``, after checking the strength and any model it needs."""
-    if name not in ATTACKS:
-        raise ValidationError(f"attacks: {name!r} is not one of {', '.join(ATTACKS)}")
+    validate_params({"attacks": name}, {"attacks": [Options(ATTACKS)]})
     attack = ATTACKS[name]
-    if strength is not None and not attack.low <= strength <= attack.high:
-        raise ValidationError(f"strength: {name} takes {attack.unit} in [{attack.low}, {attack.high}], got {strength}")
+    if strength is not None:
+        bounds = Interval(float, None if np.isinf(attack.low) else attack.low, None if np.isinf(attack.high) else attack.high)
+        if not bounds.accepts(strength):
+            raise invalid("strength", strength, f"{bounds.describe()} ({name}'s {attack.unit})")
     if attack.needs and not (context or {}).get(attack.needs):
         what = "a diffusers AutoencoderKL (vae=...)" if attack.needs == "vae" else "a StableDiffusionPipeline (pipe=...)"
         raise ValidationError(f"attacks: {name} needs {what}")

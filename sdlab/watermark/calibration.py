@@ -46,24 +46,27 @@ from __future__ import annotations
 import base64
 import json
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
-from ..errors import DataError, ValidationError
+from ..errors import DataError
 from ..io import atomic_write_text
+from ..progress import Callback, Reporter
+from ..validation import NON_NEGATIVE_INT, POSITIVE_INT, Interval, invalid, validate_params
 from . import cleanset
+from .cleanset import SceneSource
 from .codec import PRESETS, RIVAGAN_BITS, Decoder, Payload, bits_from_counts, block_totals, check_method
 
-from ..progress import Callback
 BUNDLED = "watermark_calibration.json"
 DEFAULT_LENGTHS = {"dwtDct": (136, 48, 32), "dwtDctSvd": (136, 48, 32), "rivaGan": (RIVAGAN_BITS,)}
 VOTE_METHODS = ("dwtDct", "dwtDctSvd")
 QUICK_IMAGES = 120  # clean images used when a payload length has no stored calibration
+FPR = Interval(float, 0, 1, closed="neither")
 CONTRAST, BITS = "vote contrast", "bits matched"
 MAX_CONTRAST = 1000.0  # the statistic is capped here (and given here for a perfect separation): keeps it finite for JSON
 
@@ -127,14 +130,16 @@ def decode_counts(images: Iterable[np.ndarray], lengths: dict[str, tuple[int, ..
             {k: np.asarray(v) for k, v in ones.items()})
 
 
-def decode_ones(images: Iterable[np.ndarray], lengths: dict[str, tuple[int, ...]], callback: Callback | None = None,
-                total: int = 0) -> dict[tuple[str, int], list[int]]:
-    """For each (method, length): how many of the decoded bits are 1, per image."""
-    votes, ones = decode_counts(images, lengths, callback, total)
-    out = {k: list(v) for k, v in ones.items()}
-    for k, (counts, blocks) in votes.items():
-        out[k] = list(bits_from_counts(counts, block_totals(blocks, k[1])).sum(axis=1))
-    return out
+@lru_cache(maxsize=16)
+def quick_counts(method: str, n_bits: int, scenes: SceneSource | None = None) -> tuple[tuple | None, np.ndarray]:
+    """A calibration made now, for a length none is stored for: ``(votes or None, ones)`` on
+    :data:`QUICK_IMAGES` clean images (``scenes``: see :func:`cleanset.clean_images`); made once per process."""
+    images = (img for _, img in cleanset.clean_images(QUICK_IMAGES, seed=0, scenes=scenes))
+    votes, ones = decode_counts(images, {method: (n_bits,)})
+    if (method, n_bits) not in votes:
+        return None, ones[(method, n_bits)]
+    counts, blocks = votes[(method, n_bits)]
+    return votes[(method, n_bits)], bits_from_counts(counts, block_totals(blocks, n_bits)).sum(axis=1)
 
 
 @dataclass
@@ -155,14 +160,17 @@ class Calibration:
 
     ``ones``: decoded ones per image (the bits-matched null; derived from ``votes`` for
     block methods). ``votes``: per-image per-bit counts of blocks voting 1, and blocks per image.
+    A (method, length) with nothing stored is calibrated when first asked for (:func:`quick_counts`,
+    on clean images with ``scenes``' flat-colour scenes among them when given); that never changes
+    what is stored, so one calibration can be shared.
     """
 
     ones: dict[tuple[str, int], np.ndarray]
     source: str = ""
     evaluation: dict = field(default_factory=dict)
     votes: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    made_now: dict[tuple[str, int], str] = field(default_factory=dict)
-    _cache: dict = field(default_factory=dict, repr=False)
+    scenes: SceneSource | None = field(default=None, repr=False, compare=False)
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # nulls derived per payload
 
     def __post_init__(self) -> None:
         for (method, n), (counts, blocks) in self.votes.items():
@@ -173,22 +181,26 @@ class Calibration:
         return (method, n_bits) in (self.votes if votes else self.ones)
 
     def n_images(self, method: str, n_bits: int) -> int:
-        return len(self.ones[(method, n_bits)])
+        return len(self.ones_for(method, n_bits))
 
-    def _ensure(self, method: str, n_bits: int, votes: bool = False) -> None:
-        if self.has(method, n_bits, votes):
-            return
-        images = (img for _, img in cleanset.clean_images(QUICK_IMAGES, seed=0))
-        new_votes, new_ones = decode_counts(images, {method: (n_bits,)})
-        self.votes.update(new_votes)
-        self.ones.update(new_ones)
-        self.__post_init__()
-        self.made_now[(method, n_bits)] = (f"{method} with {n_bits} bits had no stored calibration; "
-                                           f"calibrated now on {QUICK_IMAGES} clean images")
+    def ones_for(self, method: str, n_bits: int) -> np.ndarray:
+        """Decoded ones per clean image: stored, or calibrated now."""
+        if self.has(method, n_bits):
+            return self.ones[(method, n_bits)]
+        return quick_counts(method, n_bits, self.scenes)[1]
+
+    def votes_for(self, method: str, n_bits: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-bit counts of blocks voting 1, and blocks, per clean image: stored, or calibrated now."""
+        if self.has(method, n_bits, votes=True):
+            return self.votes[(method, n_bits)]
+        return quick_counts(method, n_bits, self.scenes)[0]
 
     def notes(self, method: str, n_bits: int) -> list[str]:
         """What a result using this (method, length) should say about its calibration."""
-        return [self.made_now[(method, n_bits)]] if (method, n_bits) in self.made_now else []
+        if self.has(method, n_bits) and (method not in VOTE_METHODS or self.has(method, n_bits, votes=True)):
+            return []
+        kinds = "photos, scenes and textures" if self.scenes is not None else "photos and textures"
+        return [f"{method} with {n_bits} bits had no stored calibration; calibrated now on {QUICK_IMAGES} clean images ({kinds})"]
 
     # -- bits matched --------------------------------------------------------------------
     def null_pmf(self, payload: Payload, method: str) -> np.ndarray:
@@ -199,8 +211,7 @@ class Calibration:
         if key not in self._cache:
             check_method(method, payload)
             n = payload.n_bits
-            self._ensure(method, n)
-            rates = self.ones[(method, n)] / n
+            rates = self.ones_for(method, n) / n
             n1 = int(sum(payload.bits))
             n0 = n - n1
             ones_ok = binom.pmf(np.arange(n1 + 1)[None], n1, rates[:, None])  # ones decoded as 1
@@ -216,7 +227,7 @@ class Calibration:
 
     def threshold(self, payload: Payload, method: str, fpr: float) -> int:
         """Fewest bits matched that a clean image reaches with probability at most ``fpr``."""
-        check_fpr(fpr)
+        validate_params({"fpr": fpr}, {"fpr": [FPR]})
         tail = np.cumsum(self.null_pmf(payload, method)[::-1])[::-1]  # tail[k] = P(X >= k)
         ok = np.nonzero(tail <= fpr)[0]
         return int(ok[0]) if len(ok) else payload.n_bits + 1
@@ -227,8 +238,7 @@ class Calibration:
         key = ("scales", payload.key, method)
         if key not in self._cache:
             n = payload.n_bits
-            self._ensure(method, n, votes=True)
-            counts, blocks = self.votes[(method, n)]
+            counts, blocks = self.votes_for(method, n)
             z = contrast(counts, block_totals(blocks, n), _shifts(payload.array))  # (images, shifts)
             self._cache[key] = np.sqrt(np.mean(z**2, axis=1))
         return self._cache[key]
@@ -294,17 +304,19 @@ class Calibration:
             raise DataError(f"calibration: cannot read {str(path)!r} ({exc})") from None
 
 
-def check_fpr(fpr: float) -> float:
-    if not 0 < fpr < 1:
-        raise ValidationError(f"fpr: {fpr} must be strictly between 0 and 1")
-    return fpr
-
-
 @lru_cache(maxsize=1)
-def bundled() -> Calibration:
-    """The calibration shipped in ``sdlab/data`` (recompute with :func:`calibrate`)."""
+def _shipped() -> Calibration:
     text = resources.files("sdlab").joinpath("data", BUNDLED).read_text(encoding="utf-8")
     return Calibration.from_json(json.loads(text))
+
+
+def bundled(scenes: SceneSource | None = None) -> Calibration:
+    """The calibration shipped in ``sdlab/data`` (recompute with :func:`calibrate`), read once and shared.
+
+    ``scenes``: where a length it does not store is calibrated from (see :class:`Calibration`).
+    """
+    shipped = _shipped()
+    return shipped if scenes is None else replace(shipped, scenes=scenes)
 
 
 def measure_fpr(calibration: Calibration, images: Iterable[np.ndarray], fprs: tuple[float, ...] = (0.01, 0.001),
@@ -330,51 +342,55 @@ def measure_fpr(calibration: Calibration, images: Iterable[np.ndarray], fprs: tu
     return records
 
 
+CALIBRATE_CONSTRAINTS = {"n_images": [POSITIVE_INT], "seed": [NON_NEGATIVE_INT], "n_eval": [POSITIVE_INT],
+                         "eval_seed": [NON_NEGATIVE_INT], "rivagan_images": [NON_NEGATIVE_INT]}
+
+
 def calibrate(n_images: int = 400, seed: int = 0, lengths: dict[str, tuple[int, ...]] | None = None,
               n_eval: int = 200, eval_seed: int = 1, rivagan_images: int = 60, progress: bool = False,
-              callback: Callback | None = None, path: str | Path | None = None) -> Calibration:
+              callback: Callback | None = None, path: str | Path | None = None,
+              scenes: SceneSource | None = None) -> Calibration:
     """Recompute the calibration: decode ``n_images`` clean images, then measure FPR on ``n_eval`` others.
 
-    ``path`` saves it (atomically); the bundled file was made with the defaults.
-    rivaGan runs about a second per image on a CPU, so it uses ``rivagan_images`` at 256-512 px.
+    ``scenes`` puts flat-colour scenes among the clean images (:func:`cleanset.clean_images`; the
+    bundled file was made with the defaults and the shapes world's scenes, as ``sdlab watermark
+    calibrate`` does). ``path`` saves it (atomically). rivaGan runs about a second per image on
+    a CPU, so it uses ``rivagan_images`` at 256-512 px.
     """
-    from tqdm.auto import tqdm
-
+    validate_params({"n_images": n_images, "seed": seed, "n_eval": n_eval, "eval_seed": eval_seed,
+                     "rivagan_images": rivagan_images}, CALIBRATE_CONSTRAINTS)
     lengths = dict(lengths or DEFAULT_LENGTHS)
     for method in lengths:
         check_method(method)
     if seed == eval_seed:
-        raise ValidationError(f"eval_seed: must differ from seed ({seed}) so the FPR is measured on other images")
+        raise invalid("eval_seed", eval_seed, f"a seed other than seed ({seed}), so the FPR is measured on other images")
     riva = {"rivaGan": lengths.pop("rivaGan")} if "rivaGan" in lengths else {}
     total = n_images + (rivagan_images if riva else 0) + n_eval
-    bar = tqdm(total=total, desc="calibrate", disable=not progress)
     offset = 0
+    with Reporter(callback, progress, desc="calibrate") as reporter:
 
-    def tick(done: int, _total: int) -> None:
-        bar.n = offset + done
-        bar.refresh()
-        if callback is not None:
-            callback(offset + done, total)
+        def tick(done: int, _total: int) -> None:
+            reporter(offset + done, total)
 
-    votes, ones = decode_counts((img for _, img in cleanset.clean_images(n_images, seed)), lengths, tick)
-    offset += n_images
-    if riva:
-        small = (img for _, img in cleanset.clean_images(rivagan_images, seed + 100)
-                 if img.shape[0] <= 512)
-        ones.update(decode_counts(small, riva, tick)[1])
-        offset += rivagan_images
-    riva_used = len(ones.get(("rivaGan", RIVAGAN_BITS), []))
-    cal = Calibration(ones, source=f"sdlab.watermark.cleanset.clean_images(n={n_images}, seed={seed}); "
-                                   f"rivaGan: the {riva_used} of {rivagan_images} images (seed={seed + 100}) with side <= 512",
-                      votes=votes)
-    eval_images = (img for _, img in cleanset.clean_images(n_eval, eval_seed))
-    evaluated = []
-    for i, img in enumerate(eval_images, 1):
-        evaluated.append(img)
-        tick(i, total)
-    cal.evaluation = {"source": f"clean_images(n={n_eval}, seed={eval_seed})",
-                      "fpr": measure_fpr(cal, evaluated, methods=tuple(m for m in lengths))}
-    bar.close()
+        def clean(n: int, seed: int) -> Iterable[np.ndarray]:
+            return (img for _, img in cleanset.clean_images(n, seed, scenes=scenes))
+
+        votes, ones = decode_counts(clean(n_images, seed), lengths, tick)
+        offset += n_images
+        if riva:
+            ones.update(decode_counts((img for img in clean(rivagan_images, seed + 100) if img.shape[0] <= 512), riva, tick)[1])
+            offset += rivagan_images
+        riva_used = len(ones.get(("rivaGan", RIVAGAN_BITS), []))
+        with_scenes = f", scenes={getattr(scenes, '__name__', type(scenes).__name__)}" if scenes is not None else ", no scenes"
+        cal = Calibration(ones, source=f"sdlab.watermark.cleanset.clean_images(n={n_images}, seed={seed}{with_scenes}); "
+                                       f"rivaGan: the {riva_used} of {rivagan_images} images (seed={seed + 100}) with side <= 512",
+                          votes=votes, scenes=scenes)
+        evaluated = []
+        for i, img in enumerate(clean(n_eval, eval_seed), 1):
+            evaluated.append(img)
+            tick(i, total)
+        cal.evaluation = {"source": f"clean_images(n={n_eval}, seed={eval_seed}{with_scenes})",
+                          "fpr": measure_fpr(cal, evaluated, methods=tuple(m for m in lengths))}
     if path is not None:
         cal.save(path)
     return cal

@@ -4,10 +4,11 @@ scikit-image's bundled images are split by *source* into two disjoint groups,
 so that the detection rates are measured on photos the null never saw:
 
 - :data:`CALIBRATION_PHOTOS` (grayscale photos, the colour wheel, the logo)
-  feed the null, together with shapes-world scenes (flat colours, like
-  generated clip art), smooth random colour textures, and *tinted* variants
-  of the grayscale photos (their luminance mapped through a random two-colour
-  ramp, so the null sees photo-like chroma texture without any held-out photo).
+  feed the null, together with flat-colour scenes (like generated clip art;
+  drawn from a :class:`SceneSource` the caller passes in, e.g. the shapes
+  world), smooth random colour textures, and *tinted* variants of the
+  grayscale photos (their luminance mapped through a random two-colour ramp,
+  so the null sees photo-like chroma texture without any held-out photo).
 - :data:`EVALUATION_PHOTOS` (every natural colour photo scikit-image ships)
   are only ever used by :func:`evaluation_photos`: the 512² test set of the
   detection target (see there for its definition).
@@ -18,12 +19,13 @@ FPR check can use disjoint draws too.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Iterator
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 from PIL import Image
 
 from ..images import load_sample
+from ..validation import invalid
 
 CALIBRATION_PHOTOS = ("camera", "brick", "grass", "gravel", "coins", "moon", "page", "text", "clock", "cell",
                       "colorwheel", "logo")
@@ -31,6 +33,17 @@ EVALUATION_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "
                      "immunohistochemistry", "retina")
 SIZES = (256, 384, 512, 640, 768)
 KINDS = ("photo", "photo", "photo", "photo", "scene", "texture")  # 4 : 1 : 1
+KINDS_WITHOUT_SCENES = ("photo", "photo", "photo", "photo", "texture")  # when no scene source is given
+SCENE_SIZE = 64  # scenes are rendered at this size, then resized
+
+
+class SceneSource(Protocol):
+    """Where flat-colour scenes come from: ``sample_scene(rng)`` draws one, ``render(scene, size)`` draws it
+    (a PIL image or an RGB array). The shapes world's ``sdlab.mini.world`` is one; the CLI passes it in."""
+
+    def sample_scene(self, rng: np.random.Generator) -> Any: ...
+
+    def render(self, scene: Any, size: int) -> Any: ...
 EVAL_SIZE, EVAL_MIN_SIDE = 512, 256
 
 
@@ -74,14 +87,13 @@ def photo_variant(rng: np.random.Generator, size: int | None = None) -> tuple[st
     return f"{name}{'-tinted' if tinted else ''}-{where}-{size}", _resize(crop, size)
 
 
-def scene_image(rng: np.random.Generator, size: int | None = None) -> tuple[str, np.ndarray]:
-    """A shapes-world scene rendered directly at ``size``."""
-    from ..mini import world
-
+def scene_image(rng: np.random.Generator, size: int | None, scenes: SceneSource) -> tuple[str, np.ndarray]:
+    """A scene of ``scenes``, rendered at 64 px and resized to ``size``."""
     size = size or int(rng.choice(SIZES))
-    scene = world.sample_scene(rng)
-    big = np.asarray(world.render(scene, size=64).resize((size, size), Image.BICUBIC))
-    return f"scene-{scene.shape}-{size}", big
+    scene = scenes.sample_scene(rng)
+    small = Image.fromarray(np.asarray(scenes.render(scene, size=SCENE_SIZE))).convert("RGB")
+    big = np.asarray(small.resize((size, size), Image.BICUBIC))
+    return f"scene-{getattr(scene, 'shape', 'scene')}-{size}", big
 
 
 def texture_image(rng: np.random.Generator, size: int | None = None) -> tuple[str, np.ndarray]:
@@ -98,9 +110,20 @@ def texture_image(rng: np.random.Generator, size: int | None = None) -> tuple[st
     return f"texture-s{sigma:.0f}-{size}", np.clip(pixels, 0, 255).round().astype(np.uint8)
 
 
-def clean_images(n: int, seed: int = 0, size: int | None = None, kinds: tuple[str, ...] = KINDS) -> Iterator[tuple[str, np.ndarray]]:
-    """``n`` unmarked (name, RGB) calibration images; ``size=None`` mixes sizes from 256 to 768. No evaluation photo."""
-    makers = {"photo": photo_variant, "scene": scene_image, "texture": texture_image}
+def clean_images(n: int, seed: int = 0, size: int | None = None, kinds: tuple[str, ...] | None = None,
+                 scenes: SceneSource | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """``n`` unmarked (name, RGB) calibration images; ``size=None`` mixes sizes from 256 to 768. No evaluation photo.
+
+    ``kinds`` cycles through "photo", "scene" and "texture" (default :data:`KINDS` with a ``scenes``
+    source, :data:`KINDS_WITHOUT_SCENES` without one).
+    """
+    kinds = kinds or (KINDS if scenes is not None else KINDS_WITHOUT_SCENES)
+    unknown = set(kinds) - {"photo", "scene", "texture"}
+    if unknown:
+        raise invalid("kinds", kinds, "photo, scene or texture")
+    if "scene" in kinds and scenes is None:
+        raise invalid("scenes", scenes, "a scene source (e.g. sdlab.mini.world) when kinds include 'scene'")
+    makers = {"photo": photo_variant, "scene": lambda rng, size: scene_image(rng, size, scenes), "texture": texture_image}
     rng = np.random.default_rng([seed, 7919])
     for i in range(n):
         kind = kinds[i % len(kinds)]

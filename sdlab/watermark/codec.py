@@ -18,8 +18,9 @@ from typing import Iterable, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from ..errors import DependencyError, ValidationError
+from ..errors import DependencyError
 from ..images import ImageLike, to_rgb
+from ..validation import Options, invalid, validate_params
 
 METHODS = ("dwtDct", "dwtDctSvd", "rivaGan")
 MIN_AREA = 256 * 256  # the library raises below this many pixels
@@ -57,7 +58,7 @@ class Payload:
     @classmethod
     def from_bytes(cls, data: bytes, label: str | None = None) -> "Payload":
         if not data:
-            raise ValidationError("payload: empty bytes; give at least one byte")
+            raise invalid("payload", data, "at least one byte")
         bits = tuple(int(b) for b in np.unpackbits(np.frombuffer(data, dtype=np.uint8)))
         return cls(bits, label or repr(data))
 
@@ -66,12 +67,15 @@ class Payload:
         if isinstance(bits, str):
             text = bits[2:] if bits.startswith("0b") else bits
             if not text or set(text) - {"0", "1"}:
-                raise ValidationError(f"payload: {bits!r} is not a bit string; use 0b followed by 0s and 1s")
+                raise invalid("payload", bits, "a bit string: 0b followed by 0s and 1s")
             values = tuple(int(c) for c in text)
         else:
-            values = tuple(int(b) for b in bits)
+            try:
+                values = tuple(int(b) for b in bits)
+            except (TypeError, ValueError):
+                values = ()
             if not values or set(values) - {0, 1}:
-                raise ValidationError("payload: bits must be a non-empty sequence of 0 and 1")
+                raise invalid("payload", bits, "a non-empty sequence of 0 and 1")
         return cls(values, label or "0b" + "".join(map(str, values)))
 
 
@@ -105,52 +109,56 @@ def parse_payload(value: PayloadLike) -> Payload:
         if re.fullmatch(r"0x([0-9a-fA-F]{2})+", value):
             return Payload.from_bytes(bytes.fromhex(value[2:]), value)
         if not value:
-            raise ValidationError("payload: empty text; give a non-empty string, 0b… bits or 0x… hex")
+            raise invalid("payload", value, "non-empty text, 0b… bits or 0x… hex")
         return Payload.from_bytes(value.encode("utf-8"), value)
     if isinstance(value, (list, tuple, np.ndarray)):
         return Payload.from_bits(list(value))
-    raise ValidationError(f"payload: expected text, bytes or a bit sequence, got {type(value).__name__}")
+    raise invalid("payload", value, "text, bytes, 0b… bits, 0x… hex or a sequence of 0 and 1")
 
 
 def check_method(method: str, payload: Payload | None = None) -> str:
     """Validate ``method`` (and the payload length rivaGan needs)."""
-    if method not in METHODS:
-        raise ValidationError(f"method: {method!r} is not one of {', '.join(METHODS)}")
-    if method == "rivaGan" and payload is not None and payload.n_bits != RIVAGAN_BITS:
-        raise ValidationError(f"payload: rivaGan carries exactly {RIVAGAN_BITS} bits, got {payload.n_bits}")
+    validate_params({"method": method}, {"method": [Options(METHODS)]})
+    if method == "rivaGan" and payload is not None:
+        check_rivagan_bits(payload.n_bits, payload.label)
     return method
+
+
+def check_rivagan_bits(n_bits: int, payload: object = None) -> None:
+    """rivaGan carries exactly :data:`RIVAGAN_BITS` bits."""
+    if n_bits != RIVAGAN_BITS:
+        raise invalid("payload", payload if payload is not None else f"{n_bits} bits",
+                      f"exactly {RIVAGAN_BITS} bits for rivaGan (this one has {n_bits})")
 
 
 def resolve(preset: str | None = None, payload: PayloadLike | None = None, method: str | None = None) -> tuple[str, Payload, str]:
     """(preset name or ``custom``, payload, method) from a preset name or a custom payload."""
     if preset is not None and payload is not None:
-        raise ValidationError("preset/payload: give one of them, not both")
+        raise invalid("payload", payload, f"None when a preset is given (preset {preset!r} fixes its payload)")
     if preset is not None:
-        if preset not in PRESETS:
-            raise ValidationError(f"preset: {preset!r} is not one of {', '.join(PRESETS)}")
+        validate_params({"preset": preset}, {"preset": [Options(PRESETS)]})
         p = PRESETS[preset]
         if method is not None and method != p.method:
-            raise ValidationError(f"method: preset {preset!r} uses {p.method}; pass a payload to use {method}")
+            raise invalid("method", method, f"{p.method} or None for preset {preset!r}; pass a payload to use {method}")
         return preset, p.payload, p.method
     if payload is None:
-        raise ValidationError("preset/payload: give a preset (sd1, sd2, sdxl) or a payload")
+        raise invalid("preset", preset, f"one of {', '.join(PRESETS)} when no payload is given")
     parsed = parse_payload(payload)
     method = check_method(method or "dwtDct", parsed)
     return "custom", parsed, method
 
 
 # -- images ------------------------------------------------------------------------------------
-def prepare(image: ImageLike, upscale: bool = False, n_bits: int = 1) -> tuple[np.ndarray, list[str]]:
-    """RGB uint8 array ready for the codec, plus notes; refuses (or upscales) images under the minimum area."""
+def codec_input(image: ImageLike, upscale: bool = False, n_bits: int = 1) -> tuple[np.ndarray, list[str]]:
+    """Any image as the RGB uint8 array the codec accepts, plus notes: refuses (or, with ``upscale``,
+    enlarges) images under the library's minimum area or with too few blocks for ``n_bits`` bits."""
     rgb, notes = to_rgb(image)
     h, w = rgb.shape[:2]
     too_small = h * w < MIN_AREA or (h // (2 * _BLOCK)) * (w // (2 * _BLOCK)) < n_bits
     if too_small:
         if not upscale:
-            raise ValidationError(
-                f"image: {w}x{h} is below the watermark library's minimum area of 256x256 pixels; "
-                "pass upscale=True (CLI: --upscale) to enlarge it first"
-            )
+            raise invalid("image", f"{w}x{h} pixels", "the watermark library's minimum area of 256x256 pixels, "
+                          "or pass upscale=True (CLI: --upscale) to enlarge it first")
         factor = max(np.sqrt(MIN_AREA / (h * w)), 2 * _BLOCK * np.sqrt(n_bits) / min(h, w), 1.0)
         new_w, new_h = int(np.ceil(w * factor)), int(np.ceil(h * factor))
         rgb = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.LANCZOS))
@@ -178,7 +186,7 @@ def _riva():
 
 
 def embed_array(rgb: np.ndarray, payload: Payload, method: str) -> np.ndarray:
-    """Embed ``payload`` in an RGB array already checked by :func:`prepare`; returns RGB."""
+    """Embed ``payload`` in an RGB array already checked by :func:`codec_input`; returns RGB."""
     from imwatermark import WatermarkEncoder
 
     check_method(method, payload)
@@ -239,7 +247,7 @@ def block_votes(rgb: np.ndarray, method: str) -> np.ndarray:
         stack = blocks.reshape(-1, _BLOCK, _BLOCK)
         values = np.linalg.svd(_DCT @ stack @ _DCT.T, compute_uv=False)[:, 0]
     else:
-        raise ValidationError(f"method: block votes exist for dwtDct and dwtDctSvd, not {method!r}")
+        raise invalid("method", method, "dwtDct or dwtDctSvd (the methods with block votes)")
     return ((values % _SCALE) > 0.5 * _SCALE).astype(np.float64)
 
 
@@ -261,11 +269,6 @@ def bits_from_counts(ones: np.ndarray, totals: np.ndarray) -> np.ndarray:
     return (ones / np.maximum(totals, 1) * 255 > 127).astype(np.uint8)
 
 
-def bits_from_votes(votes: np.ndarray, n_bits: int) -> np.ndarray:
-    """The library's bits from per-block votes."""
-    return bits_from_counts(*vote_counts(votes, n_bits))
-
-
 def riva_scores(rgb: np.ndarray) -> np.ndarray:
     """rivaGan's 32 decoder outputs (a bit is 1 above the library's 0.52)."""
     riva = _riva()
@@ -283,8 +286,7 @@ class Decoder:
     def bits(self, method: str, n_bits: int) -> np.ndarray:
         check_method(method)
         if method == "rivaGan":
-            if n_bits != RIVAGAN_BITS:
-                raise ValidationError(f"payload: rivaGan carries exactly {RIVAGAN_BITS} bits, got {n_bits}")
+            check_rivagan_bits(n_bits)
             if "rivaGan" not in self._votes:
                 self._votes["rivaGan"] = (riva_scores(self.rgb) > 0.52).astype(np.uint8)
             return self._votes["rivaGan"]
@@ -293,7 +295,7 @@ class Decoder:
     def counts(self, method: str, n_bits: int) -> tuple[np.ndarray, np.ndarray]:
         """Per bit: (blocks voting 1, blocks), for dwtDct and dwtDctSvd."""
         if method not in ("dwtDct", "dwtDctSvd"):
-            raise ValidationError(f"method: block votes exist for dwtDct and dwtDctSvd, not {method!r}")
+            raise invalid("method", method, "dwtDct or dwtDctSvd (the methods with block votes)")
         if method not in self._votes:
             self._votes[method] = block_votes(self.rgb, method)
         return vote_counts(self._votes[method], n_bits)

@@ -5,10 +5,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..errors import ValidationError
 from ..images import ImageLike
-from .calibration import Calibration, bundled
-from .codec import PRESETS, Decoder, PayloadLike, embed_array, prepare, resolve
+from ..validation import invalid, validate_params
+from .calibration import FPR, Calibration, bundled
+from .codec import PRESETS, Decoder, PayloadLike, codec_input, embed_array, resolve
 
 # 0.1 %: with the operating point at the target FPR itself (1 %), the measured FPR on a finite set sits at 1 % on
 # average and above it about half the time; marked images score p far below 1e-10, so 0.1 % costs no TPR.
@@ -62,7 +62,7 @@ def embed(image: ImageLike, preset: str | None = None, payload: PayloadLike | No
           upscale: bool = False) -> np.ndarray:
     """Return an RGB uint8 copy of ``image`` carrying a preset's payload (or a custom one with ``method``)."""
     _, parsed, method = resolve(preset, payload, method)
-    rgb, _ = prepare(image, upscale=upscale, n_bits=parsed.n_bits)
+    rgb, _ = codec_input(image, upscale=upscale, n_bits=parsed.n_bits)
     return embed_array(rgb, parsed, method)
 
 
@@ -91,12 +91,13 @@ def detect(image: ImageLike, preset: str | None = None, payload: PayloadLike | N
     its own null. For ``sdxl``, ``decision`` follows the published rule on bits
     matched, which such marks can fail: compare it with ``detected``.
     """
+    validate_params({"fpr": fpr}, {"fpr": [FPR]})
     calibration = calibration or bundled()
     if method is not None and payload is None and preset is None:
-        raise ValidationError("method: give it with a payload (each preset fixes its own method)")
+        raise invalid("method", method, "None unless a payload is given (each preset fixes its own method)")
     targets = [resolve(name) for name in PRESETS] if preset is None and payload is None else [resolve(preset, payload, method)]
     n_max = max(p.n_bits for _, p, _ in targets)
-    rgb, notes = prepare(image, upscale=upscale, n_bits=n_max)
+    rgb, notes = codec_input(image, upscale=upscale, n_bits=n_max)
     decoder = Decoder(rgb)
     results = [_test(decoder, name, p, m, fpr, calibration, notes) for name, p, m in targets]
     return results if preset is None and payload is None else results[0]

@@ -24,17 +24,19 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import StoreError, ValidationError
+from ..errors import StoreError
 from ..images import SAMPLE_PHOTOS, sample_photos
 from ..io import atomic_path, atomic_write_text
+from ..progress import Callback, Reporter
+from ..validation import NON_NEGATIVE_INT, POSITIVE_INT, invalid, validate_params
 from . import attacks as attacks_lib
 from .calibration import Calibration, bundled
-from .codec import PRESETS, Decoder, Payload, check_method, embed_array, parse_payload, prepare
+from .codec import PRESETS, Decoder, Payload, check_method, codec_input, embed_array, parse_payload
 from .roc import auc, tpr_at_fpr
 
-from ..progress import Callback
 MANIFEST, ROWS = "battery.json", "rows.parquet"
 ROW_COLUMNS = ["image", "method", "attack", "strength", "bit_accuracy", "score", "clean_bit_accuracy", "clean_score"]
+BATTERY_CONSTRAINTS = {"workers": [POSITIVE_INT, None], "seed": [NON_NEGATIVE_INT]}
 DEFAULT_PAYLOADS = {"dwtDct": PRESETS["sd1"].payload, "dwtDctSvd": PRESETS["sd1"].payload, "rivaGan": PRESETS["sd2"].payload}
 
 
@@ -68,12 +70,12 @@ class PostHoc:
         return self.method
 
     def pair(self, index: int, name: str, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rgb, _ = prepare(image, upscale=True, n_bits=self.payload.n_bits)
+        rgb, _ = codec_input(image, upscale=True, n_bits=self.payload.n_bits)
         return rgb, embed_array(rgb, self.payload, self.method)
 
     def score(self, image: np.ndarray) -> tuple[float, float]:
         """(bit accuracy of the library's decode, -log10 of the p-value ``detect`` reports)."""
-        rgb, _ = prepare(image, upscale=True, n_bits=self.payload.n_bits)
+        rgb, _ = codec_input(image, upscale=True, n_bits=self.payload.n_bits)
         outcome = self.calibration.test(Decoder(rgb), self.payload, self.method)
         return outcome.matched / self.payload.n_bits, float(-np.log10(max(outcome.p_value, 1e-300)))
 
@@ -94,9 +96,10 @@ def plan_attacks(attacks: Sequence[str] | None, strengths: Mapping[str, Sequence
     """(attack, strength) pairs, with an unattacked baseline first."""
     names = list(attacks) if attacks is not None else list(attacks_lib.DEFAULT_ATTACKS)
     strengths = dict(strengths or {})
-    unknown = set(strengths) - set(names)
+    unknown = sorted(set(strengths) - set(names))
     if unknown:
-        raise ValidationError(f"strengths: {', '.join(sorted(unknown))} not among the attacks being run")
+        raise invalid("strengths", {k: strengths[k] for k in unknown},
+                      f"strengths for the attacks being run only ({', '.join(names)})")
     plan = [("none", 0.0)]
     for name in names:
         if name == "none":
@@ -223,14 +226,13 @@ def battery(images: Mapping[str, Any] | Iterable[Any] | None = None,
     ``models`` passes ``vae=`` / ``pipe=`` to the regeneration attacks. An image
     given as ``None`` (in a mapping) is only a name for generating schemes.
     """
-    from tqdm.auto import tqdm
-
+    validate_params({"workers": workers, "seed": seed}, BATTERY_CONSTRAINTS)
     named = _as_named(images)
     if not named:
-        raise ValidationError("images: the battery needs at least one image")
+        raise invalid("images", images, "at least one image")
     schemes = {s.name: s for s in (as_scheme(m, payload) for m in methods)}
     if not schemes:
-        raise ValidationError("methods: give at least one method")
+        raise invalid("methods", methods, "at least one method")
     plan = plan_attacks(attacks, strengths, models)
     manifest = {
         "version": 1, "seed": seed, "plan": [list(p) for p in plan],
@@ -243,11 +245,11 @@ def battery(images: Mapping[str, Any] | Iterable[Any] | None = None,
              if (name, s) not in done]
     total, finished = len(named) * len(schemes), len(named) * len(schemes) - len(tasks)
     if any(image is None for image in named.values()) and any(isinstance(s, PostHoc) for s in schemes.values()):
-        raise ValidationError("images: post-hoc methods need real images; None is only for generating schemes such as Tree-Ring")
+        raise invalid("images", {k: v for k, v in named.items() if v is None},
+                      "real images for post-hoc methods; None only for generating schemes such as Tree-Ring")
     torch_inside = bool(models) or not all(isinstance(s, PostHoc) for s in schemes.values())
     workers = workers or (1 if torch_inside else os.cpu_count() or 1)
     workers = max(1, min(workers, len(tasks) or 1))
-    bar = tqdm(total=total, initial=finished, desc="battery", unit="unit", disable=not progress)
     collected: list[dict] = []
 
     def record(rows: list[dict]) -> None:
@@ -256,12 +258,10 @@ def battery(images: Mapping[str, Any] | Iterable[Any] | None = None,
         if store is not None:
             store.add(rows)
         collected.extend(rows)
-        bar.update(1)
-        if callback is not None:
-            callback(finished, total)
+        reporter(finished, total)
 
     started = time.monotonic()
-    try:
+    with Reporter(callback, progress, desc="battery") as reporter:
         if workers == 1:
             _init_worker(schemes, models)
             for task in tasks:
@@ -272,8 +272,6 @@ def battery(images: Mapping[str, Any] | Iterable[Any] | None = None,
             with mp.get_context("fork").Pool(workers, _init_worker, (schemes, models)) as pool:
                 for _, _, rows in pool.imap_unordered(_worker_unit, tasks):
                     record(rows)
-    finally:
-        bar.close()
     rows = store.rows if store is not None else pd.DataFrame(collected, columns=ROW_COLUMNS)
     rows = rows.sort_values(["method", "image", "attack", "strength"], kind="stable").reset_index(drop=True)
     rows.attrs["seconds"] = time.monotonic() - started

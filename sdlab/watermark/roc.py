@@ -5,17 +5,16 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ValidationError
+from ..validation import invalid
 
 
 def roc_curve(negatives: Sequence[float], positives: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds): a score >= threshold is called marked; one point per distinct score, from (0, 0)."""
     neg = np.asarray(negatives, dtype=float)
     pos = np.asarray(positives, dtype=float)
-    if len(neg) == 0 or len(pos) == 0:
-        raise ValidationError("scores: ROC needs at least one clean and one marked score")
-    if np.isnan(neg).any() or np.isnan(pos).any():
-        raise ValidationError("scores: ROC scores must not be NaN")
+    for name, scores in (("negatives", neg), ("positives", pos)):
+        if len(scores) == 0 or np.isnan(scores).any():
+            raise invalid(name, scores.tolist(), "one or more scores, none of them NaN")
     thresholds = np.unique(np.concatenate([neg, pos]))[::-1]
     fpr = np.array([(neg >= t).mean() for t in thresholds])
     tpr = np.array([(pos >= t).mean() for t in thresholds])

@@ -19,25 +19,16 @@ conjugate pair (y(k), y(-k)) is counted, since the other repeats it.
 Works with any diffusers ``StableDiffusionPipeline``; the shapes world's
 latents are 4x16x16, so its rings have radius 3 (SD's 64x64 latents use 10).
 
-Detection needs an image that still holds its starting noise. The shapes
-world's does not: its prompts fix nearly everything about the picture, and its
-conditional sampling flow contracts (a 5 % random nudge to the noise moves the
-final latents by a median 39 % of the nudge at guidance 5, 45 % unconditional;
-v3 weights; not re-measured on v4, nor on v5, which has its own VAE). Running that flow backwards magnifies each step's error:
-inverting exact latents with the true prompt, guidance 1 and 100 steps leaves
-the recovered noise 88 % off (the three innermost rings 100-480 %).
-
-Where the mark is lost (v3, 25 DDIM steps, guidance 5, true prompt): solving
-each inversion step exactly (L-BFGS on the step's residual, 20 iterations)
-regenerates the latents to 0.7 %, yet leaves the noise 40 % off, since many
-noises give the same picture; on those *exact* latents the key is still found
-(p = 8e-17; unmarked 0.6). The VAE is what erases it: a decode-encode round trip
-moves the generated latents by 13-26 % (11-18 % even after inverting the decoder
-by L-BFGS), and from there the recovered noise is 140-160 % off and marked and
-unmarked p-values overlap (0.003-0.6 against 0.01-0.015). So Tree-Ring is not
-found on the shapes world (``tests/test_watermark_treering.py`` keeps that as a
-strict xfail). The paper finds it through SD 2.1's VAE with plain inversion;
-that is not measured here (no SD weights offline).
+Detection needs an image that still holds its starting noise, and the shapes
+world's do not. Its prompts fix nearly everything about the picture, so its
+sampling flow contracts (nearby noises end in nearly the same latents), and
+running a contracting flow backwards magnifies each step's error; even where an
+exact per-step solve recovers the key from the generated latents, the VAE's
+decode-encode round trip moves the latents far enough to erase it. So Tree-Ring
+is not found on the shapes world (``tests/test_watermark_treering.py`` keeps
+that as a strict xfail; notebook 05, section 8, has the figures). The paper
+finds it through SD 2.1's VAE with plain inversion, which needs SD weights and
+is not tested here.
 """
 from __future__ import annotations
 
@@ -46,8 +37,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ValidationError
 from ..images import to_tensor
+from ..validation import NON_NEGATIVE_INT, POSITIVE_INT, Interval, invalid, validate_fields
 
 DEFAULT_PROMPTS = (
     "a red circle on a white background", "a blue square in the top left", "a large yellow triangle",
@@ -86,9 +77,16 @@ class TreeRing:
     name: str = "treering"
     _key: np.ndarray | None = field(default=None, repr=False)
 
+    _parameter_constraints = {
+        "key_seed": [NON_NEGATIVE_INT], "channel": [Interval(int)], "radius": [Interval(int, 1, None), None],
+        "steps": [POSITIVE_INT], "inversion_steps": [POSITIVE_INT, None], "inversion_refine": [NON_NEGATIVE_INT],
+        "guidance": [Interval(float)],
+    }
+
     def __post_init__(self) -> None:
         from diffusers import DDIMScheduler, StableDiffusionPipeline
 
+        validate_fields(self)
         unet = self.pipe.unet
         self.latent_channels = self.pipe.vae.config.latent_channels
         self.latent_size = unet.config.sample_size if isinstance(unet.config.sample_size, int) else unet.config.sample_size[0]
@@ -96,10 +94,8 @@ class TreeRing:
         s = self.latent_size
         if self.radius is None:
             self.radius = min(max(3, round(s * 10 / 64)), s // 2 - 1)
-        if self.inversion_refine < 0:
-            raise ValidationError(f"inversion_refine: must be 0 or more, got {self.inversion_refine}")
         if not 1 <= self.radius <= s // 2 - 1:
-            raise ValidationError(f"radius: must be between 1 and {s // 2 - 1} for {s}x{s} latents, got {self.radius}")
+            raise invalid("radius", self.radius, f"a whole number in [1, {s // 2 - 1}] for {s}x{s} latents")
         self.channel = self.channel % self.latent_channels
         self.mask = ring_mask(s, self.radius)
         self.half = _half(s, self.mask)
@@ -162,9 +158,8 @@ class TreeRing:
 
         With epsilon prediction and no refinement this is the usual inversion (eps from z_s, x0 re-derived).
         With v-prediction, converting p at the latents' level a_s instead (as DDIMInverseScheduler does) mixes
-        two noise levels: on the 4-step test fixture that left 78 % relative error in z_T; holding p fixed
-        leaves 28 %, and two refinement rounds 12 % (eps: 13 % -> 1 %). Refinement is off by default: on the
-        trained shapes world (v2, 20-50 steps) the rounds did not converge and raise the error (1.25 -> 1.47).
+        two noise levels, which holding p fixed avoids. Refinement converges on a DDIM trajectory of a small
+        model (the tests check it) but need not on a trained one, where it can raise the error: it is off by default.
         """
         import torch
 
