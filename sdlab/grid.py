@@ -6,6 +6,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .errors import ValidationError
+
 
 def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
@@ -27,7 +29,7 @@ def labelled_grid(
     """
     images = [[im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im)) for im in row] for row in rows]
     if not images or not images[0]:
-        raise ValueError("labelled_grid: no images")
+        raise ValidationError("images: an empty list is not valid; valid: at least one row of images")
     w, h = (cell, cell) if cell else images[0][0].size
     font_size = max(12, min(w, h) // 8)
     font = _font(font_size)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from .validation import invalid
+
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
@@ -30,4 +32,4 @@ def eps_and_x0(prediction: torch.Tensor, z: torch.Tensor, alpha_bar: float | tor
     if prediction_type == "sample":
         x0 = prediction
         return (z - signal * x0) / noise, x0
-    raise ValueError(f"prediction_type: {prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}")
+    raise invalid("prediction_type", prediction_type, "one of " + ", ".join(PREDICTION_TYPES))
