@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import re
 import threading
 from dataclasses import dataclass
@@ -123,24 +124,20 @@ def connect(cluster) -> Iterator[Any]:
     if cluster is None:
         yield None
         return
-    from distributed import Client
+    if isinstance(cluster, bool) or isinstance(cluster, int) and cluster < 1:
+        raise invalid("workers", cluster, "a whole number >= 1")
+    if isinstance(cluster, str) and not _ADDRESS.match(cluster.strip()):
+        raise invalid("scheduler", cluster, "an address HOST:PORT or PROTOCOL://HOST:PORT, e.g. tcp://10.0.0.5:8786")
+    from distributed import Client, LocalCluster
 
     if isinstance(cluster, Client):
         yield cluster
         return
     with contextlib.ExitStack() as stack:
-        if isinstance(cluster, bool) or not isinstance(cluster, (int, str)) and not hasattr(cluster, "scheduler_address"):
-            raise invalid("cluster", cluster, "None, a distributed.Client or cluster, a scheduler address like tcp://host:8786, or a number of local workers")
         if isinstance(cluster, int):
-            if cluster < 1:
-                raise invalid("workers", cluster, "a whole number >= 1")
-            from distributed import LocalCluster
-
-            cluster = stack.enter_context(LocalCluster(n_workers=cluster, threads_per_worker=1, processes=True,
-                                                       host="127.0.0.1", dashboard_address=None))
+            cluster = stack.enter_context(LocalCluster(n_workers=cluster, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                                       dashboard_address=None, silence_logs=logging.ERROR))
         elif isinstance(cluster, str):
-            if not _ADDRESS.match(cluster.strip()):
-                raise invalid("scheduler", cluster, "an address HOST:PORT or PROTOCOL://HOST:PORT, e.g. tcp://10.0.0.5:8786")
             try:
                 client = Client(cluster.strip(), timeout=CONNECT_SECONDS, set_as_default=False)
             except (OSError, TimeoutError):
@@ -148,6 +145,8 @@ def connect(cluster) -> Iterator[Any]:
                                  "start one ('dask scheduler', then 'dask worker ADDRESS') or use --workers N") from None
             yield stack.enter_context(client)
             return
+        elif not hasattr(cluster, "scheduler_address"):
+            raise invalid("cluster", cluster, "None, a distributed.Client or cluster, a scheduler address like tcp://host:8786, or a number of local workers")
         yield stack.enter_context(Client(cluster, set_as_default=False))
 
 
@@ -178,7 +177,7 @@ def map_on_workers(client, model: ModelSource, fn: Callable, jobs: Iterable[tupl
 
     futures = {client.submit(_on_worker, model, fn, job, pure=False): i for i, job in enumerate(jobs)}
     try:
-        for future in as_completed(list(futures)):
+        for future in as_completed(list(futures), loop=client.loop):
             i = futures.pop(future)
             yield i, _result(future)
             future.release()

@@ -1,7 +1,21 @@
-"""``sdlab sweep``: an X/Y/Z grid of any spec fields, measured, resumable."""
+"""``sdlab sweep``: an X/Y/Z grid of any spec fields, measured, resumable, here or on a Dask cluster.
+
+Everything the command line can get wrong (axes, the prompts file, the
+cluster options) is checked before torch or diffusers are imported, and a
+finished sweep rerun with the same arguments answers from its store without
+loading the model.
+"""
 from __future__ import annotations
 
-from ._options import add_spec_options, load_model, spec_from_args
+import argparse
+
+from ._options import add_spec_options, spec_from_args
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; valid: a whole number >= 1")
+    return int(text)
 
 
 def register(sub) -> None:
@@ -13,32 +27,45 @@ def register(sub) -> None:
     p.add_argument("--prompts", help="a text file with one prompt per line (each is swept)")
     p.add_argument("--out", required=True, help="the result store directory")
     p.add_argument("--new", action="store_true", help="archive an existing store made with other arguments and start again")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="run the cells on the Dask cluster at ADDRESS (e.g. tcp://10.0.0.5:8786); each worker loads --model once")
+    where.add_argument("--workers", type=_positive, metavar="N", help="run the cells on N local worker processes (one thread each)")
     p.set_defaults(func=cmd_sweep)
+
+
+def shapes_world_metrics(pipe):
+    """The shapes world's checker beside the generic metrics when ``pipe`` is the shapes world (None otherwise):
+    the CLI's choice of default, evaluated wherever the pipeline is loaded."""
+    from ..mini.metrics import sweep_metrics
+
+    return sweep_metrics(pipe)
 
 
 def cmd_sweep(args) -> int:
     from pathlib import Path
 
+    from ..cluster import ModelSource
     from ..errors import ValidationError
-    from ..io import atomic_path
-    from ..sweep import Axis, grid, run_sweep
+    from ..sweep.axes import Axis
 
     axes = [Axis.parse(text) for text in (args.x, args.y, args.z) if text]
     prompts = None
     if args.prompts:
         path = Path(args.prompts)
-        if not path.exists():
+        if not path.is_file():
             raise ValidationError(f"--prompts: no such file {args.prompts!r}")
         prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    from ..mini.metrics import sweep_metrics
+    from ..io import atomic_path
+    from ..sweep import grid, run_sweep
 
-    pipe = load_model(args)
-    table = run_sweep(pipe, spec_from_args(args), axes, args.out, prompts=prompts, new=args.new, metrics=sweep_metrics(pipe))
+    model = ModelSource(args.model, device=args.device, allow_pickle=args.allow_pickle)
+    table = run_sweep(model, spec_from_args(args), axes, args.out, prompts=prompts, new=args.new, metrics=shapes_world_metrics,
+                      cluster=args.scheduler or args.workers)
     x, y = axes[0].name, axes[1].name if len(axes) > 1 else None
     z = axes[2] if len(axes) > 2 else None
     for z_value in (z.values if z else [None]):
-        image = grid(table, args.out, x, y, z_value=z_value, z=z.name if z else None)
         path = Path(args.out) / (f"grid-{z.name}-{z_value}.png" if z else "grid.png")
+        image = grid(table, args.out, x, y, z_value=z_value, z=z.name if z else None)
         with atomic_path(path) as tmp:
             image.save(tmp)
         print(path)
