@@ -97,6 +97,10 @@ def worker_pipeline(model: ModelSource):
         return _PIPES[key]
 
 
+def _load(model: ModelSource) -> None:
+    worker_pipeline(model)
+
+
 def _on_worker(model: ModelSource, fn: Callable, args: tuple):
     """A task: ``fn(pipe, *args)`` with this worker's pipeline; a failed load becomes one line naming the worker."""
     try:
@@ -159,6 +163,11 @@ def _result(future):
     except KilledWorker:
         raise SdlabError("cluster: a task was lost with every worker that ran it (each died: out of memory?); "
                          "the results so far are saved, run again to finish") from None
+
+
+def preload(client, model: ModelSource) -> None:
+    """Load ``model`` on every worker now (a timed run, or first batches that should not wait for it)."""
+    client.run(_load, model)
 
 
 def call_on_worker(client, model: ModelSource, fn: Callable, *args):
