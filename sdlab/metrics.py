@@ -1,7 +1,8 @@
-"""Image quality metrics shared by every module: PSNR, SSIM, MS-SSIM and bits per pixel.
+"""Image quality metrics shared by every module: PSNR, SSIM, MS-SSIM, bits per pixel, saturation and clipping.
 
-All functions take two RGB (or grayscale) ``uint8`` arrays of the same shape,
-the reference first, and measure on the 0..255 scale, so numbers agree with
+The comparisons take two RGB (or grayscale) ``uint8`` arrays of the same
+shape, the reference first (:func:`saturation` and :func:`clipped_share` take
+one image), and measure on the 0..255 scale, so numbers agree with
 what papers and REFERENCE.md quote. PSNR and SSIM are scikit-image's; MS-SSIM
 is pytorch-msssim's (Wang et al. 2003 weights), which needs images of at least
 161 pixels on the short side: below that :func:`ms_ssim` returns NaN rather
@@ -80,6 +81,19 @@ def ms_ssim(reference: np.ndarray, test: np.ndarray, data_range: float = DATA_RA
 
     with torch.no_grad():
         return float(_ms_ssim(tensor(reference), tensor(test), data_range=data_range, size_average=True))
+
+
+def saturation(image: np.ndarray) -> float:
+    """Mean HSV saturation in [0, 1] of one RGB ``uint8`` image."""
+    rgb = np.asarray(image, np.float32) / 255.0
+    high, low = rgb.max(axis=2), rgb.min(axis=2)
+    return float(np.mean(np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0)))
+
+
+def clipped_share(image: np.ndarray) -> float:
+    """Share of pixels of one RGB ``uint8`` image with a channel at 0 or 255: what very high guidance pushes out of range."""
+    rgb = np.asarray(image)
+    return float(np.mean(((rgb == 0) | (rgb == 255)).any(axis=2)))
 
 
 def bits_per_pixel(n_bytes: int, shape: tuple[int, ...]) -> float:

@@ -39,3 +39,40 @@ def test_unscored_attributes_are_skipped():
     assert bool(scored.loc[0, "shape_ok"]) is True
     assert "colour_ok" not in scored.columns  # left out of the prompt: not scored
     assert bool(scored.loc[0, "all_ok"]) is True
+
+
+def test_a_non_rgb_image_is_refused_in_one_line():
+    from sdlab.errors import ValidationError
+
+    with pytest.raises(ValidationError, match=r"image: an array of shape \(8, 8\) is not valid; valid: an H x W x 3 RGB image"):
+        checker.check(np.zeros((8, 8), np.uint8))
+
+
+def test_checker_metric_scores_what_the_prompt_names():
+    from sdlab.mini.metrics import checker_metric
+    from sdlab.spec import GenerationSpec
+
+    scene = world.sample_scene(np.random.default_rng(2), shape="circle", colour="red", size="large", position="center", background="white")
+    image = np.asarray(world.render(scene))
+    row = checker_metric(image, GenerationSpec("a red circle on a white background"))
+    assert row["shape_ok"] and row["colour_ok"] and row["background_ok"] and row["all_ok"]
+    assert "size_ok" not in row and row["found_size"] == "large"
+    assert checker_metric(image, GenerationSpec("a blue circle"))["all_ok"] is False
+    assert checker_metric(image, GenerationSpec("something else"))["all_ok"] is None
+
+
+def test_decision_steps_finds_where_each_reading_settles():
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from sdlab.mini.metrics import decision_steps
+
+    def scene(colour: str, shape: str) -> Image.Image:
+        return world.render(world.sample_scene(np.random.default_rng(0), shape=shape, colour=colour, size="large",
+                                               position="center", background="white"))
+
+    previews = [scene("blue", "square"), scene("red", "square"), scene("red", "circle"), scene("red", "circle")]
+    trace = SimpleNamespace(steps=[None] * 4, image=previews[-1], preview=lambda i, what, method, pipe: previews[i])
+    decided = decision_steps(trace, pipe=None).groupby("attribute")["decided_at"].first()
+    assert decided["colour"] == 2 and decided["shape"] == 3 and decided["background"] == 1

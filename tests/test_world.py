@@ -101,11 +101,25 @@ def test_parse_caption_folds_synonyms_and_is_describes_inverse():
         assert parse_caption(describe(**attrs)) == attrs
 
 
-def test_data_diversity_falls_as_the_prompt_fixes_more():
-    from sdlab.mini.evaluate import data_diversity
+def test_data_similarity_rises_as_the_prompt_fixes_more():
+    from sdlab.mini.evaluate import data_similarity
 
-    full = data_diversity("a large red circle at the top left on a white background")
-    loose = data_diversity("a red circle")
+    full = data_similarity("a large red circle at the top left on a white background")
+    loose = data_similarity("a red circle")
     assert 0 < loose < full < 1  # more left unsaid, more varied scenes (0.48 against 0.88)
-    assert data_diversity("a red circle") == loose  # a fixed draw
-    assert data_diversity("a red circle", seed=1) != loose
+    assert data_similarity("a red circle") == loose  # a fixed draw
+    assert data_similarity("a red circle", seed=1) != loose
+
+
+def test_bad_scene_requests_name_the_parameter_and_what_is_valid():
+    from sdlab.errors import ValidationError
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValidationError, match="attribute: 'hue' is not valid; valid: one of shape, colour"):
+        world.sample_scene(rng, hue="red")
+    with pytest.raises(ValidationError, match="shape: 'hexagon' is not valid; valid: one of circle, square"):
+        world.sample_scene(rng, shape="hexagon")
+    with pytest.raises(ValidationError, match="colour: 'white' is not valid; valid: any colour but white on a white background"):
+        world.sample_scene(rng, colour="white", background="white")
+    with pytest.raises(ValidationError, match="n: 0 is not valid; valid: a whole number >= 1"):
+        world.make_dataset(0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ..errors import ValidationError
+from ..validation import invalid
 
 
 def register(sub) -> None:
@@ -26,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--foreground-weight", type=float,
                    help="extra UNet loss weight on latent cells at and next to the shape (default 12; 0: plain loss)")
     p.add_argument("--text-reads", choices=("end", "words"),
-                   help="where the text encoder is taught to put the meaning: words (default, the shipped model; A1111 weighting acts) or end (v2)")
+                   help="where the text encoder is taught to put the meaning: words (default, the shipped model; A1111 weighting acts) or end")
     p.set_defaults(func=cmd_train)
 
     p = verbs.add_parser("finetune", help="continue training a shapes-world model's UNet (VAE and text encoder frozen; resumes if killed)")
@@ -57,8 +57,6 @@ def cmd_data(args) -> int:
     from ..io import atomic_path
     from ..mini import world
 
-    if args.n < 1:
-        raise ValidationError(f"-n: {args.n} must be >= 1")
     out = Path(args.out)
     images, meta = world.make_dataset(args.n, seed=args.seed)
     files = []
@@ -79,20 +77,9 @@ def cmd_train(args) -> int:
 
     from ..mini.train import TrainConfig, train
 
-    changes = {"seed": args.seed}
-    for key, flag, value in (("n_images", "--images", args.images), ("vae_steps", "--vae-steps", args.vae_steps),
-                             ("unet_steps", "--unet-steps", args.unet_steps)):
-        if value is not None:
-            if value < 1:
-                raise ValidationError(f"{flag}: {value} must be >= 1")
-            changes[key] = value
-    if args.foreground_weight is not None:
-        if not args.foreground_weight >= 0:
-            raise ValidationError(f"--foreground-weight: must be >= 0, got {args.foreground_weight}")
-        changes["unet_foreground_weight"] = args.foreground_weight
-    if args.text_reads:
-        changes["text_reads"] = args.text_reads
-    print(train(args.out, replace(TrainConfig(), **changes)))
+    given = {"seed": args.seed, "n_images": args.images, "vae_steps": args.vae_steps, "unet_steps": args.unet_steps,
+             "unet_foreground_weight": args.foreground_weight, "text_reads": args.text_reads}
+    print(train(args.out, replace(TrainConfig(), **{k: v for k, v in given.items() if v is not None})))
     return 0
 
 
@@ -112,9 +99,7 @@ def cmd_eval(args) -> int:
     try:
         guidance = tuple(float(v) for v in args.guidance.split(","))
     except ValueError:
-        raise ValidationError(f"--guidance: {args.guidance!r} must be comma-separated numbers, e.g. 1,3,7.5") from None
-    if args.prompts < 1 or args.seeds < 2:
-        raise ValidationError("--prompts must be >= 1 and --seeds >= 2")
+        raise invalid("--guidance", args.guidance, "comma-separated numbers, e.g. 1,3,7.5") from None
     pipe = load_pipeline(args.model, device="auto")
     report = evaluate(pipe, n_prompts=args.prompts, guidance=guidance, n_seeds=args.seeds, progress=not args.json)
     report["model"] = model_info(pipe).name
@@ -140,6 +125,6 @@ def _print_report(report: dict) -> None:
     print(skews[(skews.generated_share > 0) | (skews.training_share > 0)].to_string(index=False))
     print("negative prompt:")
     print(pd.DataFrame(report["negative_prompt"]).to_string(index=False))
-    print("diversity over seeds:")
+    print("similarity over seeds (mean pairwise SSIM; lower = more diverse):")
     print(pd.DataFrame(report["diversity"]).to_string(index=False))
     print(f"{report['seconds']} s")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from ..errors import ValidationError
 from . import world
 
 ATTRIBUTES = ("shape", "colour", "size", "position", "background")
@@ -50,7 +51,7 @@ def check(image: np.ndarray) -> dict[str, str | None]:
     """Attributes of one RGB uint8 image (H x W x 3); ``None`` where no shape is found."""
     pixels = np.asarray(image, dtype=np.float32)
     if pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise ValueError(f"image must be H x W x 3, got {pixels.shape}")
+        raise ValidationError(f"image: an array of shape {pixels.shape} is not valid; valid: an H x W x 3 RGB image")
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     background_rgb = np.median(border, axis=0)
     result: dict[str, str | None] = {a: None for a in ATTRIBUTES}

@@ -4,28 +4,36 @@
 - skews: what the model draws for under-specified prompts (``a triangle``) beside
   the training captions' skew;
 - negative prompts: ``a circle`` with and without ``red`` as the negative prompt;
-- diversity: one prompt, several seeds, mean pairwise SSIM (lower = more diverse), beside the
-  same SSIM over the world's own scenes of that prompt (what learning the data exactly would give);
+- similarity across seeds: one prompt, several seeds, mean pairwise SSIM (lower = more diverse),
+  beside the same SSIM over the world's own scenes of that prompt (what learning the data exactly
+  would give);
 - saturation and clipped pixels per guidance (very high CFG pushes colours out of range, as in real SD).
 """
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from ..generate import generate_many
+from ..metrics import clipped_share, mean_pairwise_ssim, saturation
 from ..models import model_info
+from ..progress import Callback
 from ..spec import GenerationSpec
+from ..validation import POSITIVE_INT, Check, Interval, validate_params
 from . import checker, world
 
 GUIDANCE_VALUES = (1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0)
+EVALUATE_CONSTRAINTS = {
+    "n_prompts": [POSITIVE_INT],
+    "n_seeds": [Interval(int, 2, None)],
+    "guidance": [Check(lambda g: len(g) > 0 and all(Interval(float).accepts(v) for v in g), "one or more numbers")],
+}
 
 
-def _run(pipe, specs: list[GenerationSpec], progress: bool, desc: str, callback: Callable | None = None) -> list:
+def _run(pipe, specs: list[GenerationSpec], progress: bool, desc: str, callback: Callback | None = None) -> list:
     bar = tqdm(total=len(specs), desc=desc, disable=not progress)
 
     def cb(done: int, total: int) -> None:
@@ -39,27 +47,9 @@ def _run(pipe, specs: list[GenerationSpec], progress: bool, desc: str, callback:
         bar.close()
 
 
-def saturation(image: np.ndarray) -> float:
-    """Mean HSV saturation in [0, 1]."""
-    rgb = np.asarray(image, np.float32) / 255.0
-    high, low = rgb.max(axis=2), rgb.min(axis=2)
-    return float(np.mean(np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0)))
-
-
-def clipped_share(image: np.ndarray) -> float:
-    """Share of pixels with a channel at 0 or 255: what very high guidance pushes out of range.
-
-    On the shapes world (v-prediction, zero terminal SNR) mean saturation hardly
-    moves with guidance and clipping grows only mildly: v5, 32 prompts, 0.14 at
-    guidance 1, 0.15 at 5, 0.16 at 15 and 30, 0.23 at 50.
-    """
-    rgb = np.asarray(image)
-    return float(np.mean(((rgb == 0) | (rgb == 255)).any(axis=2)))
-
-
 def accuracy(
     pipe, prompts: pd.DataFrame | None = None, guidance: tuple[float, ...] = GUIDANCE_VALUES,
-    steps: int | None = None, sampler: str | None = None, progress: bool = True, callback: Callable | None = None,
+    steps: int | None = None, sampler: str | None = None, progress: bool = True, callback: Callback | None = None,
 ) -> pd.DataFrame:
     """One row per prompt x guidance: what the checker found and whether each attribute is right."""
     prompts = world.evaluation_prompts() if prompts is None else prompts
@@ -120,21 +110,17 @@ def negative_prompt_effect(pipe, n_seeds: int = 64, guidance: float | None = Non
     return pd.DataFrame(rows)
 
 
-def data_diversity(prompt: str, n: int = 8, seed: int = 0) -> float:
-    """Mean pairwise SSIM of ``n`` scenes the world itself draws for ``prompt``: what a model that
-    learned the data exactly would score (the world's jitter sets it, not the model)."""
-    from ..metrics import mean_pairwise_ssim
-
+def data_similarity(prompt: str, n: int = 8, seed: int = 0) -> float:
+    """Mean pairwise SSIM of ``n`` scenes the world itself draws for ``prompt`` (higher: less diverse):
+    what a model that learned the data exactly would score (the world's jitter sets it, not the model)."""
     rng = np.random.default_rng(seed)
     attrs = world.parse_caption(prompt)
     return mean_pairwise_ssim([np.asarray(world.render(world.sample_scene(rng, **attrs))) for _ in range(n)])
 
 
-def diversity(pipe, prompts: list[str] | None = None, n_seeds: int = 8, guidance: float | None = None) -> pd.DataFrame:
-    """Per prompt: mean pairwise SSIM over ``n_seeds`` seeds, the share of images that satisfy it,
-    and the same SSIM for the world's own scenes of that prompt (:func:`data_diversity`)."""
-    from ..metrics import mean_pairwise_ssim
-
+def seed_similarity(pipe, prompts: list[str] | None = None, n_seeds: int = 8, guidance: float | None = None) -> pd.DataFrame:
+    """Per prompt: mean pairwise SSIM over ``n_seeds`` seeds (higher: less diverse), the share of images
+    that satisfy it, and the same SSIM for the world's own scenes of that prompt (:func:`data_similarity`)."""
     prompts = prompts or ["a large red circle at the top left on a white background", "a small blue square on the right on a black background"]
     rows = []
     for prompt in prompts:
@@ -144,13 +130,14 @@ def diversity(pipe, prompts: list[str] | None = None, n_seeds: int = 8, guidance
         ok = checker.score(images, pd.DataFrame([attrs] * n_seeds))["all_ok"]
         distinct = len({im.tobytes() for im in images})
         rows.append({"prompt": prompt, "n": n_seeds, "mean_pairwise_ssim": mean_pairwise_ssim(images),
-                     "data_mean_pairwise_ssim": data_diversity(prompt, n_seeds), "distinct_images": distinct,
+                     "data_mean_pairwise_ssim": data_similarity(prompt, n_seeds), "distinct_images": distinct,
                      "satisfied_share": float(ok.mean())})
     return pd.DataFrame(rows)
 
 
 def evaluate(pipe, n_prompts: int = 320, guidance: tuple[float, ...] = GUIDANCE_VALUES, n_seeds: int = 64, progress: bool = True) -> dict:
-    """Everything above, as one JSON-able report."""
+    """Everything above, as one JSON-able report (its "diversity" rows are :func:`seed_similarity`'s)."""
+    validate_params({"n_prompts": n_prompts, "n_seeds": n_seeds, "guidance": guidance}, EVALUATE_CONSTRAINTS)
     started = time.perf_counter()
     defaults = model_info(pipe).defaults
     table = accuracy(pipe, world.evaluation_prompts(n_prompts), guidance, progress=progress)
@@ -163,6 +150,6 @@ def evaluate(pipe, n_prompts: int = 320, guidance: tuple[float, ...] = GUIDANCE_
         "best_guidance": float(best["guidance"]),
         "skews": skews(pipe, n_seeds, progress=progress).round(4).to_dict(orient="records"),
         "negative_prompt": negative_prompt_effect(pipe, n_seeds, progress=progress).round(4).to_dict(orient="records"),
-        "diversity": diversity(pipe).round(4).to_dict(orient="records"),
+        "diversity": seed_similarity(pipe).round(4).to_dict(orient="records"),
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -16,26 +16,18 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from ..validation import NON_NEGATIVE_INT, POSITIVE_INT, Options, invalid, validate_params
+
 IMAGE_SIZE = 64
 SUPERSAMPLE = 4  # render at 4x and downsample: anti-aliased edges like a real photo
 
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "green": (30, 170, 50),
-    "blue": (30, 70, 220),
-    "yellow": (240, 220, 30),
-    "orange": (245, 140, 20),
-    "purple": (140, 50, 180),
-    "white": (245, 245, 245),
-    "black": (15, 15, 15),
+    "red": (220, 30, 30), "green": (30, 170, 50), "blue": (30, 70, 220), "yellow": (240, 220, 30),
+    "orange": (245, 140, 20), "purple": (140, 50, 180), "white": (245, 245, 245), "black": (15, 15, 15),
 }
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {
-    "white": (250, 250, 250),
-    "black": (10, 10, 10),
-    "gray": (128, 128, 128),
-    "pink": (250, 180, 200),
-    "teal": (0, 128, 128),
+    "white": (250, 250, 250), "black": (10, 10, 10), "gray": (128, 128, 128), "pink": (250, 180, 200), "teal": (0, 128, 128),
 }
 SIZES = ("small", "large")
 # Positions on a 3x3 grid: name -> (column, row), column 0 = left, row 0 = top.
@@ -47,8 +39,6 @@ POSITIONS: dict[str, tuple[int, int]] = {
 GRID_CENTRES = (16.0, 32.0, 48.0)  # pixel centre of each grid column/row
 POSITION_JITTER = 3.0  # +- pixels around the grid centre
 RADIUS = {"small": (5.0, 8.0), "large": (12.0, 15.0)}  # half-extent in pixels
-# Tried: small 7-10 px with position jitter +-4, trained from scratch with the default recipe
-# (98.6 min): shape 0.70, all five 0.64 at guidance 5, below v3, trained on this world (0.78, 0.75).
 MAX_ROTATION = 15.0  # degrees, for shapes with corners
 SHADE_JITTER = 12  # +- per RGB channel for the shape, half of that for the background
 
@@ -65,6 +55,13 @@ SOURCE_WEIGHTS = np.array([40, 15, 10, 8, 7, 6, 5, 4, 3, 2], dtype=float) / 100.
 
 SYNONYMS = {"large": ("large", "big"), "small": ("small", "tiny"), "gray": ("gray", "grey")}
 SYNONYM_SHARE = 0.25  # how often the second word is used
+
+
+# What ``sample_scene`` may fix: each discrete attribute and its values (None: drawn at random).
+SCENE_CONSTRAINTS = {
+    "shape": [Options(SHAPES), None], "colour": [Options(COLOURS), None], "size": [Options(SIZES), None],
+    "position": [Options(POSITIONS), None], "background": [Options(BACKGROUNDS), None],
+}
 
 
 @dataclass(frozen=True)
@@ -97,8 +94,9 @@ def _valid_pair(colour: str, background: str) -> bool:
 def sample_scene(rng: np.random.Generator, **fixed: str) -> Scene:
     """Draw one scene; keyword arguments fix discrete attributes (e.g. ``shape="circle"``)."""
     for key in fixed:
-        if key not in ("shape", "colour", "size", "position", "background"):
-            raise ValueError(f"unknown scene attribute {key!r}")
+        if key not in SCENE_CONSTRAINTS:
+            raise invalid("attribute", key, "one of " + ", ".join(SCENE_CONSTRAINTS))
+    validate_params(fixed, SCENE_CONSTRAINTS)
     shape = fixed.get("shape") or SHAPES[rng.integers(len(SHAPES))]
     while True:
         if "colour" in fixed:
@@ -112,7 +110,7 @@ def sample_scene(rng: np.random.Generator, **fixed: str) -> Scene:
         if _valid_pair(colour, background):
             break
         if "colour" in fixed and "background" in fixed:
-            raise ValueError(f"a {colour} shape on a {background} background is invisible")
+            raise invalid("colour", colour, f"any colour but {colour} on a {background} background (it would be invisible)")
     size = fixed.get("size") or SIZES[rng.integers(len(SIZES))]
     position = fixed.get("position") or list(POSITIONS)[rng.integers(len(POSITIONS))]
     col, row = POSITIONS[position]
@@ -146,7 +144,7 @@ def shape_outline(shape: str, cx: float, cy: float, radius: float, rotation: flo
         w = 0.36
         pts = [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w), (-w, -w)]
     else:
-        raise ValueError(f"unknown shape {shape!r}; valid: {', '.join(SHAPES)}")
+        raise invalid("shape", shape, "one of " + ", ".join(SHAPES))
     theta = math.radians(rotation)
     c, s = math.cos(theta), math.sin(theta)
     return [(cx + radius * (x * c - y * s), cy + radius * (x * s + y * c)) for x, y in pts]
@@ -258,6 +256,7 @@ def make_dataset(n: int, seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
     Metadata columns: ``URL, TEXT, WIDTH, HEIGHT, source`` plus every true
     attribute, so the audit tools read it like LAION metadata and know the truth.
     """
+    validate_params({"n": n, "seed": seed}, {"n": [POSITIVE_INT], "seed": [NON_NEGATIVE_INT]})
     rng = np.random.default_rng(seed)
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     rows = []
