@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..errors import ValidationError
 from ..spec import GenerationSpec
+from ..validation import Interval, validate_params
 from .axes import Axis, Cell, expand
 from .store import ResultStore, spec_row
 
@@ -141,6 +142,7 @@ def run_sweep(
     """
     from ..cluster import ModelSource, call_on_worker, connect, map_on_workers
 
+    validate_params({"max_batch": max_batch}, {"max_batch": [Interval(int, 1, None)]})
     if base.mode != "txt2img":
         raise ValidationError("sweep: only text-to-image sweeps are supported; the base spec has an init image")
     cells = expand(base, axes, prompts)
