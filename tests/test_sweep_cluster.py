@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -100,7 +99,9 @@ def test_a_worker_killed_mid_sweep_loses_and_duplicates_nothing(client, tiny_pip
         if killed:
             return
         pids = client.run(os.getpid)
-        busy = [w for w, keys in client.processing().items() if keys and w in pids]
+        deadline = time.monotonic() + 10
+        while not (busy := [w for w, keys in client.processing().items() if keys and w in pids]) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the next batch is on its way to a worker
         assert busy, "no worker was running a batch"
         os.kill(pids[busy[0]], signal.SIGKILL)
         killed.append((done, busy[0], pids[busy[0]]))
