@@ -127,7 +127,7 @@ def step_view(call: dict) -> dict:
     t = float(t.flatten()[0]) if torch.is_tensor(t) else float(t)
     guidance = call["guidance"]
     n = z.shape[0] // 2 if guidance > 1 else z.shape[0]  # diffusers runs the CFG batch only above 1
-    z = z[-n:]  # the conditional half's input (both halves see the same latent)
+    z = z[-n:, : pred.shape[1]]  # the conditional half's latent (an inpainting UNet's input also holds mask and image)
     if is_flow(scheduler):
         s = _current_sigma(scheduler, call["i"])
 

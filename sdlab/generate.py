@@ -216,6 +216,9 @@ def generate(pipe, spec: GenerationSpec, callback: Callback | None = None, hooks
         kwargs.update(mask_image=Image.new("L", init.size, 255), width=spec.width, height=spec.height)
         run_mode = "inpaint"
 
+    if run_mode == "inpaint":  # one image and mask per seed: the pipeline draws each VAE sample from that image's
+        kwargs["image"], kwargs["mask_image"] = [kwargs["image"]] * n, [kwargs["mask_image"]] * n  # generator (image k = seed + k)
+
     # 3. this call's scheduler and pipeline (``pipe`` stays as it was), and the prompts
     scheduler = make_scheduler(spec.sampler, scheduler_config(pipe), seeds=[spec.seed + k for k in range(n)])
     _check_sampler_mode(scheduler, spec, run_mode)
@@ -314,7 +317,7 @@ def generate_many(
                 mode = "txt2img"
                 if needs_mask(pipe):
                     extra, mode = _blank_canvas(first.width, first.height)
-                    kwargs.update(extra)
+                    kwargs.update(extra, image=[extra["image"]] * len(chunk), mask_image=[extra["mask_image"]] * len(chunk))
                 runner = call_pipeline(pipe, mode, scheduler, call_hooks, scale)
                 images = runner(**kwargs).images
             for i, image in zip(indices[start : start + max_batch], images):

@@ -169,15 +169,49 @@ class _AttentionRecorder:
         return mean / mean.sum(dim=1, keepdim=True)
 
 
+class _JointAttentionRecorder:
+    """SD 3's joint attention: the user's processor computes the output (so the image is unchanged);
+    beside it, the image queries' softmax over the text keys is kept, as text->image maps per token."""
+
+    def __init__(self, maps: _AttentionRecorder, original, grid_hw: tuple[int, int]) -> None:
+        self.maps, self.original, self.grid_hw = maps, original, grid_hw
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
+        if encoder_hidden_states is not None:
+            batch, n, _ = hidden_states.shape
+            heads = attn.heads
+
+            def split(x, norm):
+                x = x.view(batch, -1, heads, x.shape[-1] // heads).transpose(1, 2)
+                return norm(x) if norm is not None else x
+
+            q = split(attn.to_q(hidden_states), attn.norm_q)
+            keys = torch.cat([split(attn.to_k(hidden_states), attn.norm_k),
+                              split(attn.add_k_proj(encoder_hidden_states), attn.norm_added_k)], dim=2)
+            probs = torch.softmax(q @ keys.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)[..., n:]  # image -> text
+            cond = probs[batch - self.maps.samples :].mean(dim=1)  # conditional half, mean over heads: (samples, n, tokens)
+            cond = cond / cond.sum(dim=-1, keepdim=True)
+            self.maps.maps.append(cond.transpose(1, 2).reshape(self.maps.samples, -1, *self.grid_hw).detach().float().cpu())
+        return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
+
+
 @contextlib.contextmanager
-def _recording_attention(unet, recorder: _AttentionRecorder):
-    """Swap the recorder in for the cross-attention processors of ``unet`` for one call, then put the user's back."""
-    original = unet.attn_processors
-    unet.set_attn_processor({name: (recorder if name.endswith("attn2.processor") else proc) for name, proc in original.items()})
+def _recording_attention(model, recorder: _AttentionRecorder, patch: int = 1):
+    """Swap recorders in for the text attention processors of ``model`` for one call, then put the user's back.
+
+    UNets: the cross-attention layers (``attn2``). SD 3's transformer: the joint attention layers."""
+    original = model.attn_processors
+    if patch == 1:
+        swapped = {name: (recorder if name.endswith("attn2.processor") else proc) for name, proc in original.items()}
+    else:
+        grid = (recorder.latent_hw[0] // patch, recorder.latent_hw[1] // patch)
+        swapped = {name: (_JointAttentionRecorder(recorder, proc, grid) if name.endswith(".attn.processor") else proc)
+                   for name, proc in original.items()}
+    model.set_attn_processor(swapped)
     try:
         yield
     finally:
-        unet.set_attn_processor(original)
+        model.set_attn_processor(original)
 
 
 class StepRecorder:
@@ -216,12 +250,10 @@ def _recorder(pipe, attention: bool, samples: int, latent_hw: tuple[int, int]):
     if not attention:
         yield StepRecorder()
         return
-    unet = getattr(pipe, "unet", None)
-    if unet is None:
-        raise ValidationError("attention: maps are recorded for UNet models (SD 1.x, 2.x, SDXL, the shapes world); "
-                              "this model has a transformer; trace without attention=True")
+    model = getattr(pipe, "unet", None) or pipe.transformer
+    patch = int(model.config.patch_size) if getattr(pipe, "unet", None) is None else 1
     maps = _AttentionRecorder(samples, latent_hw)
-    with _recording_attention(unet, maps):
+    with _recording_attention(model, maps, patch):
         yield StepRecorder(maps)
 
 

@@ -97,6 +97,19 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def preset_for(pipe) -> str | None:
+    """The mark a family's reference pipeline puts on its output: SD 1.x and 2.x's scripts (``sd1``, ``sd2``),
+    diffusers' SDXL pipeline (``sdxl``); SD 3 and the shapes world mark nothing (None)."""
+    from ..models import SHAPES_WORLD, family, model_info
+
+    if model_info(pipe).name == SHAPES_WORLD:
+        return None
+    kind = family(pipe)
+    if kind == "sd-inpaint":  # SD 2's inpainting model reads 1024-wide OpenCLIP states, SD 1.5's 768-wide CLIP
+        kind = "sd2" if pipe.unet.config.cross_attention_dim == 1024 else "sd1"
+    return kind if kind in PRESETS else None
+
+
 def parse_payload(value: PayloadLike) -> Payload:
     """Text (UTF-8), bytes, ``0b…`` bits, ``0x…`` hex bytes, a bit sequence, or a :class:`Payload`."""
     if isinstance(value, Payload):
