@@ -207,3 +207,23 @@ def test_watermark_preset_follows_the_family(loaded):
 
     # the tiny 9-channel model reads 32-wide text states, not SD 2's 1024-wide ones: it counts as an SD 1.5 inpainter
     assert [preset_for(loaded(name)[0]) for name in FAMILIES] == ["sd1", "sd2", "sd1", "sdxl", None]
+
+
+@pytest.mark.parametrize("name", ["sdxl", "sd3"])
+def test_the_compression_lab_runs_on_the_models_own_vae(family_dir, name):
+    """SDXL's VAE and SD 3's 16-channel one: the latent codec keeps every channel and decodes what the VAE would."""
+    from sdlab.compression.container import LatentHeader
+    from sdlab.compression.latent import LatentCodec
+    from sdlab.compression.vae import load_vae
+
+    vae = load_vae(str(family_dir(name)))
+    codec = LatentCodec(vae)
+    image = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    data = codec.encode(image, 100)
+    assert LatentHeader.unpack(data).channels == vae.config.latent_channels == (16 if name == "sd3" else 4)
+    decoded = codec.decode(data)
+    with torch.no_grad():
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+        direct = vae.decode(vae.encode(x).latent_dist.mean).sample[0]
+    direct = ((direct.clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy()
+    assert decoded.shape == (64, 64, 3) and np.abs(decoded.astype(float) - direct).mean() < 2.0  # 256 levels per channel
