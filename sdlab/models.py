@@ -193,6 +193,7 @@ def load_pipeline(
     dtype: Any = "auto",
     allow_pickle: bool = False,
     download: bool = False,
+    vae: str | os.PathLike | None = None,
 ):
     """Load a diffusers pipeline by registered name, local directory or single checkpoint file.
 
@@ -204,6 +205,12 @@ def load_pipeline(
     - ``.ckpt``/``.pt``/``.bin`` pickles are refused unless ``allow_pickle=True``:
       unpickling runs code from the file.
 
+    ``vae`` replaces the checkpoint's VAE, loaded in ``dtype``: a diffusers ``AutoencoderKL``
+    directory (or a pipeline directory with ``vae/``), or a hub id in the local cache. SDXL's own
+    VAE overflows in fp16, so its config asks for fp32 decoding (``force_upcast``, which diffusers'
+    SDXL pipelines apply to every call, and :func:`sdlab.precision.decoding_vae` to sdlab's own);
+    a VAE fixed for fp16 (``madebyollin/sdxl-vae-fp16-fix``) decodes in fp16 and saves that memory.
+
     Its :class:`ModelInfo` is registered for :func:`model_info`.
     """
     from diffusers import DiffusionPipeline
@@ -212,18 +219,19 @@ def load_pipeline(
     torch_dtype = resolve_dtype(dtype, device)
     name = os.fspath(model)
     path = Path(name).expanduser()
+    parts = {} if vae is None else {"vae": _load_vae(vae, torch_dtype, download)}
 
     if name == SHAPES_WORLD:
         if not (SHIPPED_DIR / "model_index.json").exists():
             raise ModelNotFoundError(
                 f"the shapes-world weights are missing from {SHIPPED_DIR}; reinstall sdlab or train them with 'sdlab mini train --out DIR'"
             )
-        pipe = DiffusionPipeline.from_pretrained(SHIPPED_DIR, dtype=torch_dtype)
+        pipe = DiffusionPipeline.from_pretrained(SHIPPED_DIR, dtype=torch_dtype, **parts)
         info = _info_for_directory(SHIPPED_DIR, SHAPES_WORLD)
     elif path.is_dir():
         if not (path / "model_index.json").exists():
             raise ModelNotFoundError(f"model: {name!r} is a directory but not a diffusers pipeline (no model_index.json)")
-        pipe = DiffusionPipeline.from_pretrained(path, dtype=torch_dtype)
+        pipe = DiffusionPipeline.from_pretrained(path, dtype=torch_dtype, **parts)
         info = _info_for_directory(path)
     elif path.suffix.lower() in PICKLE_SUFFIXES:
         if not path.exists():
@@ -233,12 +241,12 @@ def load_pipeline(
                 f"model: {path.name} is a pickle checkpoint, and loading a pickle can run arbitrary code; "
                 "convert it to .safetensors or pass allow_pickle=True (CLI: --allow-pickle) if you trust its source"
             )
-        pipe = _from_single_file(path, torch_dtype)
+        pipe = _from_single_file(path, torch_dtype, parts)
         info = ModelInfo(name=path.stem, source=str(path))
     elif path.suffix.lower() == ".safetensors":
         if not path.exists():
             raise ModelNotFoundError(f"model: no such file {name!r}")
-        pipe = _from_single_file(path, torch_dtype)
+        pipe = _from_single_file(path, torch_dtype, parts)
         info = ModelInfo(name=path.stem, source=str(path))
     elif name in HUB_ALIASES or "/" in name:
         hub = HUB_ALIASES.get(name, HubModel(name, dict(MODEL_DEFAULTS), None))
@@ -248,29 +256,50 @@ def load_pipeline(
                 f"model {name!r} ({hub.repo_id}) is not in the local Hugging Face cache and sdlab does not download by itself; "
                 f"fetch it once with 'huggingface-cli download {hub.repo_id}' or load_pipeline({name!r}, download=True)"
             )
-        pipe = DiffusionPipeline.from_pretrained(local or hub.repo_id, dtype=torch_dtype)
+        pipe = DiffusionPipeline.from_pretrained(local or hub.repo_id, dtype=torch_dtype, **parts)
         info = ModelInfo(name=name, source=local or hub.repo_id, defaults={**MODEL_DEFAULTS, **hub.defaults}, preview=hub.preview)
     else:
         valid = ", ".join([SHAPES_WORLD, *HUB_ALIASES])
         raise ModelNotFoundError(f"model: {name!r} is not a registered name ({valid}), a diffusers directory, or a checkpoint file")
 
+    if vae is not None:
+        info.extra["vae"] = os.fspath(vae)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     register(pipe, info)
     return pipe
 
 
-def _from_single_file(path: Path, torch_dtype):
+def _from_single_file(path: Path, torch_dtype, parts: dict):
     cls = _single_file_class(path) if path.suffix.lower() == ".safetensors" else None
     if cls is None:
         from diffusers import StableDiffusionPipeline as cls  # pickles: SD 1.x/2.x is by far the common case
     try:
-        return cls.from_single_file(str(path), dtype=torch_dtype, local_files_only=True)
+        return cls.from_single_file(str(path), dtype=torch_dtype, local_files_only=True, **parts)
     except Exception as exc:
         raise ModelNotFoundError(
             f"model: could not load {path.name} as {cls.__name__} offline ({type(exc).__name__}); "
             "single-file loading needs the model's config in the local Hugging Face cache"
         ) from None
+
+
+def _load_vae(vae: str | os.PathLike, torch_dtype, download: bool):
+    """An ``AutoencoderKL`` from a directory (its own, or a pipeline's ``vae/``) or a cached hub id."""
+    from diffusers import AutoencoderKL
+
+    name = os.fspath(vae)
+    path = Path(name).expanduser()
+    if not path.exists() and "/" in name:  # a hub id
+        local = _hub_cached(name)
+        if local is None and not download:
+            raise ModelNotFoundError(f"vae: {name!r} is not in the local Hugging Face cache; fetch it once with 'huggingface-cli download {name}'")
+        if local is None:
+            return AutoencoderKL.from_pretrained(name, dtype=torch_dtype)
+        path = Path(local)
+    for folder in (path, path / "vae"):
+        if (folder / "config.json").exists():
+            return AutoencoderKL.from_pretrained(folder, dtype=torch_dtype)
+    raise ModelNotFoundError(f"vae: {name!r} is not a VAE directory (config.json), a pipeline directory with vae/, or a cached hub id")
 
 
 _INFOS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # pipeline -> ModelInfo, dropped with the pipeline
