@@ -227,3 +227,25 @@ def test_the_compression_lab_runs_on_the_models_own_vae(family_dir, name):
         direct = vae.decode(vae.encode(x).latent_dist.mean).sample[0]
     direct = ((direct.clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy()
     assert decoded.shape == (64, 64, 3) and np.abs(decoded.astype(float) - direct).mean() < 2.0  # 256 levels per channel
+
+
+def test_the_cli_runs_a_family_directory_and_refuses_in_one_line(family_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from sdlab.metadata import read_parameters
+
+    sd3, sd1 = str(family_dir("sd3")), str(family_dir("sd1"))
+    ok = subprocess.run([sys.executable, "-m", "sdlab", "generate", "a (red:1.3) circle", "--model", sd3, "--steps", "2",
+                         "--seed", "7", "--sampler", "Heun", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    spec = read_parameters(next(tmp_path.glob("*.png")))
+    assert (spec.seed, spec.sampler, spec.steps, spec.prompt) == (7, "Heun", 2, "a (red:1.3) circle")
+    skip = subprocess.run([sys.executable, "-m", "sdlab", "generate", "a circle", "--model", sd1, "--steps", "2", "--clip-skip", "2",
+                           "--out", str(tmp_path / "skip")], capture_output=True, text=True)
+    assert skip.returncode == 0, skip.stderr  # crashed with transformers 5.25 before
+    bad = subprocess.run([sys.executable, "-m", "sdlab", "generate", "a circle", "--model", sd3, "--sampler", "Euler a",
+                          "--out", str(tmp_path / "bad")], capture_output=True, text=True)
+    last = bad.stderr.strip().splitlines()[-1]  # after diffusers' loading bars: one line, no traceback
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert last.startswith("error: sampler: 'Euler a'") and last.endswith("valid: Euler, Heun, DPM++ 2M, UniPC")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -38,6 +39,9 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # transformers warns at import about torchvision, which sdlab does not use; keep the CLI's stderr for sdlab's
+    # own one-line errors (export TRANSFORMERS_VERBOSITY=warning to see them again)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
