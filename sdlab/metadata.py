@@ -46,15 +46,60 @@ def _unquote(value: str) -> str:
 
 
 def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+    """As A1111 writes numbers: 7, 7.5 (a slider's 5.000000000000001 is 5)."""
+    value = round(float(value), 6)
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def image_hash(image: Any) -> str:
-    """Short SHA-256 of an image's RGB pixels (for init images and masks)."""
+    """A1111's init image hash: MD5 of the image's RGB pixel bytes (32 hex digits)."""
+    from .images import load_rgb
+
+    return hashlib.md5(load_rgb(image).tobytes()).hexdigest()
+
+
+def legacy_image_hash(image: Any) -> str:
+    """The hash sdlab wrote before it followed A1111 (10 hex digits of SHA-256 of pixels and shape), still accepted."""
     from .images import load_rgb
 
     pixels = load_rgb(image)
     return hashlib.sha256(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()[:10]
+
+
+def same_image(image: Any, recorded: str) -> bool:
+    """Whether ``image`` is the one whose hash a PNG recorded (A1111's MD5, or sdlab's earlier short SHA-256)."""
+    return recorded.strip().lower() in (image_hash(image), legacy_image_hash(image))
+
+
+# A1111 >= 1.9: "Schedule type" beside the sampler. A bare sampler name reads as "Automatic", which means Karras for
+# these samplers and Exponential for DPM++ 2M SDE; sdlab writes the schedule explicitly so A1111 runs what sdlab ran.
+AUTOMATIC_SCHEDULE = {"DPM++ 2M": "Karras", "DPM2": "Karras", "DPM2 a": "Karras", "DPM++ SDE": "Karras",
+                      "DPM++ 2M SDE": "Exponential"}
+_NO_SCHEDULE = {"UniPC", "DDIM", "PLMS", "LCM"}  # A1111 runs these without reading a schedule type
+
+
+def _sampler_pairs(sampler: str) -> list[tuple[str, str]]:
+    base, karras = (sampler[: -len(" Karras")], True) if sampler.endswith(" Karras") else (sampler, False)
+    if base in _NO_SCHEDULE and not karras:
+        return [("Sampler", base)]
+    return [("Sampler", base), ("Schedule type", "Karras" if karras else "Uniform")]
+
+
+def _sampler_from_pairs(pairs: dict) -> str | None:
+    """sdlab's sampler for an A1111 Sampler + Schedule type (None: one sdlab cannot run, e.g. Exponential)."""
+    from .samplers import canonical_name
+
+    name, schedule = pairs.get("Sampler"), (pairs.get("Schedule type") or "Automatic").strip()
+    if name is None:
+        return None
+    if schedule.lower() == "automatic":
+        schedule = AUTOMATIC_SCHEDULE.get(name.strip(), "Uniform")
+    if schedule.lower() not in ("karras", "uniform"):
+        return None
+    try:
+        return canonical_name(name, "karras" if schedule.lower() == "karras" else None)
+    except ValidationError:
+        return None
 
 
 def format_parameters(spec: GenerationSpec) -> str:
@@ -66,10 +111,7 @@ def format_parameters(spec: GenerationSpec) -> str:
     if spec.steps is not None:
         pairs.append(("Steps", str(spec.steps)))
     if spec.sampler is not None:
-        base, karras = (spec.sampler[: -len(" Karras")], True) if spec.sampler.endswith(" Karras") else (spec.sampler, False)
-        pairs.append(("Sampler", base))
-        if karras:
-            pairs.append(("Schedule type", "Karras"))
+        pairs += _sampler_pairs(spec.sampler)
     if spec.guidance is not None:
         pairs.append(("CFG scale", _number(spec.guidance)))
     pairs.append(("Seed", str(spec.seed)))
@@ -143,19 +185,14 @@ def spec_from_parameters(text: str) -> GenerationSpec:
         if not m:
             raise MetadataError(f"parameters: Size {pairs['Size']!r} is not WIDTHxHEIGHT")
         width, height = int(m.group(1)), int(m.group(2))
-    sampler = pairs.get("Sampler")
-    if sampler is not None:
-        from .samplers import canonical_name
-
-        try:
-            sampler = canonical_name(sampler, pairs.get("Schedule type"))
-        except ValidationError:
-            sampler = None  # a sampler sdlab lacks: keep the text, generate with the model's default
+    sampler = _sampler_from_pairs(pairs)  # None for a sampler or schedule sdlab lacks: kept as text below
     # Init images, masks and outpaint canvases cannot live in the text: their
     # hashes and margins stay in ``extra`` (reproduce takes the image again).
     extra = {k: v for k, v in pairs.items() if k not in _CONSUMED}
     if sampler is None and "Sampler" in pairs:
         extra["Sampler"] = pairs["Sampler"]
+        if "Schedule type" in pairs:
+            extra["Schedule type"] = pairs["Schedule type"]
     try:
         return GenerationSpec(
             prompt=prompt, negative_prompt=negative,
