@@ -69,33 +69,15 @@ def cmd_info(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    import numpy as np
+    from ..reproduce import reproduce
 
-    from ..errors import ValidationError
-    from ..generate import generate
-    from ..images import load_rgb
-    from ..metadata import INIT_HASH, MASK_HASH, image_hash, read_parameters, same_image
+    def load(spec):
+        args.model = args.model or spec.model or "shapes-world"
+        return load_model(args)
 
-    spec = read_parameters(args.png)
-    for key, given, flag in ((INIT_HASH, args.init, "--init"), (MASK_HASH, args.mask, "--mask")):
-        if key in spec.extra:
-            if not given:
-                raise ValidationError(f"{flag}: this PNG was made from an image with hash {spec.extra[key]}; pass that image with {flag}")
-            if not same_image(given, spec.extra[key]):
-                raise ValidationError(f"{flag}: {given} has hash {image_hash(given)}, but the PNG was made from {spec.extra[key]}")
-    spec = spec.replace(init_image=args.init, mask=args.mask)
-    original = load_rgb(args.png).astype(np.int16)
-    if spec.mode == "txt2img" and spec.width and (spec.width, spec.height) != (original.shape[1], original.shape[0]):
-        raise ValidationError(f"reproduce: the PNG is {original.shape[1]}x{original.shape[0]} but its metadata asks for "
-                              f"{spec.width}x{spec.height} (an upscaled or edited image); nothing was generated")
-    args.model = args.model or spec.model or "shapes-world"
-    result = generate(load_model(args), spec)
-    path = result.save(args.out)[0]
-    again = np.asarray(result.images[0].convert("RGB"), dtype=np.int16)
-    if original.shape != again.shape:
-        raise ValidationError(f"reproduce: the regenerated image is {again.shape[1]}x{again.shape[0]}, the original {original.shape[1]}x{original.shape[0]}")
-    print(path)
-    print(f"max abs pixel difference: {int(np.abs(original - again).max())}")
+    done = reproduce(load, args.png, init=args.init, mask=args.mask)
+    print(done.result.save(args.out)[0])
+    print(f"max abs pixel difference: {done.max_abs_difference}")
     return 0
 
 

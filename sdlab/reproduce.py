@@ -1,0 +1,56 @@
+"""Regenerate an image from its own metadata: the inputs checked before any model is loaded, then the pixel difference.
+
+A PNG's text carries its spec (:mod:`sdlab.metadata`) but not its init image
+or mask, only their hashes: the caller hands the images again and they must be
+the ones recorded. A PNG whose size is not the size its text asks for (an
+upscaled or edited image) is refused before anything is generated.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import ValidationError
+from .images import load_rgb
+from .metadata import INIT_HASH, MASK_HASH, image_hash, read_parameters, same_image
+from .spec import GenerationSpec
+
+
+@dataclass
+class Reproduction:
+    """The regenerated image's result and how far its pixels are from the original's (0: identical)."""
+
+    result: Any  # sdlab.generate.Result
+    max_abs_difference: int
+
+
+def prepare_reproduction(png, init=None, mask=None) -> tuple[GenerationSpec, np.ndarray]:
+    """The spec to regenerate ``png`` with (its init image and mask attached) and the original pixels; checks only."""
+    spec = read_parameters(png)
+    for key, given, name in ((INIT_HASH, init, "init"), (MASK_HASH, mask, "mask")):
+        if key in spec.extra:
+            if given is None:
+                raise ValidationError(f"{name}: this PNG was made from an image with hash {spec.extra[key]}; pass that image")
+            if not same_image(given, spec.extra[key]):
+                raise ValidationError(f"{name}: {given} has hash {image_hash(given)}, but the PNG was made from {spec.extra[key]}")
+    spec = spec.replace(init_image=init, mask=mask)
+    original = load_rgb(png)
+    if spec.mode == "txt2img" and spec.width and (spec.width, spec.height) != (original.shape[1], original.shape[0]):
+        raise ValidationError(f"png: the image is {original.shape[1]}x{original.shape[0]} but its metadata asks for "
+                              f"{spec.width}x{spec.height} (an upscaled or edited image); nothing was generated")
+    return spec, original
+
+
+def reproduce(load: Callable[[GenerationSpec], Any], png, init=None, mask=None) -> Reproduction:
+    """Check ``png``'s inputs, then ``load(spec)`` the model and regenerate it."""
+    from .generate import generate
+
+    spec, original = prepare_reproduction(png, init, mask)
+    result = generate(load(spec), spec)
+    again = np.asarray(result.images[0].convert("RGB"), dtype=np.int16)
+    if original.shape != again.shape:
+        raise ValidationError(f"png: the regenerated image is {again.shape[1]}x{again.shape[0]}, "
+                              f"the original {original.shape[1]}x{original.shape[0]}")
+    return Reproduction(result, int(np.abs(original.astype(np.int16) - again).max()))
