@@ -246,7 +246,7 @@ def spec_from_comfyui(prompt_json: str) -> GenerationSpec:
         unmapped.append("size")
     if float(inputs.get("denoise", 1.0)) != 1.0:
         unmapped.append(f"denoise {inputs.get('denoise')} (img2img source not in the graph)")
-    seed = int(inputs.get("seed", inputs.get("noise_seed", -1))) % 2**32
+    seed = int(inputs.get("seed", inputs.get("noise_seed", -1)))  # 64 bits, as ComfyUI draws them
     return GenerationSpec(
         prompt=text_of(inputs.get("positive")), negative_prompt=text_of(inputs.get("negative")),
         seed=seed, steps=int(inputs["steps"]) if "steps" in inputs else None,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 
 from .errors import ValidationError
+from .validation import invalid
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def canonical_name(name: str, schedule: str | None = None) -> str:
     if schedule and schedule.strip().lower() == "karras" and not key.endswith(" karras"):
         key += " karras"
     if key not in lookup:
-        raise ValidationError(f"sampler: {name!r} is not known; valid: {', '.join(sampler_names(False))}")
+        raise invalid("sampler", name, "one of " + ", ".join(sampler_names(False)))
     found = SAMPLERS[lookup[key]]
     if not found.available:
         raise ValidationError(f"sampler: {found.name!r} needs the package {found.needs!r}; pip install {found.needs}")

@@ -7,13 +7,14 @@ saved image can be regenerated from its spec alone.
 """
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .errors import ValidationError
+from .validation import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, UNIT, Check, Interval, invalid, validate_fields, validate_params
 
+MAX_SEED = 2**64 - 1
 SIZE_FACTOR = 8  # every SD VAE downsamples by 8; models may require more (checked at generate time)
 
 
@@ -27,17 +28,16 @@ def parse_size(text: str) -> tuple[int, int]:
     """``WxH`` -> (width, height)."""
     parts = str(text).lower().split("x")
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ValidationError(f"size: {text!r} must be WIDTHxHEIGHT, e.g. 64x64")
+        raise invalid("size", text, "WIDTHxHEIGHT, e.g. 64x64")
     return int(parts[0]), int(parts[1])
 
 
 def check_size(name: str, value: int, factor: int) -> None:
     """Refuse a width/height that is not a positive multiple of ``factor``, naming the nearest valid ones."""
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValidationError(f"{name}: {value!r} must be a positive whole number of pixels")
+    validate_params({name: value}, {name: [POSITIVE_INT]})
     if value % factor:
         lo, hi = nearest_sizes(value, factor)
-        raise ValidationError(f"{name}: {value} is not a multiple of {factor}; nearest valid: {lo} or {hi}")
+        raise invalid(name, value, f"a multiple of {factor}; nearest: {lo} or {hi}")
 
 
 @dataclass(frozen=True)
@@ -63,42 +63,31 @@ class GenerationSpec:
     model_hash: str | None = None
     extra: dict = field(default_factory=dict, compare=False)  # keys read from metadata that sdlab has no field for
 
+    _parameter_constraints = {
+        "prompt": [str], "negative_prompt": [str],
+        "seed": [Check(Interval(int, -1, MAX_SEED).accepts, "-1 (random) or a whole number in [0, 2**64)")],  # 64 bits, as ComfyUI's
+        "steps": [POSITIVE_INT, None], "guidance": [NON_NEGATIVE, None],
+        "width": [POSITIVE_INT, None], "height": [POSITIVE_INT, None],
+        "batch_size": [POSITIVE_INT], "clip_skip": [POSITIVE_INT], "strength": [UNIT], "mask_blur": [NON_NEGATIVE_INT],
+        "outpaint": [None, Check(lambda m: len(tuple(m)) == 4 and all(isinstance(x, int) and x >= 0 for x in m) and any(m),
+                                 "four margins left, top, right, bottom in pixels (>= 0, not all 0)")],
+    }
+
     def __post_init__(self) -> None:
-        if not isinstance(self.prompt, str):
-            raise ValidationError(f"prompt: expected text, got {type(self.prompt).__name__}")
-        if not isinstance(self.negative_prompt, str):
-            raise ValidationError(f"negative_prompt: expected text, got {type(self.negative_prompt).__name__}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not (-1 <= self.seed < 2**32):
-            raise ValidationError(f"seed: {self.seed!r} must be a whole number in [0, 2**32) or -1 for random")
-        if self.steps is not None and (not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1):
-            raise ValidationError(f"steps: {self.steps!r} must be a whole number >= 1")
-        if self.guidance is not None and (not isinstance(self.guidance, (int, float)) or not math.isfinite(self.guidance) or self.guidance < 0):
-            raise ValidationError(f"guidance: {self.guidance!r} must be a number >= 0 (1 = no guidance; SD uses ~7)")
+        validate_fields(self)
         if self.sampler is not None:
             from .samplers import canonical_name
 
             object.__setattr__(self, "sampler", canonical_name(self.sampler))
         for name in ("width", "height"):
-            value = getattr(self, name)
-            if value is not None:
-                check_size(name, value, SIZE_FACTOR)
-        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
-            raise ValidationError(f"batch_size: {self.batch_size!r} must be a whole number >= 1")
-        if not isinstance(self.clip_skip, int) or self.clip_skip < 1:
-            raise ValidationError(f"clip_skip: {self.clip_skip!r} must be a whole number >= 1 (1 = use the last layer)")
-        if not isinstance(self.strength, (int, float)) or not (0.0 <= self.strength <= 1.0):
-            raise ValidationError(f"strength: {self.strength!r} must be in [0, 1]")
-        if not isinstance(self.mask_blur, int) or self.mask_blur < 0:
-            raise ValidationError(f"mask_blur: {self.mask_blur!r} must be a whole number of pixels >= 0")
+            if getattr(self, name) is not None:
+                check_size(name, getattr(self, name), SIZE_FACTOR)
         if self.mask is not None and self.init_image is None and self.outpaint is None:
-            raise ValidationError("mask: inpainting needs an init_image to paint into")
+            raise ValidationError("mask: a mask without an init_image is not valid; valid: a mask with an init_image to paint into")
         if self.outpaint is not None:
-            margins = tuple(self.outpaint)
-            if len(margins) != 4 or any(not isinstance(m, int) or m < 0 for m in margins) or not any(margins):
-                raise ValidationError(f"outpaint: {self.outpaint!r} must be four margins left, top, right, bottom in pixels (>= 0, not all 0)")
             if self.init_image is None:
-                raise ValidationError("outpaint: needs an init_image to extend")
-            object.__setattr__(self, "outpaint", margins)
+                raise invalid("outpaint", self.outpaint, "margins only with an init_image to extend")
+            object.__setattr__(self, "outpaint", tuple(self.outpaint))
 
     # -- conveniences ----------------------------------------------------------------
     @property
@@ -119,7 +108,7 @@ class GenerationSpec:
 
     def with_seed(self) -> "GenerationSpec":
         """This spec with a concrete seed (a random one drawn if ``seed == -1``)."""
-        return self if self.seed >= 0 else self.replace(seed=random.randrange(2**32))
+        return self if self.seed >= 0 else self.replace(seed=random.randrange(2**32))  # as A1111 draws them
 
     def resolved(self, defaults: dict) -> "GenerationSpec":
         """Fill ``None`` fields from a model's defaults (``steps``, ``guidance``, ``sampler``, ``width``, ``height``)."""

@@ -50,15 +50,16 @@ class Interval:
 
     def describe(self) -> str:
         noun = "a whole number" if self.kind is int else "a number"
+        fmt = (lambda x: str(int(x))) if self.kind is int else (lambda x: f"{x:g}")
         if self.low is None and self.high is None:
             return noun
         if self.high is None:
-            return f"{noun} {'>=' if self.closed in ('both', 'left') else '>'} {self.low:g}"
+            return f"{noun} {'>=' if self.closed in ('both', 'left') else '>'} {fmt(self.low)}"
         if self.low is None:
-            return f"{noun} {'<=' if self.closed in ('both', 'right') else '<'} {self.high:g}"
+            return f"{noun} {'<=' if self.closed in ('both', 'right') else '<'} {fmt(self.high)}"
         left = "[" if self.closed in ("both", "left") else "("
         right = "]" if self.closed in ("both", "right") else ")"
-        return f"{noun} in {left}{self.low:g}, {self.high:g}{right}"
+        return f"{noun} in {left}{fmt(self.low)}, {fmt(self.high)}{right}"
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ from sdlab.cli import main
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["generate", "a circle", "--size", "65x64"], "width: 65 is not a multiple of 8; nearest valid: 64 or 72"),
-        (["generate", "a circle", "--size", "big"], "size: 'big' must be WIDTHxHEIGHT"),
-        (["generate", "a circle", "--sampler", "Eulr"], "sampler: 'Eulr' is not known; valid: Euler"),
-        (["generate", "a circle", "--steps", "0"], "steps: 0 must be a whole number >= 1"),
-        (["generate", "a circle", "--strength", "1.5", "--init", "x.png"], "strength: 1.5 must be in [0, 1]"),
+        (["generate", "a circle", "--size", "65x64"], "width: 65 is not valid; valid: a multiple of 8; nearest: 64 or 72"),
+        (["generate", "a circle", "--size", "big"], "size: 'big' is not valid; valid: WIDTHxHEIGHT"),
+        (["generate", "a circle", "--sampler", "Eulr"], "sampler: 'Eulr' is not valid; valid: one of Euler"),
+        (["generate", "a circle", "--steps", "0"], "steps: 0 is not valid; valid: a whole number >= 1"),
+        (["generate", "a circle", "--strength", "1.5", "--init", "x.png"], "strength: 1.5 is not valid; valid: a number in [0, 1]"),
         (["generate", "a circle", "--model", "nothing.ckpt"], "no such file"),
         (["info", "does-not-exist.png"], "no such file"),
         (["mini", "eval", "--guidance", "1,x"], "--guidance"),
