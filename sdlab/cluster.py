@@ -139,8 +139,9 @@ def connect(cluster) -> Iterator[Any]:
         return
     with contextlib.ExitStack() as stack:
         if isinstance(cluster, int):
-            cluster = stack.enter_context(LocalCluster(n_workers=cluster, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                                       dashboard_address=None, silence_logs=logging.ERROR))
+            cluster = stack.enter_context(LocalCluster(  # loopback only; no dashboard, and a free port for the health server
+                n_workers=cluster, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+                scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"}, silence_logs=logging.ERROR))
         elif isinstance(cluster, str):
             try:
                 client = Client(cluster.strip(), timeout=CONNECT_SECONDS, set_as_default=False)
