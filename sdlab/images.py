@@ -14,23 +14,29 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
-from .errors import ValidationError
+from .errors import SdlabError, ValidationError
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+
+def open_image(path: str | os.PathLike, name: str = "image", error: type[SdlabError] = ValidationError) -> Image.Image:
+    """A loaded PIL image from a file, or one ``error`` line naming the parameter: no such file, or not an image."""
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{name}: no such file {str(path)!r}")
+    try:
+        image = Image.open(path)
+        image.load()
+    except Exception as exc:  # Pillow raises many types on a file that is not an image
+        raise error(f"{name}: {str(path)!r} is not a readable image ({exc})") from None
+    return image
 
 
 def to_rgb(image: ImageLike) -> tuple[np.ndarray, list[str]]:
     """Return (RGB uint8 HxWx3 array, notes on what was converted)."""
     notes: list[str] = []
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.exists():
-            raise ValidationError(f"image: no such file {str(path)!r}")
-        try:
-            image = Image.open(path)
-            image.load()
-        except Exception as exc:
-            raise ValidationError(f"image: {str(path)!r} is not a readable image ({exc})") from None
+        image = open_image(image)
     if isinstance(image, Image.Image):
         if image.mode == "P":
             notes.append("palette image converted to RGB")
