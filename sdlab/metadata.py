@@ -5,7 +5,8 @@ Format (REFERENCE.md): the prompt (may span lines), an optional
 by ``, `` (values with commas, colons or newlines JSON-quoted). Reading uses
 A1111's own regex and rule (a last line with fewer than 3 pairs is prompt).
 Keys sdlab has no field for are kept in ``spec.extra`` and written back.
-ComfyUI's ``prompt`` JSON chunk is read where its graph has a KSampler.
+Other tools' files (ComfyUI, InvokeAI, NovelAI, Fooocus, A1111's EXIF and
+stealth text) are found and read by :mod:`sdlab.foreign`.
 """
 from __future__ import annotations
 
@@ -158,8 +159,12 @@ def parse_parameters(text: str) -> tuple[str, str, dict[str, str]]:
 
 
 def _int(pairs: dict, key: str) -> int | None:
+    """A whole number; a digit string is read exactly (a 64-bit seed must not pass through a float)."""
+    if key not in pairs:
+        return None
     try:
-        return int(float(pairs[key])) if key in pairs else None
+        text = pairs[key].strip()
+        return int(text) if text.lstrip("-").isdigit() else int(float(text))
     except ValueError:
         raise MetadataError(f"parameters: {key} {pairs[key]!r} is not a number") from None
 
@@ -209,69 +214,23 @@ def spec_from_parameters(text: str) -> GenerationSpec:
         raise MetadataError(f"parameters: {exc}") from None
 
 
-# ComfyUI sampler names -> A1111 names (scheduler "karras" adds " Karras").
-_COMFY_SAMPLERS = {
-    "euler": "Euler", "euler_ancestral": "Euler a", "heun": "Heun", "lms": "LMS", "ddim": "DDIM",
-    "dpm_2": "DPM2", "dpm_2_ancestral": "DPM2 a", "dpmpp_2m": "DPM++ 2M", "dpmpp_2m_sde": "DPM++ 2M SDE",
-    "dpmpp_sde": "DPM++ SDE", "uni_pc": "UniPC", "lcm": "LCM",
-}
-
-
-def spec_from_comfyui(prompt_json: str) -> GenerationSpec:
-    """Read what maps from a ComfyUI ``prompt`` graph (its first KSampler); the rest is named in ``extra['unmapped']``."""
-    try:
-        graph = json.loads(prompt_json)
-    except json.JSONDecodeError as exc:
-        raise MetadataError(f"ComfyUI prompt: not valid JSON ({exc.msg})") from None
-    samplers = [n for n in graph.values() if isinstance(n, dict) and str(n.get("class_type", "")).startswith("KSampler")]
-    if not samplers:
-        raise MetadataError("ComfyUI prompt: no KSampler node, so there is no seed/steps/CFG to read")
-    inputs = samplers[0].get("inputs", {})
-
-    def text_of(link) -> str:
-        node = graph.get(str(link[0])) if isinstance(link, list) and link else None
-        return str(node.get("inputs", {}).get("text", "")) if node else ""
-
-    unmapped = []
-    name = _COMFY_SAMPLERS.get(str(inputs.get("sampler_name")))
-    if name is None:
-        unmapped.append(f"sampler {inputs.get('sampler_name')!r}")
-    elif inputs.get("scheduler") == "karras" and f"{name} Karras" in __import__("sdlab.samplers", fromlist=["SAMPLERS"]).SAMPLERS:
-        name += " Karras"
-    width = height = None
-    latent = graph.get(str(inputs.get("latent_image", [None])[0])) if isinstance(inputs.get("latent_image"), list) else None
-    if latent and "width" in latent.get("inputs", {}):
-        width, height = int(latent["inputs"]["width"]), int(latent["inputs"]["height"])
-    else:
-        unmapped.append("size")
-    if float(inputs.get("denoise", 1.0)) != 1.0:
-        unmapped.append(f"denoise {inputs.get('denoise')} (img2img source not in the graph)")
-    seed = int(inputs.get("seed", inputs.get("noise_seed", -1)))  # 64 bits, as ComfyUI draws them
-    return GenerationSpec(
-        prompt=text_of(inputs.get("positive")), negative_prompt=text_of(inputs.get("negative")),
-        seed=seed, steps=int(inputs["steps"]) if "steps" in inputs else None,
-        guidance=float(inputs["cfg"]) if "cfg" in inputs else None, sampler=name,
-        width=width, height=height, extra={"source": "ComfyUI", "unmapped": "; ".join(unmapped)} if unmapped else {"source": "ComfyUI"},
-    )
-
-
 def read_parameters(path: str | Path) -> GenerationSpec:
-    """The spec stored in a PNG by sdlab, AUTOMATIC1111 or ComfyUI."""
-    path = Path(path)
-    if not path.exists():
-        raise MetadataError(f"no such file {str(path)!r}")
-    try:
-        with Image.open(path) as image:
-            info = dict(image.info)
-            text = getattr(image, "text", None) or {}
-    except Exception as exc:
-        raise MetadataError(f"{path.name}: not a readable image ({exc})") from None
-    chunks = {**{k: v for k, v in info.items() if isinstance(v, str)}, **text}
-    if "parameters" in chunks:
-        return spec_from_parameters(chunks["parameters"])
-    if "prompt" in chunks:
-        return spec_from_comfyui(chunks["prompt"])
-    raise MetadataError(f"{path.name}: no generation metadata (no 'parameters' or ComfyUI 'prompt' text chunk)")
+    """The spec stored in an image by sdlab, AUTOMATIC1111 (text chunk, EXIF, stealth), ComfyUI, InvokeAI,
+    NovelAI or Fooocus (:mod:`sdlab.foreign` finds it); a problem is one :class:`MetadataError` line naming the file."""
+    from .foreign import fooocus_text, read_image
+    from .images import open_image
+
+    image = open_image(path, "png", MetadataError)
+    name = Path(path).name
+    with image:
+        try:
+            found = read_image(image)
+            if not isinstance(found, str):
+                return found
+            spec = spec_from_parameters(found)
+            return fooocus_text(spec) if str(spec.extra.get("Version", "")).startswith("Fooocus") else spec
+        except MetadataError as exc:
+            raise MetadataError(f"{name}: {exc}") from None
 
 
 def save_png(image: Image.Image | np.ndarray, spec: GenerationSpec, out_dir: str | Path) -> Path:

@@ -8,7 +8,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "sdlab"
 GROUND = {"errors", "io", "images", "metrics", "progress", "validation", "trainlog", "grid"}
-CORE = {"models", "spec", "prompts", "samplers", "generate", "denoiser", "prediction", "metadata", "reproduce"}
+CORE = {"models", "spec", "prompts", "samplers", "generate", "denoiser", "prediction", "metadata", "interop", "foreign", "comfyui",
+        "reproduce"}
 TOP = {"cli", "widgets", "__main__"}
 
 
