@@ -28,6 +28,7 @@ from .spec import GenerationSpec
 from .validation import POSITIVE_INT, Interval, Options, invalid, validate_params
 
 UPSCALERS = {"lanczos": "Lanczos", "latent": "Latent"}  # sdlab name -> the name A1111 writes
+DEFAULT_STRENGTH = 0.7  # A1111's default denoising strength for the hires pass
 HIRES_CONSTRAINTS = {
     "scale": [Interval(float, 1, 8, closed="right")],
     "strength": [Interval(float, 0, 1, closed="right")],
@@ -104,7 +105,7 @@ def hires_settings(spec: GenerationSpec) -> dict | None:
 
 
 def hires_fix(
-    pipe, spec: GenerationSpec, scale: float = 2.0, strength: float = 0.7, upscaler: str = "lanczos",
+    pipe, spec: GenerationSpec, scale: float = 2.0, strength: float = DEFAULT_STRENGTH, upscaler: str = "lanczos",
     steps: int | None = None, callback: Callback | None = None, hooks=(),
 ) -> HiresResult:
     """Text-to-image at ``spec``'s size (the model's native size when unset), upscaled by ``scale``

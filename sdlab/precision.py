@@ -171,8 +171,9 @@ def measure_means(table: pd.DataFrame, by: list[str], skip: set[str]) -> pd.Data
 
     columns = [c for c in table.columns if c not in skip and c not in by
                and table[c].notna().any() and table[c].dropna().map(scalar).all()]
-    means = {c: table.groupby(by, sort=False)[c].apply(lambda v: v.dropna().astype(float).mean()) for c in columns}
-    return pd.DataFrame(means, index=table.groupby(by, sort=False).size().index)
+    groups = table.groupby(by, sort=False, dropna=False)
+    means = {c: groups[c].apply(lambda v: v.dropna().astype(float).mean()) for c in columns}
+    return pd.DataFrame(means, index=groups.size().index)
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:

@@ -17,17 +17,18 @@ import numpy as np
 import pandas as pd
 
 from .generate import generate_many, native_size
-from .hires import HIRES_CONSTRAINTS, hires_fix
+from .hires import DEFAULT_STRENGTH, HIRES_CONSTRAINTS, hires_fix
 from .precision import measure_means
 from .progress import Callback
 from .spec import GenerationSpec
-from .validation import Check, validate_params
+from .validation import Check, invalid, validate_params
 
 Measure = Callable[[np.ndarray, GenerationSpec], dict]
 SIZE_CONSTRAINTS = {
     "sizes": [Check(lambda s: len(s) > 0 and all(_pair(x) for x in s), "one or more sizes: whole numbers or (width, height) pairs")],
     "specs": [Check(lambda s: len(s) > 0 and all(isinstance(x, GenerationSpec) and x.mode == "txt2img" and x.batch_size == 1 for x in s),
                     "one or more text-to-image GenerationSpecs of batch size 1")],
+    "direct": [bool],
     "hires": [Check(lambda h: isinstance(h, dict) and set(h) <= {"strength", "upscaler", "steps"}, "a dict with strength, upscaler, steps"), None],
 }
 
@@ -42,24 +43,28 @@ def _pair(size) -> tuple[int, int] | None:
 
 
 def measure_sizes(
-    pipe, specs: list[GenerationSpec], sizes, measure: Measure, hires: dict | None = None, callback: Callback | None = None,
+    pipe, specs: list[GenerationSpec], sizes, measure: Measure, hires: dict | None = None, direct: bool = True,
+    callback: Callback | None = None,
 ) -> pd.DataFrame:
     """One row per size, method and spec: ``method`` (``direct`` or ``hires``), ``width``,
-    ``height``, ``scale`` (against the native size), ``prompt``, ``seed``, ``seconds`` (per image,
-    for the size and method) and ``measure(image, spec)``'s columns.
+    ``height``, ``scale`` (against the native size), ``strength`` (the hires fix's; None for direct),
+    ``prompt``, ``seed``, ``seconds`` (per image, for the size and method) and ``measure(image, spec)``'s columns.
 
     ``hires`` (e.g. ``{"strength": 0.5, "upscaler": "lanczos"}``; None: direct only) adds the hires
-    fix from the native size for every square size larger than native. ``callback(done, total)`` counts images.
+    fix from the native size for every square size larger than native; ``direct=False`` leaves the
+    direct generations out (another hires setting over sizes already measured). ``callback(done, total)`` counts images.
     """
     specs = list(specs)
-    validate_params({"sizes": list(sizes), "specs": specs, "hires": hires}, SIZE_CONSTRAINTS)
+    validate_params({"sizes": list(sizes), "specs": specs, "hires": hires, "direct": direct}, SIZE_CONSTRAINTS)
     if hires:
         validate_params(hires, HIRES_CONSTRAINTS)
     native = native_size(pipe)
     pairs = [_pair(s) for s in sizes]
-    jobs = [("direct", w, h) for w, h in pairs]
+    jobs = [("direct", w, h) for w, h in pairs] if direct else []
     if hires is not None:
         jobs += [("hires", w, h) for w, h in pairs if w == h and w > native]
+    if not jobs:
+        raise invalid("direct", direct, "True, or a hires setting with a square size above the native " + str(native))
     specs = [s.with_seed() for s in specs]
     total, done, rows = len(jobs) * len(specs), 0, []
     for method, width, height in jobs:
@@ -75,6 +80,7 @@ def measure_sizes(
         seconds = (time.perf_counter() - started) / len(specs)
         for image, spec in images:
             rows.append({"method": method, "width": width, "height": height, "scale": max(width, height) / native,
+                         "strength": hires.get("strength", DEFAULT_STRENGTH) if method == "hires" else None,
                          "prompt": spec.prompt, "seed": spec.seed, "seconds": seconds, **measure(image, spec)})
         done += len(specs)
         if callback is not None:
@@ -85,7 +91,7 @@ def measure_sizes(
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """One row per method and size: images, seconds per image, and the mean of every number or
     true/false the measure gave (e.g. the share of duplicated shapes, the share of prompts satisfied)."""
-    keys = ["method", "width", "height"]
-    groups = table.groupby(keys, sort=False)
+    keys = ["method", "width", "height", "strength"]
+    groups = table.groupby(keys, sort=False, dropna=False)
     out = pd.DataFrame({"images": groups.size(), "seconds_per_image": groups["seconds"].first()})
     return out.join(measure_means(table, keys, {"scale", "prompt", "seed", "seconds"})).reset_index()

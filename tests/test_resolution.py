@@ -148,6 +148,9 @@ def test_measure_sizes_direct_and_hires(pipe):
     summary = summarize(table)
     assert len(summary) == 4 and (summary["images"] == 2).all()
     assert {"shapes", "duplicated", "all_ok"} <= set(summary.columns) and "found_shape" not in summary.columns
+    assert summary["strength"].isna().sum() == 3 and summary["strength"].iloc[3] == 0.5
+    more = measure_sizes(pipe, specs[:1], [64, 96], size_metric, hires={"strength": 0.3, "steps": 1}, direct=False)
+    assert list(zip(more["method"], more["width"], more["strength"])) == [("hires", 96, 0.3)]
 
 
 def test_measure_sizes_refuses_in_one_line(pipe):
@@ -156,3 +159,5 @@ def test_measure_sizes_refuses_in_one_line(pipe):
         measure_sizes(pipe, specs, ["64"], size_metric)
     with pytest.raises(ValidationError, match=r"^hires: \{'scale': 2\} is not valid; valid: a dict with strength, upscaler, steps or None$"):
         measure_sizes(pipe, specs, [64], size_metric, hires={"scale": 2})
+    with pytest.raises(ValidationError, match=r"^direct: False is not valid; valid: True, or a hires setting with a square size above the native 64$"):
+        measure_sizes(pipe, specs, [64], size_metric, hires={"strength": 0.5}, direct=False)
