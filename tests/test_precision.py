@@ -152,3 +152,18 @@ def test_shipped_model_bf16_keeps_what_the_checker_reads():
     bf16 = summary.set_index("dtype").loc["bf16"]
     assert bf16["mean_abs_diff"] < 2.0 and bf16["blank"] == 0
     assert abs(bf16["all_ok"] - summary.set_index("dtype").loc["fp32", "all_ok"]) <= 0.25
+
+
+def test_cli_precision(tiny_pipeline_dir, tmp_path, capsys):
+    from sdlab.cli import main
+
+    argv = ["precision", "--model", str(tiny_pipeline_dir), "--prompt", "a red circle", "-n", "1", "--steps", "1",
+            "--in-process", "--csv", str(tmp_path / "t.csv")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["dtype", "images", "seconds_per_image"] and [line.split()[0] for line in out[1:]] == ["fp32", "bf16"]
+    assert (tmp_path / "t.csv").exists()
+    assert main(["precision", "--model", str(tiny_pipeline_dir)]) == 2
+    assert "error: --prompt: None is not valid for" in capsys.readouterr().err
+    assert main(["precision", "--dtypes", "fp32,fp64", "--prompt", "x"]) == 2
+    assert capsys.readouterr().err.startswith("error: dtypes: ('fp32', 'fp64') is not valid")

@@ -161,3 +161,20 @@ def test_measure_sizes_refuses_in_one_line(pipe):
         measure_sizes(pipe, specs, [64], size_metric, hires={"scale": 2})
     with pytest.raises(ValidationError, match=r"^direct: False is not valid; valid: True, or a hires setting with a square size above the native 64$"):
         measure_sizes(pipe, specs, [64], size_metric, hires={"strength": 0.5}, direct=False)
+
+
+def test_cli_hires_writes_pngs_with_the_hires_parameters(tiny_pipeline_dir, tmp_path, capsys):
+    from sdlab.cli import main
+    from sdlab.metadata import read_parameters
+
+    argv = ["hires", PROMPT, "--model", str(tiny_pipeline_dir), "--device", "cpu", "--seed", "5", "--steps", "2",
+            "--scale", "1.5", "--strength", "0.5", "--hires-steps", "1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    (path,) = capsys.readouterr().out.split()
+    spec = read_parameters(path)
+    assert hires_settings(spec) == {"scale": 1.5, "strength": 0.5, "upscaler": "lanczos", "steps": 1}
+    from PIL import Image
+
+    assert Image.open(path).size == (96, 96)
+    assert main([*argv[:-2], "--upscaler", "ESRGAN", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == "error: upscaler: 'ESRGAN' is not valid; valid: one of lanczos, latent"
