@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, report  # noqa: E402
 
 from sdlab.generate import generate  # noqa: E402
-from sdlab.models import load_pipeline  # noqa: E402
+from sdlab.models import load_pipeline, model_info  # noqa: E402
 from sdlab.samplers import make_scheduler, sampler_names, scheduler_config  # noqa: E402
 from sdlab.spec import GenerationSpec  # noqa: E402
 
@@ -25,7 +25,7 @@ PROMPT = "a large red circle at the top left on a white background"
 def main() -> None:
     torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else torch.get_num_threads())
     pipe = load_pipeline("shapes-world", device="cpu")
-    d = pipe.sdlab_info.defaults
+    d = model_info(pipe).defaults
     spec = GenerationSpec(PROMPT, seed=1, steps=25)
     one = best_of(lambda: generate(pipe, spec))
     eight = best_of(lambda: generate(pipe, spec.replace(batch_size=8)), repeat=3)
