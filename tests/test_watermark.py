@@ -253,3 +253,63 @@ def test_held_out_photos_detection_rates():
     for preset in ("sd1", "sdxl"):
         assert all(detect(embed(img, preset=preset), preset=preset).detected for img in images)
         assert not any(detect(img, preset=preset).detected for img in images)
+
+
+def _diffusers_sdxl_mark(rgb: np.ndarray, order: str) -> np.ndarray:
+    """diffusers' StableDiffusionXLWatermarker on a decoded image, then the pipeline's uint8 output: the float32
+    array (255 * (x / 2 + 0.5)) handed to imwatermark as it is ("rgb": diffusers before PR #7013) or flipped to
+    BGR and back ("bgr": since), clamped to [-1, 1] and rounded to uint8 by the image processor."""
+    from imwatermark import WatermarkEncoder
+
+    encoder = WatermarkEncoder()
+    encoder.set_watermark("bits", list(PRESETS["sdxl"].payload.bits))
+    image = rgb.astype(np.float32)
+    if order == "bgr":
+        marked = encoder.encode(np.ascontiguousarray(image[..., ::-1]), "dwtDct")[..., ::-1]
+    else:
+        marked = encoder.encode(image, "dwtDct")
+    return np.round(np.clip(marked / 255, 0, 1) * 255).astype(np.uint8)
+
+
+def _library_mark(rgb: np.ndarray, order: str) -> np.ndarray:
+    """imwatermark on a uint8 array, handed BGR as documented or, by the same slip, RGB."""
+    from imwatermark import WatermarkEncoder
+
+    encoder = WatermarkEncoder()
+    encoder.set_watermark("bits", list(PRESETS["sdxl"].payload.bits))
+    handed = np.ascontiguousarray(rgb[..., ::-1] if order == "bgr" else rgb)
+    marked = encoder.encode(handed, "dwtDct")
+    return np.ascontiguousarray(marked[..., ::-1] if order == "bgr" else marked)
+
+
+def test_sdxl_marks_in_either_channel_order_are_detected_and_named():
+    """The scikit-image photos at the calibrated FPR: RGB-order and BGR-order SDXL marks (diffusers' float32
+    watermarker, old and new, and the library on uint8) are detected and their order named; clean photos are not."""
+    from sdlab.images import SAMPLE_PHOTOS
+    from sdlab.watermark.detection import DEFAULT_FPR
+
+    for name, photo in sample_photos(512, SAMPLE_PHOTOS).items():
+        for order in ("rgb", "bgr"):
+            for mark in (_diffusers_sdxl_mark, _library_mark):
+                found = detect(mark(photo, order), preset="sdxl")
+                assert found.detected and found.channel_order == order, (name, order, mark.__name__, found)
+                assert found.fpr == DEFAULT_FPR and found.readings == 4
+        clean = detect(photo, preset="sdxl")
+        assert not clean.detected and clean.p_value > 0.01, (name, clean)
+    assert detect(embed(photo, preset="sdxl"), preset="sdxl").channel_order == "bgr"  # sdlab marks as the library expects
+
+
+def test_trying_four_readings_keeps_the_false_positive_rate():
+    """Each reading's FPR on clean images (a draw not used to calibrate), measured against the one null, is at its
+    target; with the p-value multiplied by 4 (Bonferroni), so is detect's FPR over all four."""
+    from sdlab.mini import world
+    from sdlab.watermark import cleanset
+
+    images = [img for _, img in cleanset.clean_images(160, seed=1, scenes=world)]
+    cal, payload = cal_lib.bundled(), PRESETS["sdxl"].payload
+    decoders = [codec.Decoder(img) for img in images]
+    per_reading = np.array([[cal.test(d, payload, "dwtDct", r).p_value for r in PRESETS["sdxl"].readings] for d in decoders])
+    assert ((per_reading <= 0.01).mean(axis=0) <= 0.02).all(), (per_reading <= 0.01).mean(axis=0)
+    combined = np.minimum(1, 4 * per_reading.min(axis=1))
+    assert (combined <= 0.01).mean() <= 0.01
+    assert np.allclose([detect(img, preset="sdxl").p_value for img in images[:8]], combined[:8])  # what detect reports

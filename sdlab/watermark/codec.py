@@ -4,6 +4,16 @@ Everything here takes and returns RGB ``uint8`` arrays. The library works in
 OpenCV's BGR order; the flip to BGR and back happens in :func:`_to_bgr` /
 :func:`_from_bgr` and nowhere else in sdlab.
 
+Marks in the wild were not all written that way. A :data:`Reading` says how the
+marking code handed the image to the library's encoder: in which channel order
+(``"bgr"``, as the library expects, or ``"rgb"``, an RGB array passed as if it
+were BGR, as diffusers' SDXL watermarker did before diffusers PR #7013) and as
+which dtype (``"uint8"``, or ``"float32"`` as diffusers and Stability's
+reference scripts pass it: OpenCV then centres the chroma on 0.5 instead of 128,
+which moves the DWT coefficients the mark is quantised in). Decoding under the
+matching reading reads the mark back; a preset lists the readings its mark is
+known to have been written with (:attr:`Preset.readings`).
+
 Decoding ``dwtDct`` and ``dwtDctSvd`` is vectorised here (one pass over the
 4x4 blocks of the U channel's Haar approximation, then a vote per bit),
 which gives the library's bits (checked in the tests) and lets one block
@@ -79,21 +89,30 @@ class Payload:
         return cls(values, label or "0b" + "".join(map(str, values)))
 
 
+Reading = tuple[str, str]  # (channel order handed to the encoder, its dtype): see the module docstring
+LIBRARY = ("bgr", "uint8")  # the library used as documented; sdlab's own embed
+CHANNEL_ORDERS, ENCODER_DTYPES = ("bgr", "rgb"), ("uint8", "float32")
+
+
 @dataclass(frozen=True)
 class Preset:
-    """A payload and method some released model ships with."""
+    """A payload and method some released model ships with, and the readings its mark is written with."""
 
     name: str
     payload: Payload
     method: str
     source: str = ""
+    readings: tuple[Reading, ...] = (LIBRARY,)
 
 
 SDXL_BITS = "0b101100111110110010010000011110111011000110011110"  # 0xB3EC907BB19E, diffusers' StableDiffusionXLWatermarker
 PRESETS: dict[str, Preset] = {
     "sd1": Preset("sd1", Payload.from_bytes(b"StableDiffusionV1", "StableDiffusionV1"), "dwtDct", "SD 1.x reference scripts"),
     "sd2": Preset("sd2", Payload.from_bytes(b"SDV2", "SDV2"), "dwtDct", "SD 2.x reference scripts"),
-    "sdxl": Preset("sdxl", Payload.from_bits(SDXL_BITS, "0xB3EC907BB19E"), "dwtDct", "diffusers StableDiffusionXLWatermarker"),
+    # diffusers before PR #7013 handed the encoder its RGB float array, since then BGR; sdlab and the library's
+    # documented use hand it uint8 BGR; uint8 RGB is the same slip on 8-bit images.
+    "sdxl": Preset("sdxl", Payload.from_bits(SDXL_BITS, "0xB3EC907BB19E"), "dwtDct", "diffusers StableDiffusionXLWatermarker",
+                   readings=tuple((order, dtype) for order in CHANNEL_ORDERS for dtype in ENCODER_DTYPES)),
 }
 
 
@@ -242,12 +261,15 @@ def _embed_dwtdct_bgr(bgr: np.ndarray, bits: np.ndarray) -> np.ndarray:
 
 
 # -- decoding ------------------------------------------------------------------------------------
-def block_votes(rgb: np.ndarray, method: str) -> np.ndarray:
-    """Per-block bit votes (0/1) of a DWT method, in the library's block order (row-major)."""
+def block_votes(rgb: np.ndarray, method: str, reading: Reading = LIBRARY) -> np.ndarray:
+    """Per-block bit votes (0/1) of a DWT method, in the library's block order (row-major), read as the encoder
+    saw the image under ``reading`` (channel order, dtype)."""
     import cv2
     import pywt
 
-    yuv = cv2.cvtColor(_to_bgr(rgb), cv2.COLOR_BGR2YUV)
+    order, dtype = reading
+    handed = _to_bgr(rgb) if order == "bgr" else np.ascontiguousarray(rgb)
+    yuv = cv2.cvtColor(handed.astype(np.float32) if dtype == "float32" else handed, cv2.COLOR_BGR2YUV)
     h, w = yuv.shape[:2]
     approx, _ = pywt.dwt2(yuv[: h // 4 * 4, : w // 4 * 4, 1], "haar")  # U channel; Y and V carry nothing
     rows, cols = approx.shape[0] // _BLOCK, approx.shape[1] // _BLOCK
@@ -296,22 +318,23 @@ class Decoder:
     rgb: np.ndarray
     _votes: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def bits(self, method: str, n_bits: int) -> np.ndarray:
+    def bits(self, method: str, n_bits: int, reading: Reading = LIBRARY) -> np.ndarray:
         check_method(method)
         if method == "rivaGan":
             check_rivagan_bits(n_bits)
             if "rivaGan" not in self._votes:
                 self._votes["rivaGan"] = (riva_scores(self.rgb) > 0.52).astype(np.uint8)
             return self._votes["rivaGan"]
-        return bits_from_counts(*self.counts(method, n_bits))
+        return bits_from_counts(*self.counts(method, n_bits, reading))
 
-    def counts(self, method: str, n_bits: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per bit: (blocks voting 1, blocks), for dwtDct and dwtDctSvd."""
+    def counts(self, method: str, n_bits: int, reading: Reading = LIBRARY) -> tuple[np.ndarray, np.ndarray]:
+        """Per bit: (blocks voting 1, blocks), for dwtDct and dwtDctSvd, under ``reading``."""
         if method not in ("dwtDct", "dwtDctSvd"):
             raise invalid("method", method, "dwtDct or dwtDctSvd (the methods with block votes)")
-        if method not in self._votes:
-            self._votes[method] = block_votes(self.rgb, method)
-        return vote_counts(self._votes[method], n_bits)
+        key = method if reading == LIBRARY else f"{method} {reading[0]} {reading[1]}"
+        if key not in self._votes:
+            self._votes[key] = block_votes(self.rgb, method, reading)
+        return vote_counts(self._votes[key], n_bits)
 
 
 def decode_bits(rgb: np.ndarray, method: str, n_bits: int) -> np.ndarray:

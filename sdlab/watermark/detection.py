@@ -8,7 +8,7 @@ import numpy as np
 from ..images import ImageLike
 from ..validation import invalid, validate_params
 from .calibration import FPR, Calibration, bundled
-from .codec import PRESETS, Decoder, PayloadLike, codec_input, embed_array, resolve
+from .codec import LIBRARY, PRESETS, Decoder, PayloadLike, codec_input, embed_array, resolve
 
 # 0.1 %: with the operating point at the target FPR itself (1 %), the measured FPR on a finite set sits at 1 % on
 # average and above it about half the time; marked images score p far below 1e-10, so 0.1 % costs no TPR.
@@ -37,6 +37,9 @@ class Detection:
     bits_p_value: float = float("nan")  # bits matched against the calibrated bits-matched null
     bits: str = ""
     notes: list[str] = field(default_factory=list)
+    channel_order: str = "bgr"  # how the marking code handed the image to the encoder: "bgr" (as documented) or "rgb"
+    encoder_dtype: str = "uint8"  # ... and as which dtype ("float32": diffusers); see sdlab.watermark.codec
+    readings: int = 1  # how many (channel order, dtype) readings were tried: p-values are multiplied by it
 
     @property
     def confidence(self) -> float:
@@ -49,7 +52,8 @@ class Detection:
     def summary(self) -> str:
         verdict = ("detected" if self.detected else "not detected") + f" at {self.fpr:.2g} FPR"
         rule = f" (published rule: {self.decision})" if self.preset == "sdxl" else ""
-        return (f"{self.preset} ({self.method}): {self.bits_matched}/{self.bits_total} bits{rule}, "
+        order = f", encoder given {self.channel_order.upper()} {self.encoder_dtype}" if self.readings > 1 and self.detected else ""
+        return (f"{self.preset} ({self.method}{order}): {self.bits_matched}/{self.bits_total} bits{rule}, "
                 f"{self.test} p={self.p_value:.2g}, {verdict}")
 
 
@@ -68,15 +72,26 @@ def embed(image: ImageLike, preset: str | None = None, payload: PayloadLike | No
 
 def _test(decoder: Decoder, name: str, payload, method: str, fpr: float, calibration: Calibration,
           notes: list[str]) -> Detection:
-    outcome = calibration.test(decoder, payload, method)
-    detected = outcome.p_value <= fpr
+    """Test every reading the preset's mark is written with (one for custom payloads) and keep the best.
+
+    Bonferroni: each reading's p-value is multiplied by the number of readings k (capped at 1), so the chance
+    that a clean image passes ``fpr`` under any of them stays at most ``fpr``; the bits threshold is the one
+    at ``fpr / k``.
+    """
+    readings = PRESETS[name].readings if name in PRESETS else (LIBRARY,)
+    k = len(readings)
+    outcomes = [(calibration.test(decoder, payload, method, r), r) for r in readings]
+    outcome, (order, dtype) = min(outcomes, key=lambda o: (o[0].p_value, -np.nan_to_num(o[0].statistic, nan=0.0)))
+    p_value, bits_p_value = min(1.0, k * outcome.p_value), min(1.0, k * outcome.bits_p_value)
+    detected = p_value <= fpr
     decision = sdxl_decision(outcome.matched) if name == "sdxl" else ("detected" if detected else "not detected")
     return Detection(
         preset=name, method=method, payload=payload.label, bits_matched=outcome.matched, bits_total=payload.n_bits,
-        bit_accuracy=outcome.matched / payload.n_bits, p_value=outcome.p_value, fpr=fpr,
-        threshold_bits=calibration.threshold(payload, method, fpr), detected=bool(detected), decision=decision,
-        test=outcome.test, statistic=outcome.statistic, bits_p_value=outcome.bits_p_value,
+        bit_accuracy=outcome.matched / payload.n_bits, p_value=p_value, fpr=fpr,
+        threshold_bits=calibration.threshold(payload, method, fpr / k), detected=bool(detected), decision=decision,
+        test=outcome.test, statistic=outcome.statistic, bits_p_value=bits_p_value,
         bits="".join(map(str, outcome.bits)), notes=list(notes) + calibration.notes(method, payload.n_bits),
+        channel_order=order, encoder_dtype=dtype, readings=k,
     )
 
 
@@ -85,7 +100,11 @@ def detect(image: ImageLike, preset: str | None = None, payload: PayloadLike | N
     """Test ``image`` for a preset or payload; with neither, test every preset and return a list.
 
     ``detected`` means the p-value against the calibrated clean-image null is at
-    most ``fpr`` (default 0.1 %). For dwtDct and dwtDctSvd the p-value is the
+    most ``fpr`` (default 0.1 %). ``sdxl`` is read both ways its mark was written
+    (encoder handed BGR or RGB, uint8 or float32: see :mod:`.codec`), the best
+    reading kept and its p-value multiplied by the 4 readings tried (Bonferroni),
+    so trying them costs no false positives; ``channel_order`` says which order
+    matched. For dwtDct and dwtDctSvd the p-value is the
     vote contrast's (see :mod:`.calibration`), which finds marks whose 0-bits the
     library's decoder reads back as 1; ``bits_p_value`` is bits matched against
     its own null. For ``sdxl``, ``decision`` follows the published rule on bits
