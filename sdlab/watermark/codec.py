@@ -12,7 +12,9 @@ which dtype (``"uint8"``, or ``"float32"`` as diffusers and Stability's
 reference scripts pass it: OpenCV then centres the chroma on 0.5 instead of 128,
 which moves the DWT coefficients the mark is quantised in). Decoding under the
 matching reading reads the mark back; a preset lists the readings its mark is
-known to have been written with (:attr:`Preset.readings`).
+known to have been written with (:attr:`Preset.readings`). The channel order is
+told apart reliably; a mark often reads under both dtypes, so the dtype of the
+best reading is a hint, not proof of how the mark was written.
 
 Decoding ``dwtDct`` and ``dwtDctSvd`` is vectorised here (one pass over the
 4x4 blocks of the U channel's Haar approximation, then a vote per bit),
