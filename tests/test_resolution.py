@@ -178,3 +178,19 @@ def test_cli_hires_writes_pngs_with_the_hires_parameters(tiny_pipeline_dir, tmp_
     assert Image.open(path).size == (96, 96)
     assert main([*argv[:-2], "--upscaler", "ESRGAN", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == "error: upscaler: 'ESRGAN' is not valid; valid: one of lanczos, latent"
+
+
+def test_hires_panel_shows_first_pass_direct_and_fixed(pipe):
+    from sdlab.widgets.hires import HiresPanel
+
+    panel = HiresPanel(pipe, PROMPT, seed=2, measure=size_metric)
+    panel.scale.value, panel.strength.value, panel.steps.value = 1.5, 0.5, 1
+    panel.start(background=False)
+    assert panel.last_error is None, panel.status.value
+    fixed, direct = panel.result
+    assert fixed.images[0].size == direct.images[0].size == (96, 96)
+    labels = [view.children[0].value for view in panel.views]
+    assert labels[0].startswith("<b>first pass</b> 64x64") and "shapes: " in labels[2]
+    panel.seed.value = -5  # one line in the status, no traceback
+    panel.start(background=False)
+    assert panel.last_error.startswith("seed: -5")
