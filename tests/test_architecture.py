@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "sdlab"
 GROUND = {"errors", "io", "images", "metrics", "progress", "validation", "trainlog", "grid"}
 CORE = {"models", "spec", "prompts", "samplers", "generate", "denoiser", "prediction", "metadata", "interop", "foreign", "comfyui",
-        "reproduce"}
+        "reproduce", "control", "adapters"}
 TOP = {"cli", "widgets", "__main__"}
 
 
