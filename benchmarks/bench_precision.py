@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--hires-steps", type=int, default=12)
     parser.add_argument("--skip-dtypes", action="store_true")
     parser.add_argument("--skip-sizes", action="store_true")
+    parser.add_argument("--skip-direct", action="store_true", help="sizes: the hires fix only (direct figures already measured)")
     parser.add_argument("--json", help="also write the tables here")
     args = parser.parse_args(argv)
     pd.set_option("display.width", 200, "display.max_columns", 30, "display.precision", 3)
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
         pipe = load_pipeline("shapes-world", device=args.device)
         generate(pipe, GenerationSpec("a red circle", seed=0, steps=1))  # warm-up: one-time costs stay out of the first size
         sizes = [tuple(int(v) for v in s.split("x")) if "x" in s else int(s) for s in args.sizes.split(",")]
-        tables = [measure_sizes(pipe, specs(args.n, args.steps), sizes, size_metric, direct=i == 0,
+        tables = [measure_sizes(pipe, specs(args.n, args.steps), sizes, size_metric, direct=i == 0 and not args.skip_direct,
                                 hires={"strength": float(strength), "upscaler": "lanczos", "steps": args.hires_steps})
                   for i, strength in enumerate(args.hires_strength.split(","))]
         summary = summarize_sizes(pd.concat(tables, ignore_index=True))[COLUMNS_SIZES]

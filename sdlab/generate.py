@@ -23,6 +23,7 @@ the same path. sdlab adds what a researcher needs around the call:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,6 +224,8 @@ def generate(pipe, spec: GenerationSpec, callback: Callback | None = None, hooks
     scheduler = make_scheduler(spec.sampler, scheduler_config(pipe), seeds=[spec.seed + k for k in range(n)])
     _check_sampler_mode(scheduler, spec, run_mode)
     runner = call_pipeline(pipe, run_mode, scheduler, hooks, spec.guidance)
+    if run_mode == "img2img" and "width" in inspect.signature(runner.__call__).parameters:
+        kwargs.update(width=spec.width, height=spec.height)  # SD 3's img2img resizes the init to these (default: native)
     kwargs.update(encode_prompts(pipe, spec.prompt, spec.negative_prompt, n, spec.clip_skip))
     kwargs["callback_on_step_end"] = _step_end(callback, spec.steps if run_mode == "txt2img" else None)
 

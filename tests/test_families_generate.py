@@ -118,6 +118,17 @@ def test_img2img_and_inpaint_equal_plain_diffusers(loaded, name):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
+def test_img2img_keeps_the_init_size_away_from_native(loaded, name):
+    """An init of another size than the model's native one comes back at its own size (SD 3's img2img resizes to
+    the height/width it is given, native when none is: generate passes the init's)."""
+    pipe, _ = loaded(name)
+    init = Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    spec = GenerationSpec(PROMPT, seed=2, steps=2, sampler="Euler", init_image=init, strength=0.5)
+    result = generate(pipe, spec)
+    assert result.images[0].size == (96, 64) and (result.specs[0].width, result.specs[0].height) == (96, 64)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 @pytest.mark.parametrize("sampler", ["DPM++ SDE", "Euler a", "DPM++ 2M SDE"])
 def test_seed_fixes_the_image_and_batch_k_is_seed_plus_k(loaded, name, sampler):
     pipe, _ = loaded(name)

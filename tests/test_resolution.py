@@ -70,13 +70,7 @@ def test_latent_upscaler_and_batches(pipe):
     assert np.abs(np.asarray(single.images[0], int) - np.asarray(result.images[1], int)).mean() < 1.0
 
 
-SD3_IMG2IMG_SIZE = pytest.mark.xfail(strict=True, raises=ValidationError, reason=(
-    "sdlab.generate's SD 3 img2img returns the native size for a larger init image (diffusers' SD3 img2img "
-    "resizes to its height/width, which generate does not pass for img2img); hires_fix refuses in one line rather than "
-    "return that size: reported to the generation core's owner"))
-
-
-@pytest.mark.parametrize("name", ["sd1", "sd2", "sd2-inpaint", "sdxl", pytest.param("sd3", marks=SD3_IMG2IMG_SIZE)])
+@pytest.mark.parametrize("name", ["sd1", "sd2", "sd2-inpaint", "sdxl", "sd3"])
 def test_hires_fix_on_every_family(family_dir, name):
     pipe = load_pipeline(family_dir(name), device="cpu")
     result = hires_fix(pipe, GenerationSpec("a red circle", seed=1, steps=2, sampler="Euler"), scale=2, strength=0.5,
