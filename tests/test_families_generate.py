@@ -129,6 +129,17 @@ def test_img2img_keeps_the_init_size_away_from_native(loaded, name):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
+def test_outpaint_extends_and_keeps_the_original(loaded, name):
+    pipe, _ = loaded(name)
+    init = Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    spec = GenerationSpec(PROMPT, seed=4, steps=2, sampler="Euler", init_image=init, outpaint=(32, 0, 0, 0), mask_blur=0)
+    out = _px(generate(pipe, spec).images[0])
+    assert out.shape == (64, 96, 3)
+    assert np.array_equal(out[:, 32:], _px(init))  # the original, pasted back untouched
+    assert np.abs(out[:, :32] - _px(init)[:, :1]).max() > 10  # the new strip is generated, not the edge-pixel fill
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 @pytest.mark.parametrize("sampler", ["DPM++ SDE", "Euler a", "DPM++ 2M SDE"])
 def test_seed_fixes_the_image_and_batch_k_is_seed_plus_k(loaded, name, sampler):
     pipe, _ = loaded(name)
