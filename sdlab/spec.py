@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .errors import ValidationError
+from .control.unit import ControlUnit, as_units
 from .validation import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, UNIT, Check, Interval, invalid, validate_fields, validate_params
 
 MAX_SEED = 2**64 - 1
@@ -61,6 +62,8 @@ class GenerationSpec:
     outpaint: tuple[int, int, int, int] | None = None  # margins left, top, right, bottom in pixels
     model: str | None = None
     model_hash: str | None = None
+    control: tuple = ()  # ControlNet units (sdlab.control.unit.ControlUnit): image, type, model, scale, start/end
+    guess_mode: bool = False  # ControlNets on the conditional half only (A1111: "ControlNet is more important")
     extra: dict = field(default_factory=dict, compare=False)  # keys read from metadata that sdlab has no field for
 
     _parameter_constraints = {
@@ -69,11 +72,14 @@ class GenerationSpec:
         "steps": [POSITIVE_INT, None], "guidance": [NON_NEGATIVE, None],
         "width": [POSITIVE_INT, None], "height": [POSITIVE_INT, None],
         "batch_size": [POSITIVE_INT], "clip_skip": [POSITIVE_INT], "strength": [UNIT], "mask_blur": [NON_NEGATIVE_INT],
+        "control": [Check(lambda c: all(isinstance(u, ControlUnit) for u in c), "a ControlUnit or a list of them")],
+        "guess_mode": [bool],
         "outpaint": [None, Check(lambda m: len(tuple(m)) == 4 and all(isinstance(x, int) and x >= 0 for x in m) and any(m),
                                  "four margins left, top, right, bottom in pixels (>= 0, not all 0)")],
     }
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "control", as_units(self.control))
         validate_fields(self)
         if self.sampler is not None:
             from .samplers import canonical_name
