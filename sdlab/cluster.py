@@ -116,6 +116,14 @@ def _on_worker(model: ModelSource, fn: Callable, args: tuple):
 
 
 # -- on the client -------------------------------------------------------------------------
+def check_cluster(cluster) -> None:
+    """Refuse, in one line and before any work, a number of workers below 1 or a malformed scheduler address."""
+    if isinstance(cluster, bool) or isinstance(cluster, int) and cluster < 1:
+        raise invalid("workers", cluster, "a whole number >= 1")
+    if isinstance(cluster, str) and not _ADDRESS.match(cluster.strip()):
+        raise invalid("scheduler", cluster, "an address HOST:PORT or PROTOCOL://HOST:PORT, e.g. tcp://10.0.0.5:8786")
+
+
 @contextlib.contextmanager
 def connect(cluster) -> Iterator[Any]:
     """A ``distributed.Client`` for ``cluster``, closed afterwards if made here; ``None`` stays ``None``.
@@ -128,10 +136,7 @@ def connect(cluster) -> Iterator[Any]:
     if cluster is None:
         yield None
         return
-    if isinstance(cluster, bool) or isinstance(cluster, int) and cluster < 1:
-        raise invalid("workers", cluster, "a whole number >= 1")
-    if isinstance(cluster, str) and not _ADDRESS.match(cluster.strip()):
-        raise invalid("scheduler", cluster, "an address HOST:PORT or PROTOCOL://HOST:PORT, e.g. tcp://10.0.0.5:8786")
+    check_cluster(cluster)
     from distributed import Client, LocalCluster
 
     if isinstance(cluster, Client):
@@ -176,16 +181,19 @@ def call_on_worker(client, model: ModelSource, fn: Callable, *args):
     return _result(client.submit(_on_worker, model, fn, args, pure=False))
 
 
-def map_on_workers(client, model: ModelSource, fn: Callable, jobs: Iterable[tuple]) -> Iterator[tuple[int, Any]]:
-    """``(i, fn(pipe, *jobs[i]))`` as each completes on the cluster, each job once.
+def map_tasks(client, fn: Callable, jobs: Iterable[tuple], *shared) -> Iterator[tuple[int, Any]]:
+    """``(i, fn(*shared, *jobs[i]))`` as each completes on the cluster, each job once.
 
-    Tasks lost with a dying worker are rerun by Dask elsewhere; a result is
-    released on the cluster once handed over. Closing the iterator (an exception
-    in the caller's loop, a cancel) cancels what has not run.
+    ``shared`` values (schemes, small models) are sent to every worker once
+    (scattered, broadcast), not once per task. Tasks lost with a dying worker
+    are rerun by Dask elsewhere; a result is released on the cluster once handed
+    over. Closing the iterator (an exception in the caller's loop, a cancel)
+    cancels what has not run.
     """
     from distributed import as_completed
 
-    futures = {client.submit(_on_worker, model, fn, job, pure=False): i for i, job in enumerate(jobs)}
+    shared = tuple(client.scatter(list(shared), broadcast=True)) if shared else ()
+    futures = {client.submit(fn, *shared, *job, pure=False): i for i, job in enumerate(jobs)}
     try:
         for future in as_completed(list(futures), loop=client.loop):
             i = futures.pop(future)
@@ -195,3 +203,7 @@ def map_on_workers(client, model: ModelSource, fn: Callable, jobs: Iterable[tupl
         if futures:
             client.cancel(list(futures))
 
+
+def map_on_workers(client, model: ModelSource, fn: Callable, jobs: Iterable[tuple]) -> Iterator[tuple[int, Any]]:
+    """``(i, fn(pipe, *jobs[i]))`` as each completes, with each worker's own pipeline (see :func:`map_tasks`)."""
+    return map_tasks(client, _on_worker, [(model, fn, job) for job in jobs])

@@ -100,29 +100,43 @@ def pipeline_generator(pipe: Any, steps: int = 25) -> Generate:
     return generate
 
 
-def generate_checked(generate: Generate, check: Check, prompt: str, n: int, guidance_scales: Iterable[float],
+Batches = Callable[[list[tuple[float, int, int]]], Iterable[tuple[int, np.ndarray]]]  # jobs -> (job index, images) as done
+
+
+def generate_checked(generate: Generate | None, check: Check, prompt: str, n: int, guidance_scales: Iterable[float],
                      seed: int = 0, batch: int = 16, callback: Callback | None = None,
-                     progress: bool = False) -> pd.DataFrame:
-    """``n`` images per guidance scale for ``prompt``, each run through ``check``: one tidy row per image."""
+                     progress: bool = False, batches: Batches | None = None) -> pd.DataFrame:
+    """``n`` images per guidance scale for ``prompt``, each run through ``check``: one tidy row per image.
+
+    The work is cut into jobs ``(guidance, first seed, count)`` of at most ``batch`` images; ``batches``
+    runs them elsewhere (a cluster, :func:`run_amplification`) and hands each back as it finishes;
+    rows come out in job order either way, so where they ran does not show.
+    """
     scales = list(guidance_scales)
     validate_params({"prompt": prompt, "n": n, "guidance_scales": scales, "seed": seed, "batch": batch}, CONSTRAINTS)
-    scales = [float(g) for g in scales]
-    rows, total = [], n * len(scales)
+    jobs = [(float(g), seed + start, min(batch, n - start)) for g in scales for start in range(0, n, batch)]
+    if batches is None:
+        batches = lambda jobs: ((i, generate(prompt, k, g, s)) for i, (g, s, k) in enumerate(jobs))  # noqa: E731
+    done: dict[int, list[dict]] = {}
+    total = n * len(scales)
     with Reporter(callback, progress, "generate") as report:
         report(0, total)
-        for g in scales:
-            for start in range(0, n, batch):
-                k = min(batch, n - start)
-                images = np.asarray(generate(prompt, k, g, seed + start))
-                if images.shape[0] != k or images.dtype != np.uint8:
-                    raise ValidationError(f"generate: its {images.shape} {images.dtype} output is not valid; "
-                                          f"valid: {k} uint8 RGB images (n x H x W x 3)")
-                for i, image in enumerate(images):
-                    found = check(image)
-                    rows.append({"prompt": prompt, "guidance": g, "seed": seed + start + i,
-                                 **{a: found.get(a) for a in ATTRIBUTES}})
-                report(len(rows), total)
-    return pd.DataFrame(rows)
+        for i, images in batches(jobs):
+            g, s, k = jobs[i]
+            images = np.asarray(images)
+            if images.shape[0] != k or images.dtype != np.uint8:
+                raise ValidationError(f"generate: its {images.shape} {images.dtype} output is not valid; "
+                                      f"valid: {k} uint8 RGB images (n x H x W x 3)")
+            found = [check(image) for image in images]
+            done[i] = [{"prompt": prompt, "guidance": g, "seed": s + j, **{a: f.get(a) for a in ATTRIBUTES}}
+                       for j, f in enumerate(found)]
+            report(sum(map(len, done.values())), total)
+    return pd.DataFrame([row for i in sorted(done) for row in done[i]])
+
+
+def _generate_on_worker(pipe: Any, prompt: str, n: int, guidance: float, seed: int, steps: int) -> np.ndarray:
+    """One job on a Dask worker, with the pipeline that worker keeps."""
+    return pipeline_generator(pipe, steps=steps)(prompt, n, guidance, seed)
 
 
 def _verdict(low: float, high: float) -> str:
@@ -195,12 +209,14 @@ def run_amplification(world: KnownWorld, model: str | os.PathLike | None = None,
                       n: int = 64, guidance_scales: Iterable[float] = (1.0, 3.0, 5.0, 7.5),
                       given: dict[str, str] | None = None, attribute: str = "colour", value: str = "yellow",
                       seed: int = 0, steps: int = 25, callback: Callback | None = None,
-                      progress: bool = False) -> AuditResult:
+                      progress: bool = False, cluster: Any = None) -> AuditResult:
     """The whole study: training skew from ``world.training``, generations from ``model``, checker verdicts.
 
     ``generate`` defaults to ``sdlab.models.load_pipeline(model)`` (a missing
     model raises ModelNotFoundError), ``check`` to ``world.check``, and
-    ``training`` to ``world.training(train_rows, seed)``.
+    ``training`` to ``world.training(train_rows, seed)``. ``cluster`` (see
+    :func:`sdlab.cluster.connect`) generates on Dask workers, each loading ``model``
+    once; the images are those of a local run with the same thread count.
     """
     given = {"shape": "triangle"} if given is None else dict(given)
     _check_spec(given, attribute)
@@ -211,11 +227,25 @@ def run_amplification(world: KnownWorld, model: str | os.PathLike | None = None,
         raise invalid("model", None, "a model sdlab.models.load_pipeline knows, or a generate function")
     if training is None:
         training = world.training(train_rows, seed)
-    if generate is None:
-        from ..models import load_pipeline
+    if cluster is not None and (generate is not None or model is None):
+        raise invalid("cluster", cluster, "a cluster with model= (each worker loads it), not with a generate function")
+    if cluster is not None:
+        from ..cluster import check_cluster
 
-        generate = pipeline_generator(load_pipeline(model), steps=steps)
+        check_cluster(cluster)
     prompt = world.describe(**given)
-    generated = generate_checked(generate, check or world.check, prompt, n, scales, seed=seed,
-                                 callback=callback, progress=progress)
+    run = dict(seed=seed, callback=callback, progress=progress)
+    if cluster is not None:
+        from ..cluster import ModelSource, connect, map_on_workers
+
+        source = ModelSource.of(model)
+        with connect(cluster) as client:
+            generated = generate_checked(None, check or world.check, prompt, n, scales, **run, batches=lambda jobs: map_on_workers(
+                client, source, _generate_on_worker, [(prompt, k, g, s, steps) for g, s, k in jobs]))
+    else:
+        if generate is None:
+            from ..models import load_pipeline
+
+            generate = pipeline_generator(load_pipeline(model), steps=steps)
+        generated = generate_checked(generate, check or world.check, prompt, n, scales, **run)
     return amplification(generated, training, given, attribute, value, prompt=prompt, seed=seed, parse=world.parse)

@@ -56,3 +56,24 @@ def load_model(args: argparse.Namespace):
     from ..models import load_pipeline
 
     return load_pipeline(args.model, device=args.device, allow_pickle=args.allow_pickle)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; valid: a whole number >= 1")
+    return int(text)
+
+
+def add_cluster_options(parser: argparse.ArgumentParser, what: str, workers: bool = True) -> None:
+    """``--scheduler ADDRESS`` (and ``--workers N`` local processes): where ``what`` runs, on Dask (sdlab.cluster)."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help=f"run the {what} on the Dask cluster at ADDRESS (e.g. tcp://10.0.0.5:8786); each worker loads what it needs once")
+    if workers:
+        where.add_argument("--workers", type=_positive, metavar="N", help=f"run the {what} on N local Dask worker processes (one thread each)")
+
+
+def cluster_from_args(args: argparse.Namespace):
+    """What :func:`sdlab.cluster.connect` takes: the scheduler address, a number of local workers, or None."""
+    return getattr(args, "scheduler", None) or getattr(args, "workers", None)
+

@@ -17,6 +17,8 @@ import argparse
 import json
 import sys
 
+from ._options import add_cluster_options, cluster_from_args
+
 
 def _common(p: argparse.ArgumentParser, path: bool = True) -> None:
     if path:
@@ -123,7 +125,8 @@ def _amplification(args) -> int:
 
     result = run_amplification(shapes_world(), args.model, n=args.n, guidance_scales=args.guidance, train_rows=args.train_rows,
                                given={"shape": args.shape}, attribute=args.attribute, value=args.value,
-                               seed=args.seed, steps=args.steps, progress=not args.json and sys.stderr.isatty())
+                               seed=args.seed, steps=args.steps, progress=not args.json and sys.stderr.isatty(),
+                               cluster=cluster_from_args(args))
     return _emit(result, args)
 
 
@@ -187,4 +190,5 @@ def register(subparsers) -> None:
     p.add_argument("--value", default="yellow")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
+    add_cluster_options(p, "generations")
     p.set_defaults(func=_amplification)

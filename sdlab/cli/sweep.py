@@ -7,15 +7,7 @@ loading the model.
 """
 from __future__ import annotations
 
-import argparse
-
-from ._options import add_spec_options, spec_from_args
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not valid; valid: a whole number >= 1")
-    return int(text)
+from ._options import add_cluster_options, add_spec_options, cluster_from_args, spec_from_args
 
 
 def register(sub) -> None:
@@ -27,9 +19,7 @@ def register(sub) -> None:
     p.add_argument("--prompts", help="a text file with one prompt per line (each is swept)")
     p.add_argument("--out", required=True, help="the result store directory")
     p.add_argument("--new", action="store_true", help="archive an existing store made with other arguments and start again")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", metavar="ADDRESS", help="run the cells on the Dask cluster at ADDRESS (e.g. tcp://10.0.0.5:8786); each worker loads --model once")
-    where.add_argument("--workers", type=_positive, metavar="N", help="run the cells on N local worker processes (one thread each)")
+    add_cluster_options(p, "cells")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -60,7 +50,7 @@ def cmd_sweep(args) -> int:
 
     model = ModelSource(args.model, device=args.device, allow_pickle=args.allow_pickle)
     table = run_sweep(model, spec_from_args(args), axes, args.out, prompts=prompts, new=args.new, metrics=shapes_world_metrics,
-                      cluster=args.scheduler or args.workers)
+                      cluster=cluster_from_args(args))
     x, y = axes[0].name, axes[1].name if len(axes) > 1 else None
     z = axes[2] if len(axes) > 2 else None
     for z_value in (z.values if z else [None]):

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from ._options import add_cluster_options
+
 PRESET_NAMES = ("sd1", "sd2", "sdxl")
 METHOD_NAMES = ("dwtDct", "dwtDctSvd", "rivaGan")
 GENERATING = ("stable-signature", "treering")  # schemes that make their own images with the shapes world
@@ -43,8 +45,9 @@ def register(subparsers) -> None:
                         "pair per image instead (the image only names the seed)")
     p.add_argument("--attacks", nargs="+", help="default: every attack that needs no model")
     p.add_argument("--out", required=True, metavar="DIR", help="results directory (a rerun resumes)")
-    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument("--workers", type=int, help="local processes (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
+    add_cluster_options(p, "units (image x method)", workers=False)
     p.set_defaults(func=_battery)
 
     p = sub.add_parser("signature", help="Stable Signature: the shapes world's decoder that marks every image it draws")
@@ -127,7 +130,7 @@ def _battery(args: argparse.Namespace) -> int:
     pipe = load_pipeline("shapes-world", device="cpu") if set(args.methods) & set(GENERATING) else None
     methods = [_generating_scheme(m, pipe) if m in GENERATING else m for m in args.methods]
     rows = battery(args.images or None, methods=methods, attacks=args.attacks, out=args.out,
-                   workers=args.workers, seed=args.seed, progress=True)
+                   workers=args.workers, seed=args.seed, progress=True, cluster=args.scheduler)
     table = summarize(rows)
     out = Path(args.out)
     with atomic_path(out / "summary.csv") as tmp:

@@ -151,6 +151,13 @@ def _worker_unit(task: tuple) -> tuple[str, str, list[dict]]:
     return name, scheme_name, run_unit(scheme, index, name, image, plan, seed, _WORKER["models"])
 
 
+def _cluster_unit(shared: tuple[dict, dict], task: tuple) -> list[dict]:
+    """One unit on a Dask worker; ``shared`` (schemes, models) reached every worker once."""
+    schemes, models = shared
+    scheme_name, index, name, image, plan, seed = task
+    return run_unit(schemes[scheme_name], index, name, image, plan, seed, models)
+
+
 # -- the store -----------------------------------------------------------------------------------
 class BatteryStore:
     """``battery.json`` (the arguments) and ``rows.parquet`` (finished rows) in one directory."""
@@ -216,17 +223,26 @@ def battery(images: Mapping[str, Any] | Iterable[Any] | None = None,
             strengths: Mapping[str, Sequence[float]] | None = None,
             out: str | os.PathLike | None = None, workers: int | None = None, seed: int = 0,
             payload: Any = None, progress: bool = True, callback: Callback | None = None,
-            **models: Any) -> pd.DataFrame:
+            cluster: Any = None, **models: Any) -> pd.DataFrame:
     """Run the battery; one row per image x method x attack x strength (plus an unattacked baseline).
 
     ``strengths`` maps an attack to its strengths (default: each attack's three).
     ``out`` makes it resumable; ``workers`` processes share the units (default:
     all cores for post-hoc methods; 1, in this process, when a torch model is
     involved, since forking a process that already runs torch threads can hang).
+    ``cluster`` runs the units on Dask workers instead (see :func:`sdlab.cluster.connect`:
+    a client or cluster, a scheduler address, a number of local workers); schemes and
+    ``models`` reach each worker once, and this process stays the store's only writer.
     ``models`` passes ``vae=`` / ``pipe=`` to the regeneration attacks. An image
     given as ``None`` (in a mapping) is only a name for generating schemes.
     """
     validate_params({"workers": workers, "seed": seed}, BATTERY_CONSTRAINTS)
+    if cluster is not None and workers is not None:
+        raise invalid("workers", workers, "None when a cluster is given (its workers run the units)")
+    if cluster is not None:
+        from ..cluster import check_cluster
+
+        check_cluster(cluster)
     named = _as_named(images)
     if not named:
         raise invalid("images", images, "at least one image")
@@ -262,7 +278,13 @@ def battery(images: Mapping[str, Any] | Iterable[Any] | None = None,
 
     started = time.monotonic()
     with Reporter(callback, progress, desc="battery") as reporter:
-        if workers == 1:
+        if cluster is not None:
+            from ..cluster import connect, map_tasks
+
+            with connect(cluster) as client:
+                for _, rows in map_tasks(client, _cluster_unit, [(task,) for task in tasks], (schemes, models)):
+                    record(rows)
+        elif workers == 1:
             _init_worker(schemes, models)
             for task in tasks:
                 record(_worker_unit(task)[2])
