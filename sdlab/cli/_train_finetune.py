@@ -1,0 +1,201 @@
+"""``sdlab train embedding | lora | dreambooth | hypernetwork``: teach a model a new concept from a few images.
+
+The images come from a folder (``--images DIR``; a caption per image from a ``.txt`` file of
+the same name, else ``--caption`` with ``{token}``) or from a shapes-world concept
+(``--concept star|sun|outlined``). Everything the user typed is checked before a model is
+loaded: an empty folder, images of mixed sizes, a token already in the vocabulary, a rank
+<= 0, an unknown concept each end in one line and exit status 2. ``--out`` is the run
+directory: its checkpoint makes a killed run continue when the same command runs again.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+METHODS = ("embedding", "lora", "dreambooth", "hypernetwork")
+
+
+def register(methods) -> None:
+    helps = {
+        "embedding": "textual inversion: learn a new token's vector (everything else frozen)",
+        "lora": "LoRA on the UNet's attention (peft), optionally the text encoder",
+        "dreambooth": "fine-tune the whole UNet on a subject, with or without prior preservation",
+        "hypernetwork": "an A1111 hypernetwork (residual MLPs on attention keys/values)",
+    }
+    for method in METHODS:
+        p = methods.add_parser(method, help=helps[method] + "; resumes if killed")
+        source = p.add_mutually_exclusive_group(required=True)
+        source.add_argument("--images", help="folder of training images (one size); captions from NAME.txt beside each")
+        source.add_argument("--concept", help="a shapes-world concept: star (new shape), sun (reachable subject), outlined (style)")
+        p.add_argument("--token", required=method != "hypernetwork",
+                       help="the trigger word (embedding: a new token; lora/dreambooth: a rare word in the captions)")
+        p.add_argument("--out", required=True, help="run directory: checkpoint, log and the result file")
+        p.add_argument("--model", default="shapes-world", help="shapes-world or a diffusers pipeline directory")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+        p.add_argument("--caption", default="a {token}", help="caption for images without a .txt file ({token} is replaced)")
+        p.add_argument("-n", "--n-images", type=int, default=20, help="images of a --concept (default 20)")
+        p.add_argument("--steps", type=int, help="optimiser steps (default: the method's)")
+        p.add_argument("--lr", type=float, help="learning rate (default: the method's)")
+        p.add_argument("--batch", type=int, help="images per step")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--mixed-precision", default="no", help="no, fp16 or bf16 (CUDA)")
+        p.add_argument("--gradient-checkpointing", action="store_true")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        if method == "embedding":
+            p.add_argument("--init-word", help="start the vector at this word's (default: the concept's class word, else 'a')")
+            p.add_argument("--num-vectors", type=int, default=1)
+        if method == "lora":
+            p.add_argument("--rank", type=int, default=4)
+            p.add_argument("--alpha", type=float)
+            p.add_argument("--train-text-encoder", action="store_true")
+        if method == "dreambooth":
+            p.add_argument("--class-word", help="the class in 'a TOKEN CLASS' (default: the concept's)")
+            p.add_argument("--prior-weight", type=float, default=1.0, help="prior-preservation loss weight (0: off)")
+            p.add_argument("--class-images", type=int, default=50, help="class images the base model generates (default 50)")
+        if method == "hypernetwork":
+            p.add_argument("--layer-structure", default="1,2,1", help="A1111's layer structure (default 1,2,1)")
+            p.add_argument("--activation", default="linear", help="linear, relu, leakyrelu, elu, swish, tanh, sigmoid")
+            p.add_argument("--format", default="pt", choices=("pt", "safetensors"), help="A1111's .pt (default) or .safetensors")
+        p.set_defaults(func=cmd_finetune, finetune_method=method)
+
+
+def _config(args):
+    """The method's config from the arguments (its validation refuses bad values in one line)."""
+    given = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("batch", args.batch)) if v is not None}
+    given.update(seed=args.seed, mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing)
+    if args.finetune_method == "embedding":
+        from ..finetune.embedding import EmbeddingConfig
+
+        return EmbeddingConfig(**given, num_vectors=args.num_vectors)
+    if args.finetune_method == "lora":
+        from ..finetune.lora import LoraConfig
+
+        return LoraConfig(**given, rank=args.rank, alpha=args.alpha, train_text_encoder=args.train_text_encoder)
+    if args.finetune_method == "dreambooth":
+        from ..finetune.dreambooth import DreamBoothConfig
+
+        return DreamBoothConfig(**given, prior_weight=args.prior_weight)
+    from ..finetune.hypernetwork import HypernetworkTrainConfig
+    from ..validation import invalid
+
+    try:
+        structure = tuple(float(x) for x in args.layer_structure.split(","))
+    except ValueError:
+        raise invalid("--layer-structure", args.layer_structure, "comma-separated numbers, e.g. 1,2,1") from None
+    return HypernetworkTrainConfig(**given, layer_structure=structure, activation_func=args.activation)
+
+
+def read_folder(folder: str, template: str, token: str):
+    """Images (one size) and captions from ``folder``; refuses an empty folder or mixed sizes in one line."""
+    import numpy as np
+
+    from ..finetune.common import check_images
+    from ..images import open_image
+    from ..validation import invalid
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise invalid("--images", folder, "an existing folder of images")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise invalid("--images", folder, f"a folder holding one or more images ({', '.join(IMAGE_SUFFIXES)})")
+    images = check_images([np.asarray(open_image(f, "--images").convert("RGB")) for f in files])
+    captions = []
+    for f in files:
+        sidecar = f.with_suffix(".txt")
+        captions.append(sidecar.read_text(encoding="utf-8").strip() if sidecar.exists() else template.replace("{token}", token))
+    return images, captions
+
+
+def _tokenizer_check(model: str, token: str) -> None:
+    """Refuse a token in the vocabulary before the model loads (the tokenizer alone is read)."""
+    from transformers import CLIPTokenizer
+
+    from ..finetune.embedding import check_token
+    from ..mini.finetune import model_directory
+
+    directory = model_directory(model)
+    for sub in ("tokenizer", "tokenizer_2"):
+        if (directory / sub).is_dir():
+            check_token(CLIPTokenizer.from_pretrained(directory / sub), token)
+
+
+def cmd_finetune(args) -> int:
+    from ..validation import Interval, Options, invalid, validate_params
+
+    method = args.finetune_method
+    cfg = _config(args)
+    validate_params({"--n-images": args.n_images}, {"--n-images": [Interval(int, 1, 500)]})
+    token = args.token or "hypernetwork"
+    if args.token is not None and (not args.token.strip() or any(c.isspace() for c in args.token)):
+        raise invalid("--token", args.token, "one word without spaces")
+    concept = None
+    if args.concept is not None:
+        from ..mini import concepts
+
+        validate_params({"--concept": args.concept}, {"--concept": [Options(concepts.CONCEPTS)]})
+        concept = concepts.CONCEPTS[args.concept]
+    if method == "dreambooth":
+        class_word = args.class_word or (concept.class_word if concept else None)
+        if not class_word:
+            raise invalid("--class-word", args.class_word, "the subject's class word, e.g. dog (needed with --images)")
+        validate_params({"--class-images": args.class_images}, {"--class-images": [Interval(int, 1, 10_000)]})
+    if args.model != "shapes-world" and not (Path(args.model) / "model_index.json").exists():
+        raise invalid("--model", args.model, "shapes-world or a diffusers pipeline directory (one with model_index.json)")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise invalid("--out", args.out, "a directory (new, or a run's to continue)")
+    trigger = f"{token} {class_word}" if method == "dreambooth" else ("" if method == "hypernetwork" and concept else token)
+    if concept is not None:
+        images, table = concepts.make_set(concept.name, args.n_images, args.seed, trigger=trigger)
+        captions = table["TEXT"].tolist()
+    else:
+        images, captions = read_folder(args.images, args.caption, trigger or token)
+    if method == "embedding":
+        _tokenizer_check(args.model, token)
+    recorded = {"method": method, "model": args.model, "images": args.images, "concept": args.concept, "token": token,
+                "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}}
+    config_file = out / "finetune_config.json"
+    if config_file.exists() and json.loads(config_file.read_text()) != recorded:
+        raise invalid("--out", args.out, "a new directory, or the one of an identical command (it holds another run)")
+    out.mkdir(parents=True, exist_ok=True)
+    from ..io import atomic_write_text
+
+    atomic_write_text(config_file, json.dumps(recorded, indent=2))
+    from ..finetune.common import Dataset
+    from ..models import load_pipeline, model_info
+
+    data = Dataset(images, captions)
+    pipe = load_pipeline(args.model, device=args.device)
+    progress = not args.quiet
+    if method == "embedding":
+        from ..finetune.embedding import train_embedding
+
+        init = args.init_word or (concept.init_word if concept else "a")
+        result = train_embedding(pipe, data, token, init, out, cfg, progress=progress)
+        target = result.save(out / f"{token.strip('<>') or 'embedding'}.safetensors")
+    elif method == "lora":
+        from ..finetune.lora import train_lora
+
+        result = train_lora(pipe, data, out, cfg, progress=progress)
+        target = result.save(out / "pytorch_lora_weights.safetensors")
+    elif method == "dreambooth":
+        from ..finetune.dreambooth import class_images, train_dreambooth
+
+        class_data = None
+        if cfg.prior_weight > 0:
+            prompts = concepts.class_prompts(concept.name, args.class_images) if concept else [f"a {class_word}"] * args.class_images
+            class_data = Dataset(class_images(pipe, prompts), prompts)
+        result = train_dreambooth(pipe, data, out, cfg, class_data, progress=progress)
+        info = model_info(pipe)
+        target = result.save(pipe, out / "pipeline", {"name": f"{info.name}-dreambooth", "defaults": info.defaults, "preview": info.preview})
+    else:
+        from ..adapters.hypernetwork import save
+        from ..finetune.hypernetwork import train_hypernetwork
+
+        result = train_hypernetwork(pipe, data, out, token.strip("<>"), cfg, progress=progress)
+        target = save(result, out / f"{token.strip('<>')}.{args.format}")
+    seconds = (result.info.get("seconds") or result.info.get("run_seconds") or 0.0)
+    print(f"{method}: {target} ({cfg.steps} steps, {seconds / 60:.1f} min)")
+    return 0

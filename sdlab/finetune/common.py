@@ -1,0 +1,256 @@
+"""The training skeleton the four fine-tuning methods share.
+
+1. images and captions in (:class:`Dataset`, checked: at least one image, one size, a size the
+   VAE divides), latents out through the pipeline's own VAE (its distribution's mean, scaled
+   as the pipeline scales them), encoded once;
+2. per step, a generator seeded by (seed, step) draws the batch, the noise and the timesteps,
+   so a run resumed from its checkpoint draws what the uninterrupted run drew and ends on the
+   same weights;
+3. the loss in the model's own prediction type (epsilon or v), min-SNR-gamma weighted
+   (Hang et al. 2023) as diffusers' training scripts offer it;
+4. one :class:`~sdlab.progress.Checkpointer` (timed, and before a raising callback: a panel's
+   Cancel) and one :class:`~sdlab.progress.Reporter` (tqdm + callback) around the loop.
+
+A method hands :func:`train_loop` its trainable tensors and a ``loss(step, generator)``;
+everything about a user's pipeline is read, never written: methods train copies.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import Cancelled
+from ..io import atomic_path
+from ..progress import Callback, Checkpointer, Reporter
+from ..trainlog import append_log
+from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SEED, Interval, Options, invalid, validate_fields
+
+STATE_FILE = "train_state.pt"
+MIXED_PRECISION = ("no", "fp16", "bf16")
+TRAINABLE_FAMILIES = ("sd1", "sd2", "sdxl")
+
+BASE_CONSTRAINTS = {
+    "steps": [POSITIVE_INT], "lr": [POSITIVE], "batch": [POSITIVE_INT], "warmup_steps": [NON_NEGATIVE_INT],
+    "seed": [SEED], "min_snr_gamma": [Interval(float, 0, None, closed="neither"), None],
+    "checkpoint_minutes": [NON_NEGATIVE], "mixed_precision": [Options(MIXED_PRECISION)],
+    "gradient_checkpointing": [bool],
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What every method's run shares (each method's config adds its own fields)."""
+
+    steps: int = 400  # optimiser steps
+    lr: float = 1e-4  # AdamW learning rate after the warm-up
+    batch: int = 8  # images per step (drawn with replacement, seeded per step)
+    warmup_steps: int = 0  # linear warm-up from 0
+    seed: int = 0  # decides every draw; with the data and model, the result
+    min_snr_gamma: float | None = 5.0  # None: plain MSE
+    checkpoint_minutes: float = 2.0  # a resumable checkpoint this often (and on Cancel)
+    mixed_precision: str = "no"  # "fp16"/"bf16": autocast on CUDA (weights being trained stay fp32)
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory on real SD
+
+    _parameter_constraints = BASE_CONSTRAINTS
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+
+
+@dataclass
+class Dataset:
+    """Fine-tuning images (uint8, N x H x W x 3) and one caption each."""
+
+    images: np.ndarray
+    captions: list[str]
+
+    def __post_init__(self) -> None:
+        self.images = check_images(self.images)
+        if len(self.captions) != len(self.images) or not all(isinstance(c, str) for c in self.captions):
+            raise invalid("captions", f"{len(self.captions)} captions", f"one text caption per image ({len(self.images)})")
+
+
+def check_images(images) -> np.ndarray:
+    """One uint8 array from a list of RGB images, or a one-line refusal (none, mixed sizes, not RGB)."""
+    if images is None or len(images) == 0:
+        raise invalid("images", "no images", "one or more RGB images")
+    arrays = [np.asarray(im) for im in images]
+    sizes = sorted({a.shape for a in arrays})
+    if len(sizes) > 1:
+        shown = ", ".join(f"{s[1]}x{s[0]}" for s in sizes[:4])
+        raise invalid("images", f"mixed sizes {shown}", "images of one size (resize or crop them first)")
+    if len(sizes[0]) != 3 or sizes[0][2] != 3:
+        raise invalid("images", f"arrays of shape {sizes[0]}", "RGB images (H x W x 3)")
+    return np.stack(arrays).astype(np.uint8)
+
+
+def check_family(pipe, method: str) -> str:
+    """The pipeline's family if ``method`` can train it, else a one-line refusal naming what is supported."""
+    from ..models import family
+
+    name = family(pipe)
+    if name not in TRAINABLE_FAMILIES:
+        raise invalid("model", name, f"a model of family {', '.join(TRAINABLE_FAMILIES)} ({method} trains a UNet's attention)")
+    return name
+
+
+def check_size(pipe, images: np.ndarray) -> None:
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    h, w = images.shape[1:3]
+    if h % factor or w % factor:
+        raise invalid("images", f"{w}x{h}", f"a size divisible by {factor} (the VAE's downsampling)")
+
+
+@torch.no_grad()
+def encode_latents(pipe, images: np.ndarray, batch: int = 16) -> torch.Tensor:
+    """Latents of ``images`` as the pipeline's UNet sees them: the VAE posterior's mean, shifted and scaled."""
+    from ..images import to_tensor
+
+    vae = pipe.vae
+    param = next(vae.parameters())
+    out = []
+    for i in range(0, len(images), batch):
+        x = to_tensor(images[i:i + batch]).to(param.device, param.dtype)
+        out.append(vae.encode(x).latent_dist.mean.float())
+    z = torch.cat(out)
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return (z - shift) * vae.config.scaling_factor
+
+
+def token_ids(tokenizer, captions: list[str]) -> torch.Tensor:
+    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+
+
+def encode_text(encoders: list, tokenizers: list, captions: list[str], sdxl: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Text states for the UNet as diffusers' training scripts make them: SD 1.x/2.x the last hidden
+    state; SDXL both encoders' penultimate states concatenated and the second's pooled output."""
+    states, pooled = [], None
+    for encoder, tok in zip(encoders, tokenizers):
+        ids = token_ids(tok, captions).to(encoder.device)
+        if sdxl:
+            out = encoder(ids, output_hidden_states=True)
+            states.append(out.hidden_states[-2])
+            pooled = out[0]
+        else:
+            states.append(encoder(ids)[0])
+    return torch.cat(states, dim=-1), pooled
+
+
+def sdxl_time_ids(height: int, width: int, n: int, device) -> torch.Tensor:
+    """SDXL's micro-conditioning for uncropped images at their own size: (h, w, 0, 0, h, w)."""
+    return torch.tensor([[height, width, 0, 0, height, width]] * n, dtype=torch.float32, device=device)
+
+
+def noise_scheduler(pipe):
+    """A DDPM scheduler with the pipeline's training schedule and prediction type."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(pipe.scheduler.config)
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The draws of one step: the same (seed, step) gives the same batch, noise and timesteps."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def snr_weights(scheduler, gamma: float | None) -> torch.Tensor:
+    """Per-timestep loss weights: min-SNR-gamma for the model's prediction type (1 when gamma is None).
+
+    For v-prediction the loss on v weighs x0's error by SNR + 1; capping that at gamma + 1 keeps
+    weight 1 at SNR 0, where a zero-terminal-SNR schedule (the shapes world's) puts the layout.
+    """
+    ac = scheduler.alphas_cumprod.double()
+    snr = ac / (1 - ac)
+    if gamma is None:
+        return torch.ones_like(snr).float()
+    if scheduler.config.prediction_type == "v_prediction":
+        return ((snr.clamp(max=gamma) + 1) / (snr + 1)).float()
+    return (snr.clamp(max=gamma) / snr).float()
+
+
+def diffusion_loss(unet, scheduler, weights: torch.Tensor, z0: torch.Tensor, states: torch.Tensor, g: torch.Generator,
+                   added: dict | None = None, reduce: bool = True) -> torch.Tensor:
+    """Noise ``z0`` at timesteps drawn from ``g`` and return the weighted MSE of the UNet's prediction."""
+    noise = torch.randn(z0.shape, generator=g).to(z0.device, z0.dtype)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z0),), generator=g)
+    noisy = scheduler.add_noise(z0, noise, t)
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        target = noise
+    elif kind == "v_prediction":
+        target = scheduler.get_velocity(z0, noise, t)
+    else:
+        raise invalid("prediction_type", kind, "epsilon or v_prediction")
+    pred = unet(noisy, t.to(z0.device), states, added_cond_kwargs=added).sample
+    per_sample = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3)) * weights[t].to(z0.device)
+    return per_sample.mean() if reduce else per_sample
+
+
+def autocast(cfg: TrainConfig, device) -> torch.autocast:
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision)
+    enabled = dtype is not None and torch.device(device).type == "cuda"
+    return torch.autocast(torch.device(device).type, dtype=dtype or torch.bfloat16, enabled=enabled)
+
+
+def train_loop(
+    out: str | Path, cfg: TrainConfig, params: list[torch.Tensor], loss: Callable[[int, torch.Generator], torch.Tensor],
+    state: Callable[[], dict], load_state: Callable[[dict], None], after_step: Callable[[], None] | None = None,
+    callback: Callback | None = None, progress: bool = False, desc: str = "train",
+) -> dict:
+    """Run ``cfg.steps`` AdamW steps on ``params``, resuming from ``out/train_state.pt`` when it is there.
+
+    ``state()``/``load_state(d)`` give and take the trainable tensors; ``after_step`` runs after each
+    optimiser step (textual inversion puts the frozen embedding rows back there). Returns
+    ``{"steps", "seconds", "loss"}`` (seconds summed over resumed runs; loss: the last 20 steps' mean).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
+    scaler = torch.amp.GradScaler(enabled=cfg.mixed_precision == "fp16" and params[0].is_cuda)
+    path, start, seconds, recent = out / STATE_FILE, 0, 0.0, []
+    if path.exists():
+        saved = torch.load(path, map_location=params[0].device, weights_only=True)
+        load_state(saved["trainable"])
+        opt.load_state_dict(saved["opt"])
+        start, seconds, recent = saved["step"], saved["seconds"], list(saved["recent"])
+    began = time.perf_counter()
+
+    def save(step: int) -> None:
+        with atomic_path(path) as tmp:
+            torch.save({"step": step, "trainable": state(), "opt": opt.state_dict(), "recent": recent,
+                        "seconds": seconds + time.perf_counter() - began}, tmp)
+
+    checkpointer = Checkpointer(save, cfg.checkpoint_minutes)
+    with Reporter(callback, progress, desc) as reporter:
+        reporter(start, cfg.steps)
+        for step in range(start, cfg.steps):
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+            value = loss(step, step_generator(cfg.seed, step))
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(value).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            scaler.step(opt)
+            scaler.update()
+            if after_step is not None:
+                after_step()
+            recent = (recent + [float(value.detach())])[-20:]
+            if step % 25 == 0 or step + 1 == cfg.steps:
+                append_log(out, {"stage": desc, "step": step, "loss": float(value.detach()), "time": time.time()})
+            checkpointer.step(step + 1, cfg.steps, reporter)
+    save(cfg.steps)
+    return {"steps": cfg.steps, "seconds": seconds + time.perf_counter() - began, "loss": float(np.mean(recent)) if recent else None}
+
+
+def draw(n: int, batch: int, g: torch.Generator) -> torch.Tensor:
+    """``batch`` indices into ``n`` items, drawn with replacement from ``g``."""
+    return torch.randint(n, (batch,), generator=g)
+
+
+__all__ = ["Cancelled", "Dataset", "TrainConfig", "train_loop", "encode_latents", "encode_text", "diffusion_loss"]

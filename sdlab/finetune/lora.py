@@ -1,0 +1,165 @@
+"""LoRA (Hu et al. 2021) on the UNet's attention, optionally the text encoder, through peft.
+
+Exactly as diffusers' ``train_text_to_image_lora.py`` / ``train_dreambooth_lora.py`` do it:
+``unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian",
+target_modules=["to_k", "to_q", "to_v", "to_out.0"]))`` on a frozen model, the adapter's
+weights the only trainable ones, saved with ``get_peft_model_state_dict`` in diffusers'
+format. The adapter goes on *copies* of the UNet (and text encoder): the user's pipeline
+never gets an adapter. With ``lora_B`` starting at zero the copy draws exactly what the
+model drew until the first step moves it.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..progress import Callback
+from ..validation import Interval, validate_fields
+from .common import BASE_CONSTRAINTS, Dataset, TrainConfig, autocast, check_family, check_size, diffusion_loss, draw
+from .common import encode_latents, encode_text, noise_scheduler, sdxl_time_ids, snr_weights, train_loop
+from .embedding import text_parts
+
+UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+@dataclass(frozen=True)
+class LoraConfig(TrainConfig):
+    """A LoRA run: the rank and alpha of every adapted layer, and whether the text encoder learns too."""
+
+    steps: int = 600
+    lr: float = 1e-3  # diffusers' LoRA scripts use 1e-4 for SD; the small shapes world takes more
+    rank: int = 4  # r: the adapter's inner width
+    alpha: float | None = None  # lora_alpha (None: = rank, scale 1)
+    train_text_encoder: bool = False
+
+    _parameter_constraints = {**BASE_CONSTRAINTS, "rank": [Interval(int, 1, None)],
+                              "alpha": [Interval(float, 0, None, closed="neither"), None], "train_text_encoder": [bool]}
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+
+
+@dataclass
+class Lora:
+    """The trained adapters (peft state dicts, no prefix) and what made them."""
+
+    unet: dict[str, torch.Tensor]
+    text_encoders: list[dict[str, torch.Tensor]]
+    rank: int
+    alpha: float
+    family: str
+    info: dict
+
+    def save(self, path: str | Path) -> Path:
+        """diffusers' LoRA file (``pipe.load_lora_weights`` reads it); a directory or a ``.safetensors`` name."""
+        te = self.text_encoders + [None, None]
+        try:
+            from ..adapters.lora import save_lora
+        except ImportError:
+            save_lora = None
+        if save_lora is not None:
+            return Path(save_lora(path, self.unet, te[0], te[1], family=self.family, rank=self.rank, alpha=self.alpha))
+        import diffusers
+        from diffusers.utils import convert_state_dict_to_diffusers
+
+        path = Path(path)
+        directory, name = (path.parent, path.name) if path.suffix == ".safetensors" else (path, "pytorch_lora_weights.safetensors")
+        cls = diffusers.StableDiffusionXLPipeline if self.family == "sdxl" else diffusers.StableDiffusionPipeline
+        layers = {"unet_lora_layers": convert_state_dict_to_diffusers(self.unet)}
+        for key, sd in (("text_encoder_lora_layers", te[0]), ("text_encoder_2_lora_layers", te[1])):
+            if sd:
+                layers[key] = convert_state_dict_to_diffusers(sd)
+        cls.save_lora_weights(save_directory=str(directory), weight_name=name, safe_serialization=True, **layers)
+        return directory / name
+
+    def apply(self, pipe, strength: float = 1.0):
+        """A new pipeline with copies of ``pipe``'s UNet (and text encoders) carrying this adapter at ``strength``."""
+        from peft import LoraConfig as PeftConfig
+
+        parts = {"unet": _with_adapter(pipe.unet, self.unet, PeftConfig(r=self.rank, lora_alpha=self.alpha, target_modules=UNET_TARGETS))}
+        _, encs = text_parts(pipe)
+        for i, sd in enumerate(self.text_encoders):
+            if sd:
+                parts["text_encoder" if i == 0 else "text_encoder_2"] = _with_adapter(
+                    encs[i], sd, PeftConfig(r=self.rank, lora_alpha=self.alpha, target_modules=TEXT_TARGETS))
+        for model in parts.values():
+            _scale(model, strength)
+        return type(pipe)(**{**pipe.components, **parts})
+
+
+def _with_adapter(model, state: dict, config):
+    from peft import set_peft_model_state_dict
+
+    model = copy.deepcopy(model)
+    model.add_adapter(config)
+    set_peft_model_state_dict(model, {k: v.to(model.device) for k, v in state.items()})
+    return model.requires_grad_(False).eval()
+
+
+def _scale(model, strength: float) -> None:
+    """Every LoRA layer's output times ``strength`` (peft's ``scale_layer``, what ``set_adapters`` weights do)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.scale_layer(strength)
+
+
+def train_lora(pipe, data: Dataset, out: str | Path, cfg: LoraConfig = LoraConfig(), callback: Callback | None = None,
+               progress: bool = False) -> Lora:
+    """Train a LoRA on copies of ``pipe``'s UNet (and text encoders); resumable from ``out``."""
+    from peft import LoraConfig as PeftConfig
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    fam = check_family(pipe, "LoRA")
+    check_size(pipe, data.images)
+    torch.manual_seed(cfg.seed)
+    alpha = float(cfg.alpha or cfg.rank)
+    unet = copy.deepcopy(pipe.unet).requires_grad_(False)
+    unet.add_adapter(PeftConfig(r=cfg.rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=UNET_TARGETS))
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    toks, encs = text_parts(pipe)
+    models = [unet]
+    if cfg.train_text_encoder:
+        encs = [copy.deepcopy(e).requires_grad_(False) for e in encs]
+        for enc in encs:
+            enc.add_adapter(PeftConfig(r=cfg.rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TEXT_TARGETS))
+        models += encs
+    params = [p for m in models for p in m.parameters() if p.requires_grad]
+    sched, device = noise_scheduler(pipe), unet.device
+    weights = snr_weights(sched, cfg.min_snr_gamma)
+    latents = encode_latents(pipe, data.images).to(device)
+    h, w = data.images.shape[1:3]
+    cached = None if cfg.train_text_encoder else _encode_all(encs, toks, data.captions, fam == "sdxl")
+    unet.train()
+
+    def loss(step: int, g: torch.Generator) -> torch.Tensor:
+        idx = draw(len(latents), cfg.batch, g)
+        with autocast(cfg, device):
+            if cached is None:
+                states, pooled = encode_text(encs, toks, [data.captions[i] for i in idx], fam == "sdxl")
+            else:
+                states, pooled = cached[0][idx], (cached[1][idx] if cached[1] is not None else None)
+            added = {"text_embeds": pooled, "time_ids": sdxl_time_ids(h, w, len(idx), device)} if fam == "sdxl" else None
+            return diffusion_loss(unet, sched, weights, latents[idx], states, g, added)
+
+    def state() -> dict:
+        return {f"m{i}": get_peft_model_state_dict(m) for i, m in enumerate(models)}
+
+    def load_state(saved: dict) -> None:
+        for i, m in enumerate(models):
+            set_peft_model_state_dict(m, saved[f"m{i}"])
+
+    info = train_loop(out, cfg, params, loss, state, load_state, None, callback, progress, "lora")
+    adapters = [{k: v.detach().float().cpu().clone() for k, v in get_peft_model_state_dict(m).items()} for m in models]
+    return Lora(adapters[0], adapters[1:], cfg.rank, alpha, fam, {**info, "method": "lora"})
+
+
+@torch.no_grad()
+def _encode_all(encs, toks, captions: list[str], sdxl: bool):
+    return encode_text(encs, toks, captions, sdxl)
