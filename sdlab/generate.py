@@ -171,11 +171,15 @@ def _check_sampler_mode(scheduler, spec: GenerationSpec, mode: str) -> None:
         )
 
 
-def generate(pipe, spec: GenerationSpec, callback: Callback | None = None, hooks=()) -> Result:
+def generate(pipe, spec: GenerationSpec, callback: Callback | None = None, hooks=(), adapters=None) -> Result:
     """Make ``spec.batch_size`` images; image k uses seed ``spec.seed + k``.
 
     ``hooks`` (see :mod:`sdlab.denoiser`) see, and may change, every evaluation of the denoiser.
+    ``adapters`` (:class:`sdlab.adapters.networks.AdapterFolders`): where the prompt's ``<lora:NAME:W>``
+    tags and embedding names are found; applied to this call only (:mod:`sdlab.adapters.apply`) and
+    recorded as A1111's ``Lora hashes`` / ``TI hashes``.
     """
+    from .adapters.apply import prepare_adapters
     from .prompts import encode_prompts
 
     started = time.perf_counter()
@@ -223,10 +227,12 @@ def generate(pipe, spec: GenerationSpec, callback: Callback | None = None, hooks
     # 3. this call's scheduler and pipeline (``pipe`` stays as it was), and the prompts
     scheduler = make_scheduler(spec.sampler, scheduler_config(pipe), seeds=[spec.seed + k for k in range(n)])
     _check_sampler_mode(scheduler, spec, run_mode)
-    runner = call_pipeline(pipe, run_mode, scheduler, hooks, spec.guidance)
+    used = prepare_adapters(pipe, spec, adapters)  # LoRAs and embeddings for this call only
+    spec = spec.replace(extra={**{k: v for k, v in spec.extra.items() if k not in ("Lora hashes", "TI hashes")}, **used.infotext()})
+    runner = call_pipeline(used.pipe, run_mode, scheduler, hooks, spec.guidance)
     if run_mode == "img2img" and "width" in inspect.signature(runner.__call__).parameters:
         kwargs.update(width=spec.width, height=spec.height)  # SD 3's img2img resizes the init to these (default: native)
-    kwargs.update(encode_prompts(pipe, spec.prompt, spec.negative_prompt, n, spec.clip_skip))
+    kwargs.update(encode_prompts(used.pipe, used.prompt, used.negative_prompt, n, spec.clip_skip))
     kwargs["callback_on_step_end"] = _step_end(callback, spec.steps if run_mode == "txt2img" else None)
 
     # 4. denoise and decode
@@ -281,8 +287,11 @@ def generate_many(
     from .denoiser import per_sample_guidance
     from .prompts import encode_prompts
 
+    from .adapters.apply import check_plain
+
     resolved = []
     for spec in specs:
+        check_plain(spec)
         if spec.mode != "txt2img":
             raise ValidationError(f"generate_many: only text-to-image specs batch; got a {spec.mode} spec (use generate)")
         spec = prepare(pipe, spec)

@@ -182,10 +182,10 @@ def save_lora(
             if key == "text_encoder_2" and family not in ("sdxl", "sd3"):
                 raise invalid("text_encoder_2_lora_state_dict", "given", f"None for {family}: it has one text encoder")
             sd = {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
+            lora_meta[f"{key}_lora_adapter_metadata"] = _lora_config(sd, rank, alpha)  # targets match with or without text_model.
             if key.startswith("text_encoder"):
                 sd = {_text_model_key(k): v for k, v in sd.items()}
             layers[f"{key}_lora_layers"] = sd if key == "transformer" else convert_state_dict_to_diffusers(sd)
-            lora_meta[f"{key}_lora_adapter_metadata"] = _lora_config(sd, rank, alpha)
     from ..io import atomic_path
 
     target = directory / name

@@ -1,0 +1,266 @@
+"""LoRAs and embeddings applied for one generation, the user's pipeline untouched.
+
+A1111 writes LoRA deltas into the model's weights and restores them afterwards; diffusers injects
+peft layers into the user's modules. sdlab does neither to the pipeline it is handed: for one call it
+builds a *structural clone* of each component it must change (every module object copied, every
+weight tensor shared, so a clone costs no weight memory), and
+
+1. loads each LoRA into the clones through diffusers' own loader (``load_lora_adapter`` for the UNet
+   or SD 3 transformer; for text encoders diffusers' key conversion and ``LoraConfig``, injected with
+   peft as transformers' ``load_adapter`` does), each under its own adapter name, unfused, with
+   A1111's text-encoder and UNet multipliers as peft scales (diffusers' ``set_adapters``);
+2. gives each embedding's vectors new token ids: a copied tokenizer learns placeholder tokens and the
+   cloned text encoder a token-embedding table with the vectors appended (what diffusers'
+   ``load_textual_inversion`` does to the pipeline itself), and the embedding's name in the prompt
+   becomes its placeholders;
+3. returns a pipeline of the same class made with ``from_pipe`` from the clones and the user's other
+   components. After the call nothing refers to the clones; the user's modules, parameters (their
+   ``requires_grad`` flags included) and adapters are as they were.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass, field
+
+from ..errors import ValidationError
+from ..models import family as model_family
+from .embeddings import Embedding, embedding_hash, read_embedding
+from .lora import load_lora, lora_hash
+from .networks import (HYPERNET, LORA_KINDS, AdapterFolders, NetworkUse, find_embedding_names, has_extra_networks,
+                       parse_extra_networks, replace_embedding_names)
+
+TEXT_ENCODERS = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))
+_ADAPTER_PREFIX = "sdlab_call_"
+
+
+def clone_module(module, memo: dict | None = None):
+    """A copy of ``module``'s tree of module objects sharing every parameter and buffer tensor.
+
+    Changing the clone's structure (peft replacing a Linear, a new embedding table) leaves the
+    original's untouched; writing *into* a shared tensor would not, and nothing here does.
+    """
+    memo = {} if memo is None else memo
+    if id(module) in memo:
+        return memo[id(module)]
+    clone = copy.copy(module)
+    memo[id(module)] = clone
+    clone._modules = {k: (None if m is None else clone_module(m, memo)) for k, m in module._modules.items()}
+    clone._parameters = dict(module._parameters)
+    clone._buffers = dict(module._buffers)
+    for name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_state_dict_hooks"):
+        if name in module.__dict__:
+            clone.__dict__[name] = copy.copy(module.__dict__[name])
+    if isinstance(module.__dict__.get("peft_config"), dict):  # diffusers/peft add the new adapter's config here
+        clone.__dict__["peft_config"] = dict(module.__dict__["peft_config"])
+    if "config" in module.__dict__ and hasattr(module.__dict__["config"], "to_dict"):  # a transformers config
+        clone.__dict__["config"] = copy.deepcopy(module.__dict__["config"])
+    return clone
+
+
+@contextlib.contextmanager
+def _flags_kept(*modules):
+    """Restore every parameter's ``requires_grad`` (peft marks shared base weights frozen)."""
+    params = [p for m in modules for p in m.parameters()]
+    flags = [p.requires_grad for p in params]
+    try:
+        yield
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+
+
+@dataclass
+class Applied:
+    """What one call applied: the pipeline to run, the prompts to encode, and the infotext entries."""
+
+    pipe: object
+    prompt: str
+    negative_prompt: str
+    loras: list = field(default_factory=list)  # (name as written, file, hash, te, unet)
+    embeddings: list = field(default_factory=list)  # (name, file, hash)
+
+    def infotext(self) -> dict:
+        """A1111's ``Lora hashes`` / ``TI hashes`` entries (names without ``:`` and ``,``, as A1111 writes them)."""
+        out = {}
+        clean = lambda n: n.replace(":", "").replace(",", "")  # noqa: E731
+        if self.loras:
+            out["Lora hashes"] = ", ".join(f"{clean(name)}: {h}" for name, _, h, *_ in dict((u[0], u) for u in self.loras).values())
+        if self.embeddings:
+            out["TI hashes"] = ", ".join(f"{clean(name)}: {h}" for name, _, h in self.embeddings)
+        return out
+
+
+def _lora_uses(uses: list[NetworkUse], fam: str) -> list[NetworkUse]:
+    out = []
+    for use in uses:
+        if use.kind == HYPERNET:
+            _refuse_hypernet(use)
+        elif use.kind in LORA_KINDS:
+            out.append(use)
+    return out
+
+
+def _refuse_hypernet(use: NetworkUse) -> None:
+    raise ValidationError(f"prompt: {use.text} asks for a hypernetwork; sdlab applies LoRAs (<lora:...>) and embeddings "
+                          "at generation time, not hypernetworks")
+
+
+def prepare_adapters(pipe, spec, folders: AdapterFolders | None) -> Applied:
+    """Resolve the spec's ``<lora:...>`` tags and embedding names against ``folders`` and build this call's pipeline."""
+    prompt, uses = parse_extra_networks(spec.prompt)
+    negative = spec.negative_prompt
+    if folders is None:
+        if any(u.kind in LORA_KINDS + (HYPERNET,) for u in uses):
+            use = next(u for u in uses if u.kind in LORA_KINDS + (HYPERNET,))
+            if use.kind == HYPERNET:
+                _refuse_hypernet(use)
+            raise ValidationError(f"prompt: {use.text} names a LoRA, but no LoRA folder was given; "
+                                  "valid: generate(..., adapters=AdapterFolders(lora_dirs=[DIR])) or --lora-dir DIR")
+        return Applied(pipe, prompt, negative)
+    fam = model_family(pipe)
+    loras = [(u, folders.lora(u.name)) for u in _lora_uses(uses, fam)]
+    names = find_embedding_names(prompt + "\n" + negative, folders.embeddings()) if folders.embedding_dirs else []
+    if not loras and not names:
+        return Applied(pipe, prompt, negative)
+    applied = Applied(pipe, prompt, negative)
+    parts: dict = {}
+    if loras:
+        _apply_loras(pipe, fam, loras, folders, parts)
+        applied.loras = [(u.name, path, lora_hash(path), u.te, u.unet) for u, path in loras]
+    if names:
+        if fam == "sd3":
+            raise ValidationError(f"prompt: {', '.join(names)} names an embedding; textual-inversion embeddings work "
+                                  "with SD 1.x/2.x and SDXL (CLIP text encoders), not sd3")
+        files = folders.embeddings()
+        embeddings = [read_embedding(files[n], folders.allow_pickle) for n in names]
+        replacements = _apply_embeddings(pipe, embeddings, parts)
+        applied.prompt = replace_embedding_names(prompt, replacements)
+        applied.negative_prompt = replace_embedding_names(negative, replacements)
+        applied.embeddings = [(e.name, e.path, embedding_hash(e.path)) for e in embeddings]
+    applied.pipe = type(pipe).from_pipe(pipe, **parts)
+    applied.pipe.set_progress_bar_config(disable=True)
+    return applied
+
+
+def _part(pipe, parts: dict, name: str):
+    if name not in parts:
+        parts[name] = clone_module(getattr(pipe, name))
+    return parts[name]
+
+
+def _apply_loras(pipe, fam: str, loras: list, folders: AdapterFolders, parts: dict) -> None:
+    denoiser = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+    scales: dict[str, list] = {}
+    originals = [m for m in (getattr(pipe, n, None) for n in (denoiser, "text_encoder", "text_encoder_2")) if m is not None]
+    with _flags_kept(*originals):
+        for k, (use, path) in enumerate(loras):
+            adapter = f"{_ADAPTER_PREFIX}{k}"
+            config = getattr(pipe, "unet").config if denoiser == "unet" else None
+            state_dict, alphas, metadata = load_lora(path, fam, unet_config=config, allow_pickle=folders.allow_pickle)
+            prefixes = {key.split(".")[0] for key in state_dict}
+            if denoiser in prefixes:
+                model = _part(pipe, parts, denoiser)
+                model.load_lora_adapter(state_dict, prefix=denoiser, network_alphas=alphas, adapter_name=adapter,
+                                        metadata=metadata, _pipeline=None)
+                scales.setdefault(denoiser, []).append((adapter, use.unet))
+            for name in ("text_encoder", "text_encoder_2"):
+                if name in prefixes and getattr(pipe, name, None) is not None:
+                    _load_text_encoder_lora(_part(pipe, parts, name), state_dict, alphas, metadata, name, adapter)
+                    scales.setdefault(name, []).append((adapter, use.te))
+            if not prefixes & ({denoiser, "text_encoder", "text_encoder_2"}):
+                raise ValidationError(f"lora: {path.name} has no weights for this {fam} pipeline's {denoiser} or text encoders")
+        for name, pairs in scales.items():
+            _activate(parts[name], dict(pairs))
+
+
+def _load_text_encoder_lora(encoder, state_dict, alphas, metadata, prefix: str, adapter: str) -> None:
+    """diffusers' ``_load_lora_into_text_encoder`` up to its ``LoraConfig``, injected with peft directly
+    (transformers' ``load_adapter`` wants a newer peft than the one pinned)."""
+    from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_peft
+    from diffusers.utils.peft_utils import _create_lora_config
+    from peft import inject_adapter_in_model, set_peft_model_state_dict
+
+    sd = {k.removeprefix(f"{prefix}."): v for k, v in state_dict.items() if k.startswith(f"{prefix}.")}
+    md = {k.removeprefix(f"{prefix}."): v for k, v in metadata.items() if k.startswith(f"{prefix}.")} if metadata else None
+    if md and not hasattr(encoder, "text_model") and md.get("target_modules"):  # peft matches targets by suffix
+        md["target_modules"] = [t.removeprefix("text_model.") for t in md["target_modules"]]
+    sd = convert_state_dict_to_peft(convert_state_dict_to_diffusers(sd, original_type=_te_layout(sd)))
+    if not hasattr(encoder, "text_model"):
+        sd = {k.removeprefix("text_model."): v for k, v in sd.items()}
+    rank = {f"{n}.lora_B.weight": sd[f"{n}.lora_B.weight"].shape[1] for n, _ in encoder.named_modules()
+            if n.endswith((".q_proj", ".k_proj", ".v_proj", ".out_proj", ".fc1", ".fc2")) and f"{n}.lora_B.weight" in sd}
+    if alphas:
+        alphas = {k.removeprefix(f"{prefix}."): v for k, v in alphas.items() if k.split(".")[0] == prefix}
+    config = _create_lora_config(sd, alphas or None, md or None, rank, is_unet=False)
+    inject_adapter_in_model(config, encoder, adapter_name=adapter)
+    result = set_peft_model_state_dict(encoder, sd, adapter_name=adapter)
+    unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    if unexpected:
+        raise ValidationError(f"lora: {len(unexpected)} text-encoder weights match no layer of this model (e.g. {unexpected[0]})")
+
+
+def _te_layout(sd: dict):
+    """The layout diffusers' converter would guess, made explicit for kohya files whose text-encoder part lacks
+    ``out_proj`` (diffusers guesses its old layout only from a ``to_out_lora`` key, and refuses such files)."""
+    from diffusers.utils.state_dict_utils import StateDictType
+
+    if any("_lora.down." in k or "_lora.up." in k for k in sd) and not any("to_out_lora" in k for k in sd):
+        return StateDictType.DIFFUSERS_OLD
+    return None
+
+
+def _activate(model, weights: dict[str, float]) -> None:
+    """Turn this call's adapters on beside those already active, at A1111's multipliers (peft's ``set_scale``)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            active = [a for a in module.active_adapters if not a.startswith(_ADAPTER_PREFIX)]
+            module.set_adapter(active + [a for a in weights if a in module.lora_A])
+            for adapter, weight in weights.items():
+                if adapter in module.lora_A:
+                    module.set_scale(adapter, weight)
+
+
+def _apply_embeddings(pipe, embeddings: list[Embedding], parts: dict) -> dict[str, str]:
+    """Placeholder tokens for each embedding in copies of the tokenizers, its vectors in cloned text encoders."""
+    import torch
+
+    pairs = [(t, e) for t, e in TEXT_ENCODERS if getattr(pipe, e, None) is not None and getattr(pipe, t, None) is not None]
+    replacements: dict[str, str] = {}
+    placeholders = {emb.name: [f"<sdlab-ti-{i}-{j}>" for j in range(emb.n_vectors)] for i, emb in enumerate(embeddings)}
+    for emb in embeddings:
+        missing = [e for _, e in pairs if e not in emb.vectors]
+        if missing:
+            raise ValidationError(f"embedding: {emb.name} has vectors for {', '.join(emb.vectors)} but this model also needs "
+                                  f"{', '.join(missing)} (an SDXL embedding has clip_l and clip_g)")
+        replacements[emb.name] = " ".join(placeholders[emb.name])
+    for tok_name, enc_name in pairs:
+        tokenizer = copy.deepcopy(getattr(pipe, tok_name))
+        tokens = [p for emb in embeddings for p in placeholders[emb.name]]
+        tokenizer.add_tokens(tokens)
+        encoder = _part(pipe, parts, enc_name)
+        table = encoder.get_input_embeddings()
+        weight = table.weight.detach()
+        ids = tokenizer.convert_tokens_to_ids(tokens)
+        vectors = torch.cat([emb.vectors[enc_name] for emb in embeddings]).to(weight.device, weight.dtype)
+        if vectors.shape[-1] != weight.shape[1]:
+            emb = next(e for e in embeddings if e.vectors[enc_name].shape[-1] != weight.shape[1])
+            raise ValidationError(f"embedding: {emb.name} has {emb.vectors[enc_name].shape[-1]}-wide vectors for {enc_name}; "
+                                  f"this model's takes {weight.shape[1]} (an embedding made for another model family)")
+        rows = max(weight.shape[0], max(ids) + 1)
+        new = torch.empty(rows, weight.shape[1], dtype=weight.dtype, device=weight.device)
+        new[: weight.shape[0]] = weight
+        new[ids] = vectors
+        encoder.set_input_embeddings(torch.nn.Embedding.from_pretrained(new, freeze=True, padding_idx=table.padding_idx))
+        parts[tok_name] = tokenizer
+    return replacements
+
+
+def check_plain(spec) -> None:
+    """Refuse a spec whose prompt names extra networks where sdlab cannot apply them (batched generation)."""
+    if has_extra_networks(spec.prompt):
+        _, uses = parse_extra_networks(spec.prompt)
+        if any(u.kind in LORA_KINDS + (HYPERNET,) for u in uses):
+            raise ValidationError(f"prompt: {uses[0].text} — LoRAs apply in generate(..., adapters=...), not in batched generation")
