@@ -1,0 +1,52 @@
+"""``sdlab train controlnet``: a ControlNet for the shapes world, trained on its images' edge or mask maps."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(methods) -> None:
+    p = methods.add_parser(
+        "controlnet", help="train a ControlNet (trainable encoder copy + zero convolutions) on the shapes world; resumes if killed",
+    )
+    p.add_argument("--condition", required=True, choices=("edges", "mask"),
+                   help="edges: Canny and exact outlines (fill50k-like); mask: the shape's region")
+    p.add_argument("--out", required=True, help="run directory: data cache, checkpoint, log, snapshots and controlnet/")
+    p.add_argument("--model", default="shapes-world", help="the locked base model (default: the shipped shapes world)")
+    p.add_argument("--steps", type=int, default=2000, help="optimiser steps (default 2000)")
+    p.add_argument("--batch", type=int, default=32, help="images per step (default 32)")
+    p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate after a 50-step warm-up (default 3e-4)")
+    p.add_argument("--images", type=int, default=8000, help="training scenes (default 8000)")
+    p.add_argument("--text-dropout", type=float, default=0.2, help="share of empty captions (default 0.2)")
+    p.add_argument("--snapshot-every", type=int, default=0, help="keep the ControlNet every N steps (default 0: never)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (without it, a directory holding a run is refused)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_controlnet)
+
+
+def cmd_controlnet(args) -> int:
+    from ..conditioning.train import CHECKPOINT, ControlNetConfig
+    from ..validation import POSITIVE_INT, invalid, validate_params
+
+    cfg = ControlNetConfig(steps=args.steps, batch=args.batch, lr=args.lr, text_dropout=args.text_dropout,
+                           snapshot_every=args.snapshot_every, seed=args.seed)  # refuses bad values in one line
+    validate_params({"--images": args.images}, {"--images": [POSITIVE_INT]})
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise invalid("--out", args.out, "a directory (new, or a run's to continue with --resume)")
+    if (out / CHECKPOINT).exists() and not args.resume:
+        raise invalid("--out", args.out, "a new directory, or add --resume to continue the run it holds")
+    model = Path(args.model)
+    if args.model != "shapes-world" and not (model / "model_index.json").exists():
+        raise invalid("--model", args.model, "shapes-world or a diffusers pipeline directory (one with model_index.json)")
+
+    from ..conditioning.train import train_controlnet
+    from ..mini.control_data import training_data
+    from ..models import load_pipeline
+
+    data = training_data(args.images, args.condition, seed=args.seed)
+    pipe = load_pipeline(args.model, device="cpu")
+    print(train_controlnet(pipe, data["images"], data["captions"], data["maps"], out, cfg, progress=not args.quiet,
+                           describe={"condition": args.condition, "model": args.model, "dataset": "shapes world", "data_seed": args.seed}))
+    return 0

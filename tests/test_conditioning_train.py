@@ -1,0 +1,139 @@
+"""ControlNet training (sdlab.conditioning.train): only the trainable copy learns, runs resume exactly, bad input is refused."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sdlab.conditioning.train import CONTROLNET_DIR, ControlNetConfig, embedding_channels, train_controlnet
+from sdlab.errors import Cancelled, ValidationError
+
+
+@pytest.fixture(scope="module")
+def world():
+    from sdlab.models import load_pipeline
+
+    return load_pipeline("shapes-world", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def data():
+    from sdlab.mini.control_data import training_data
+
+    return training_data(12, "edges", seed=3)
+
+
+def _state(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _fresh(pipe, cfg):
+    from diffusers import ControlNetModel
+
+    return ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=embedding_channels(pipe.vae_scale_factor, cfg))
+
+
+def test_steps_change_the_controlnet_and_not_the_locked_unet(world, data, tmp_path):
+    from diffusers import ControlNetModel
+
+    cfg = ControlNetConfig(steps=3, batch=4, warmup_steps=0, checkpoint_minutes=0)
+    unet_before = _state(world.unet)
+    fresh = _fresh(world, cfg)
+    out = train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path, cfg, progress=False)
+    trained = ControlNetModel.from_pretrained(out)
+    assert all(torch.equal(v, world.unet.state_dict()[k]) for k, v in unet_before.items())  # the locked copy is untouched
+    assert not any(p.requires_grad is False for p in world.unet.parameters())  # nor its flags
+    # diffusers' zero convolutions start at exactly zero and have moved
+    zero = [fresh.controlnet_mid_block, *fresh.controlnet_down_blocks, fresh.controlnet_cond_embedding.conv_out]
+    assert all(float(p.abs().max()) == 0.0 for block in zero for p in block.parameters())
+    moved = [trained.controlnet_mid_block, *trained.controlnet_down_blocks]
+    assert all(float(p.abs().max()) > 0.0 for block in moved for p in block.parameters())
+    # the encoder copy starts as the UNet's own weights
+    assert torch.equal(fresh.conv_in.weight, world.unet.conv_in.weight)
+    assert not torch.equal(trained.conv_in.weight, world.unet.conv_in.weight)
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["stage"] == "controlnet"] == [0, 2]
+    assert np.isfinite([r["loss"] for r in log if "loss" in r]).all()
+
+
+def test_resume_after_cancel_equals_the_uninterrupted_run(world, data, tmp_path):
+    cfg = ControlNetConfig(steps=4, batch=4, warmup_steps=2, checkpoint_minutes=100)
+    whole = train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / "whole", cfg, progress=False)
+
+    def cancel_at_2(done, total):
+        if done == 2:
+            raise Cancelled("stop")
+
+    with pytest.raises(Cancelled):
+        train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / "split", cfg, callback=cancel_at_2, progress=False)
+    assert torch.load(tmp_path / "split" / "controlnet.ckpt", weights_only=True)["step"] == 2
+    seen = []
+    split = train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / "split", cfg,
+                             callback=lambda d, t: seen.append(d), progress=False)
+    assert seen == [3, 4]  # resumed at step 2
+    from safetensors.torch import load_file
+
+    a, b = load_file(whole / "diffusion_pytorch_model.safetensors"), load_file(split / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_directory_resumes_only_its_own_settings(world, data, tmp_path):
+    train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path, ControlNetConfig(steps=1, batch=2), progress=False)
+    with pytest.raises(ValidationError, match="lr") as err:
+        train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path, ControlNetConfig(steps=1, batch=2, lr=1e-3), progress=False)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("field, value", [("steps", 0), ("batch", -1), ("lr", 0.0), ("text_dropout", 1.5), ("embedding_channels", (16, -3))])
+def test_config_refuses_bad_values_in_one_line(field, value):
+    with pytest.raises(ValidationError, match=f"^{field}: .* is not valid; valid: "):
+        ControlNetConfig(**{field: value})
+
+
+def test_mismatched_data_is_refused_before_any_model_work(data, tmp_path):
+    class NoPipe:  # any attribute access would fail: the refusal comes first
+        def __getattr__(self, name):
+            raise AssertionError("the pipeline was used")
+
+    images, captions, maps = data["images"], data["captions"], data["maps"]
+    for bad, match in (((images, captions[:-1], maps), "captions"), ((images, captions, maps[0][:3]), "maps"),
+                       ((images.astype(np.float32), captions, maps), "images")):
+        with pytest.raises(ValidationError, match=f"^{match}: "):
+            train_controlnet(NoPipe(), *bad, tmp_path)
+    assert not (tmp_path / "controlnet_config.json").exists()
+
+
+@pytest.mark.parametrize("name", ["sd1", "sd2"])
+def test_trains_on_real_families_and_runs_in_plain_diffusers(family_dir, name, tmp_path):
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+    from PIL import Image
+
+    from sdlab.models import load_pipeline
+
+    pipe = load_pipeline(family_dir(name), device="cpu")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    maps = np.where(rng.random((4, 64, 64, 1)) > 0.8, 255, 0).astype(np.uint8).repeat(3, axis=3)
+    out = train_controlnet(pipe, images, ["a red circle"] * 4, maps, tmp_path, ControlNetConfig(steps=2, batch=2), progress=False)
+    controlnet = ControlNetModel.from_pretrained(out)
+    assert controlnet.config.conditioning_embedding_out_channels == [16, 32, 96, 256]  # the VAE downsamples by 8
+    runner = StableDiffusionControlNetPipeline(**{k: v for k, v in pipe.components.items() if k != "image_encoder"}, controlnet=controlnet)
+    image = runner("a red circle", image=Image.fromarray(maps[0]), num_inference_steps=2, height=64, width=64,
+                   generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    assert image.shape == (64, 64, 3) and np.isfinite(image).all()
+
+
+@pytest.mark.parametrize("name", ["sdxl", "sd3", "sd2-inpaint"])
+def test_other_families_are_refused_in_one_line(family_dir, name, tmp_path):
+    from sdlab.models import load_pipeline
+
+    pipe = load_pipeline(family_dir(name), device="cpu")
+    images = np.zeros((2, 64, 64, 3), np.uint8)
+    with pytest.raises(ValidationError, match="sd1 and sd2") as err:
+        train_controlnet(pipe, images, ["a", "b"], images.copy(), tmp_path, ControlNetConfig(steps=1, batch=1))
+    from sdlab.models import family
+
+    assert "\n" not in str(err.value) and f"a {family(pipe)} model" in str(err.value)
+    assert CONTROLNET_DIR not in {p.name for p in tmp_path.iterdir()}
