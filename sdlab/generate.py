@@ -49,6 +49,7 @@ class Result:
     timings: dict = field(default_factory=dict)
     model: ModelInfo | None = None
     scheduler: str = ""  # the diffusers scheduler class the sampler ran as
+    control_maps: list = field(default_factory=list)  # the condition maps the ControlNets (or depth2img) read
 
     def save(self, out_dir: str | Path) -> list[Path]:
         """Write each image as a PNG carrying its A1111 ``parameters`` chunk; never overwrites."""
@@ -92,6 +93,12 @@ def needs_mask(pipe) -> bool:
     return unet is not None and int(unet.config.in_channels) == 9
 
 
+def needs_depth(pipe) -> bool:
+    """A 5-channel depth2img UNet (latent + depth, SD 2 depth): it runs only with a depth map (sdlab.control)."""
+    unet = getattr(pipe, "unet", None)
+    return unet is not None and int(unet.config.in_channels) == 5
+
+
 def prepare(pipe, spec: GenerationSpec) -> GenerationSpec:
     """Resolve defaults and a seed, and check the spec against the model."""
     info = model_info(pipe)
@@ -106,6 +113,25 @@ def prepare(pipe, spec: GenerationSpec) -> GenerationSpec:
         if value < smallest:
             raise ValidationError(f"{name}: {value} is too small for {info.name}; the smallest valid size is {smallest}")
     return spec
+
+
+def check_sizes_early(spec: GenerationSpec, factor: int) -> None:
+    """The size checks :func:`generate` makes, made before any model is loaded, given the model's size factor
+    (``models.config_size_factor``): the spec's width/height and the (extended) init image's, read from its header."""
+    for name in ("width", "height"):
+        if getattr(spec, name) is not None:
+            check_size(name, getattr(spec, name), factor)
+    if spec.init_image is None:
+        return
+    if isinstance(spec.init_image, (str, Path)):
+        from .images import open_image
+
+        size = open_image(spec.init_image, "init").size
+    else:
+        size = spec.init_image.size if isinstance(spec.init_image, Image.Image) else np.asarray(spec.init_image).shape[1::-1]
+    left, top, right, bottom = spec.outpaint or (0, 0, 0, 0)
+    for name, value in (("width", size[0] + left + right), ("height", size[1] + top + bottom)):
+        check_size(f"{name} of the {'extended ' if spec.outpaint else ''}init image", value, factor)
 
 
 def generators(seed: int, n: int) -> list:
@@ -137,9 +163,10 @@ def outpaint_canvas(image: Image.Image, margins: tuple[int, int, int, int], blur
     return Image.fromarray(canvas), Image.fromarray(mask, "L")
 
 
-def call_pipeline(pipe, mode: str, scheduler, hooks=(), guidance: float = 1.0):
+def call_pipeline(pipe, mode: str, scheduler, hooks=(), guidance: float = 1.0, controlnet=None):
     """A pipeline for ``mode`` sharing ``pipe``'s components (no copy of the weights), with this
-    call's ``scheduler`` and, when ``hooks`` are given, a :class:`~sdlab.denoiser.Denoiser`.
+    call's ``scheduler``, when ``hooks`` are given a :class:`~sdlab.denoiser.Denoiser`, and with
+    ``controlnet`` (a model or a list) diffusers' ControlNet pipeline for the mode.
     ``pipe`` itself is left as it was."""
     from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
 
@@ -150,7 +177,9 @@ def call_pipeline(pipe, mode: str, scheduler, hooks=(), guidance: float = 1.0):
 
         name = denoiser_name(pipe)
         parts[name] = Denoiser(getattr(pipe, name), list(hooks), scheduler, guidance)
-    runner = auto.from_pipe(pipe, **parts)
+    runner = (type(pipe) if needs_depth(pipe) else auto).from_pipe(pipe, **parts)  # depth2img has no auto class
+    if controlnet is not None:  # from the mode's own pipeline, whose constructor settled the scheduler's config
+        runner = auto.from_pipe(runner, controlnet=controlnet)  # (SD 1.x DDIM without clipping), as without control
     runner.set_progress_bar_config(disable=True)
     return runner
 
@@ -224,12 +253,20 @@ def generate(pipe, spec: GenerationSpec, callback: Callback | None = None, hooks
     if run_mode == "inpaint":  # one image and mask per seed: the pipeline draws each VAE sample from that image's
         kwargs["image"], kwargs["mask_image"] = [kwargs["image"]] * n, [kwargs["mask_image"]] * n  # generator (image k = seed + k)
 
+    control = None
+    if spec.control or needs_depth(pipe):  # ControlNets, or depth2img's depth map: their maps and arguments
+        from .control.apply import control_call
+
+        control = control_call(pipe, spec, run_mode)
+        kwargs.update(control.kwargs)
+        spec = spec.replace(control=control.units)
+
     # 3. this call's scheduler and pipeline (``pipe`` stays as it was), and the prompts
     scheduler = make_scheduler(spec.sampler, scheduler_config(pipe), seeds=[spec.seed + k for k in range(n)])
     _check_sampler_mode(scheduler, spec, run_mode)
     used = prepare_adapters(pipe, spec, adapters)  # LoRAs and embeddings for this call only
     spec = spec.replace(extra={**{k: v for k, v in spec.extra.items() if k not in ("Lora hashes", "TI hashes")}, **used.infotext()})
-    runner = call_pipeline(used.pipe, run_mode, scheduler, hooks, spec.guidance)
+    runner = call_pipeline(used.pipe, run_mode, scheduler, hooks, spec.guidance, control.controlnet if control else None)
     if run_mode == "img2img" and "width" in inspect.signature(runner.__call__).parameters:
         kwargs.update(width=spec.width, height=spec.height)  # SD 3's img2img resizes the init to these (default: native)
     kwargs.update(encode_prompts(used.pipe, used.prompt, used.negative_prompt, n, spec.clip_skip))
@@ -240,7 +277,8 @@ def generate(pipe, spec: GenerationSpec, callback: Callback | None = None, hooks
     if mode == "img2img" and int(spec.steps * spec.strength) < 1:
         images = [init.copy() for _ in range(n)]  # no denoising step left to run: the image is unchanged
     else:
-        images = runner(**kwargs).images
+        with control.rng(spec.seed, runner.device) if control else contextlib.nullcontext():
+            images = runner(**kwargs).images
     after_call = time.perf_counter()
 
     # 5. keep every pixel outside the mask, as A1111 does
@@ -250,7 +288,8 @@ def generate(pipe, spec: GenerationSpec, callback: Callback | None = None, hooks
         images = [Image.fromarray(np.round(alpha * np.asarray(im, np.float32) + (1 - alpha) * original).astype(np.uint8)) for im in images]
     specs = [spec.replace(seed=spec.seed + k, batch_size=1) for k in range(n)]
     timings = {"total": time.perf_counter() - started, "pipeline": after_call - before_call, "per_image": (after_call - before_call) / n}
-    return Result(images=images, specs=specs, timings=timings, model=model_info(pipe), scheduler=type(scheduler).__name__)
+    return Result(images=images, specs=specs, timings=timings, model=model_info(pipe), scheduler=type(scheduler).__name__,
+                  control_maps=control.maps if control else [])
 
 
 def _step_end(callback: Callback | None, total: int | None):
@@ -268,7 +307,7 @@ def _step_end(callback: Callback | None, total: int | None):
 
 
 def _batch_key(spec: GenerationSpec) -> tuple:
-    return (spec.steps, spec.sampler, spec.width, spec.height, spec.clip_skip)
+    return (spec.steps, spec.sampler, spec.width, spec.height, spec.clip_skip, bool(spec.control))
 
 
 def generate_many(
@@ -313,8 +352,8 @@ def generate_many(
                     embeddings[key] = encode_prompts(pipe, spec.prompt, spec.negative_prompt, 1, first.clip_skip)
                 parts.append(embeddings[key])
             shapes = {tuple((k, tuple(v.shape)) for k, v in p.items()) for p in parts if all(torch.is_tensor(v) for v in p.values())}
-            if len(shapes) != 1 or len([p for p in parts if all(torch.is_tensor(v) for v in p.values())]) != len(parts):
-                # prompts of different chunk counts (or text handed to the pipeline): one call each
+            if first.control or needs_depth(pipe) or len(shapes) != 1 or len([p for p in parts if all(torch.is_tensor(v) for v in p.values())]) != len(parts):
+                # controlled specs, prompts of different chunk counts (or text handed to the pipeline): one call each
                 images = [generate(pipe, spec, hooks=hooks).images[0] for spec in chunk]
             else:
                 weights = [float(s.guidance) for s in chunk]

@@ -47,6 +47,7 @@ class HubModel:
 HUB_ALIASES: dict[str, HubModel] = {
     "sd14": HubModel("CompVis/stable-diffusion-v1-4", {"guidance": 7.5, "sampler": "PLMS", "steps": 50, "width": 512, "height": 512}, SD1_PREVIEW),
     "sd15": HubModel("stable-diffusion-v1-5/stable-diffusion-v1-5", {"guidance": 7.5, "sampler": "DPM++ 2M Karras", "steps": 25, "width": 512, "height": 512}, SD1_PREVIEW),
+    "sd2-depth": HubModel("stabilityai/stable-diffusion-2-depth", {"guidance": 7.5, "sampler": "DDIM", "steps": 50, "width": 512, "height": 512}, SD1_PREVIEW),
     "sd21": HubModel("stabilityai/stable-diffusion-2-1", {"guidance": 7.5, "sampler": "DPM++ 2M Karras", "steps": 25, "width": 768, "height": 768}, SD1_PREVIEW),
     "sdxl": HubModel("stabilityai/stable-diffusion-xl-base-1.0", {"guidance": 7.0, "sampler": "DPM++ 2M Karras", "steps": 30, "width": 1024, "height": 1024}, SDXL_PREVIEW),
     "sd35-medium": HubModel("stabilityai/stable-diffusion-3.5-medium", {"guidance": 4.5, "sampler": "Euler", "steps": 28, "width": 1024, "height": 1024}, None),
@@ -93,14 +94,15 @@ def _short_hash(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:10]
 
 
-FAMILIES = ("sd1", "sd2", "sd-inpaint", "sdxl", "sd3")
+FAMILIES = ("sd1", "sd2", "sd-inpaint", "sd2-depth", "sdxl", "sd3")
 
 
 def family(pipe) -> str:
     """The architecture family of a pipeline, read from its components (not its name).
 
     ``sd3``: an MMDiT transformer with flow matching; ``sdxl``: a UNet with two text
-    encoders; ``sd-inpaint``: a 9-channel UNet (SD 1.x/2.x inpainting); ``sd2``: a
+    encoders; ``sd-inpaint``: a 9-channel UNet (SD 1.x/2.x inpainting); ``sd2-depth``: a 5-channel
+    depth2img UNet (latents + depth, SD 2 depth); ``sd2``: a
     v-predicting (or 1024-wide OpenCLIP) SD 2.x UNet; ``sd1``: everything else
     of SD 1.x's shape, the shapes world included (a v-predicting shapes world reads as sd2).
     """
@@ -111,6 +113,8 @@ def family(pipe) -> str:
     unet = pipe.unet
     if int(unet.config.in_channels) == 9:
         return "sd-inpaint"
+    if int(unet.config.in_channels) == 5:
+        return "sd2-depth"
     if pipe.scheduler.config.get("prediction_type") == "v_prediction" or unet.config.cross_attention_dim == 1024:
         return "sd2"
     return "sd1"
@@ -187,6 +191,75 @@ def _hub_cached(repo_id: str) -> str | None:
         return None
 
 
+def _hub_like(name: str) -> bool:
+    """``owner/name`` as the Hugging Face hub spells a repository (not a path: no leading ``/``, ``.`` or ``~``)."""
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and "\\" not in name
+
+
+def check_model_source(model: str | os.PathLike) -> None:
+    """Refuse, without importing torch or diffusers, a model that names nothing sdlab could load."""
+    name = os.fspath(model)
+    path = Path(name).expanduser()
+    if name == SHAPES_WORLD or name in HUB_ALIASES or path.exists():
+        return
+    if path.suffix.lower() in (*PICKLE_SUFFIXES, ".safetensors"):
+        raise ModelNotFoundError(f"model: no such file {name!r}")
+    if not _hub_like(name):
+        valid = ", ".join([SHAPES_WORLD, *HUB_ALIASES])
+        raise ModelNotFoundError(f"model: {name!r} is not valid; valid: a registered name ({valid}), an existing diffusers "
+                                 "directory or checkpoint file, or a hub id owner/name in the local cache")
+
+
+def config_size_factor(model: str | os.PathLike) -> int | None:
+    """What :func:`sdlab.generate.size_factor` will say, read from a local pipeline's configs without loading it
+    (None when the configs are not on disk here: a hub id, a single checkpoint file)."""
+    name = os.fspath(model)
+    directory = SHIPPED_DIR if name == SHAPES_WORLD else Path(name).expanduser()
+    vae = directory / "vae" / "config.json"
+    if not vae.is_file():
+        return None
+    factor = 2 ** (len(json.loads(vae.read_text(encoding="utf-8")).get("block_out_channels", [0] * 4)) - 1)
+    transformer = directory / "transformer" / "config.json"
+    if transformer.is_file() and not (directory / "unet").is_dir():
+        factor *= int(json.loads(transformer.read_text(encoding="utf-8")).get("patch_size", 1))
+    return factor
+
+
+def locate(model: str | os.PathLike = SHAPES_WORLD, allow_pickle: bool = False) -> tuple[Path | None, dict]:
+    """Where ``model``'s weights are and its recommended defaults, without importing torch or loading a weight.
+
+    Refuses, as :func:`load_pipeline` would, what cannot be loaded: a missing file, a directory that is not
+    a pipeline, a pickle without ``allow_pickle``, a name that is neither registered nor cached. The path is
+    None for a hub id whose files are not in the cache (``download=True`` will fetch them). Commands call it
+    before any long work, so a bad ``--model`` is one line in a second, not a traceback after the work.
+    """
+    name = os.fspath(model)
+    path = Path(name).expanduser()
+    if name == SHAPES_WORLD:
+        return SHIPPED_DIR, _info_for_directory(SHIPPED_DIR, SHAPES_WORLD).defaults
+    if path.is_dir():
+        if not (path / "model_index.json").exists():
+            raise ModelNotFoundError(f"model: {name!r} is a directory but not a diffusers pipeline (no model_index.json)")
+        return path, _info_for_directory(path).defaults
+    if path.suffix.lower() in PICKLE_SUFFIXES + (".safetensors",):
+        if not path.is_file():
+            raise ModelNotFoundError(f"model: no such file {name!r}" if not path.exists() else f"model: {name!r} is not a file")
+        if path.suffix.lower() != ".safetensors" and not allow_pickle:
+            raise UnsafeCheckpointError(
+                f"model: {path.name} is a pickle checkpoint, and loading a pickle can run arbitrary code; "
+                "convert it to .safetensors or pass allow_pickle=True (CLI: --allow-pickle) if you trust its source")
+        return path, dict(MODEL_DEFAULTS)
+    if name in HUB_ALIASES or ("/" in name and not path.exists() and len(name.split("/")) == 2 and not name.startswith((".", "/", "~"))):
+        hub = HUB_ALIASES.get(name, HubModel(name, dict(MODEL_DEFAULTS), None))
+        local = _hub_cached(hub.repo_id)
+        return (Path(local) if local else None), {**MODEL_DEFAULTS, **hub.defaults}
+    if path.exists():
+        raise ModelNotFoundError(f"model: {name!r} is not a diffusers directory, a .safetensors file or a checkpoint")
+    valid = ", ".join([SHAPES_WORLD, *HUB_ALIASES])
+    raise ModelNotFoundError(f"model: {name!r} is not a registered name ({valid}), a diffusers directory, or a checkpoint file")
+
+
 def load_pipeline(
     model: str | os.PathLike = SHAPES_WORLD,
     device: str = "auto",
@@ -213,6 +286,7 @@ def load_pipeline(
 
     Its :class:`ModelInfo` is registered for :func:`model_info`.
     """
+    check_model_source(model)  # a path that is not there fails here, before diffusers (seconds of import) loads
     from diffusers import DiffusionPipeline
 
     device = resolve_device(device)
@@ -231,7 +305,7 @@ def load_pipeline(
     elif path.is_dir():
         if not (path / "model_index.json").exists():
             raise ModelNotFoundError(f"model: {name!r} is a directory but not a diffusers pipeline (no model_index.json)")
-        pipe = DiffusionPipeline.from_pretrained(path, dtype=torch_dtype, **parts)
+        pipe = DiffusionPipeline.from_pretrained(path, dtype=torch_dtype, **parts, **_without_depth_estimator(path))
         info = _info_for_directory(path)
     elif path.suffix.lower() in PICKLE_SUFFIXES:
         if not path.exists():
@@ -256,7 +330,8 @@ def load_pipeline(
                 f"model {name!r} ({hub.repo_id}) is not in the local Hugging Face cache and sdlab does not download by itself; "
                 f"fetch it once with 'huggingface-cli download {hub.repo_id}' or load_pipeline({name!r}, download=True)"
             )
-        pipe = DiffusionPipeline.from_pretrained(local or hub.repo_id, dtype=torch_dtype, **parts)
+        pipe = DiffusionPipeline.from_pretrained(local or hub.repo_id, dtype=torch_dtype, **parts,
+                                                 **_without_depth_estimator(Path(local) if local else None))
         info = ModelInfo(name=name, source=local or hub.repo_id, defaults={**MODEL_DEFAULTS, **hub.defaults}, preview=hub.preview)
     else:
         valid = ", ".join([SHAPES_WORLD, *HUB_ALIASES])
@@ -268,6 +343,14 @@ def load_pipeline(
     pipe.set_progress_bar_config(disable=True)
     register(pipe, info)
     return pipe
+
+
+def _without_depth_estimator(directory: Path | None) -> dict:
+    """depth2img pipelines load without their depth estimator: sdlab takes the user's depth map (sdlab.control)."""
+    index = directory / "model_index.json" if directory is not None else None
+    if index is None or not index.exists() or "Depth2Img" not in json.loads(index.read_text(encoding="utf-8")).get("_class_name", ""):
+        return {}
+    return {"depth_estimator": None, "feature_extractor": None}
 
 
 def _from_single_file(path: Path, torch_dtype, parts: dict):

@@ -27,7 +27,7 @@ def test_hub_model_not_cached_gives_a_fast_one_line_error(monkeypatch, tmp_path)
 
 
 def test_unknown_name_and_non_pipeline_directory(tmp_path):
-    with pytest.raises(ModelNotFoundError, match="not a registered name"):
+    with pytest.raises(ModelNotFoundError, match=r"^model: .no-such-model. is not valid; valid: a registered name"):
         load_pipeline("no-such-model")
     with pytest.raises(ModelNotFoundError, match="model_index.json"):
         load_pipeline(str(tmp_path))

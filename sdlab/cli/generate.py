@@ -36,9 +36,14 @@ def register(sub) -> None:
 
 
 def cmd_generate(args) -> int:
-    from ..generate import generate
+    from ..generate import check_sizes_early, generate
+    from ..models import check_model_source, config_size_factor
 
     spec = spec_from_args(args)
+    check_model_source(args.model)  # bad input fails in well under a second: before torch and diffusers load
+    factor = config_size_factor(args.model)
+    if factor is not None:
+        check_sizes_early(spec, factor)
     result = generate(load_model(args), spec)
     for path in result.save(args.out):
         print(path)
