@@ -26,9 +26,12 @@ class Reproduction:
     max_abs_difference: int
 
 
-def prepare_reproduction(png, init=None, mask=None) -> tuple[GenerationSpec, np.ndarray]:
-    """The spec to regenerate ``png`` with (its init image and mask attached) and the original pixels; checks only."""
-    spec = read_parameters(png)
+def prepare_reproduction(png, init=None, mask=None, adapters=None) -> tuple[GenerationSpec, np.ndarray]:
+    """The spec to regenerate ``png`` with (its init image and mask attached, its recorded LoRAs and embeddings
+    found in ``adapters``' folders by hash) and the original pixels; checks only."""
+    from .adapters.recorded import resolve_recorded
+
+    spec = resolve_recorded(read_parameters(png), adapters)
     for key, given, name in ((INIT_HASH, init, "init"), (MASK_HASH, mask, "mask")):
         if key in spec.extra:
             if given is None:
@@ -43,12 +46,13 @@ def prepare_reproduction(png, init=None, mask=None) -> tuple[GenerationSpec, np.
     return spec, original
 
 
-def reproduce(load: Callable[[GenerationSpec], Any], png, init=None, mask=None) -> Reproduction:
-    """Check ``png``'s inputs, then ``load(spec)`` the model and regenerate it."""
+def reproduce(load: Callable[[GenerationSpec], Any], png, init=None, mask=None, adapters=None) -> Reproduction:
+    """Check ``png``'s inputs, then ``load(spec)`` the model and regenerate it (``adapters``:
+    :class:`sdlab.adapters.networks.AdapterFolders` holding the LoRAs and embeddings it records)."""
     from .generate import generate
 
-    spec, original = prepare_reproduction(png, init, mask)
-    result = generate(load(spec), spec)
+    spec, original = prepare_reproduction(png, init, mask, adapters)
+    result = generate(load(spec), spec, adapters=adapters)
     again = np.asarray(result.images[0].convert("RGB"), dtype=np.int16)
     if original.shape != again.shape:
         raise ValidationError(f"png: the regenerated image is {again.shape[1]}x{again.shape[0]}, "

@@ -27,8 +27,8 @@ from ..errors import ValidationError
 from ..models import family as model_family
 from .embeddings import Embedding, embedding_hash, read_embedding
 from .lora import load_lora, lora_hash
-from .networks import (HYPERNET, LORA_KINDS, AdapterFolders, NetworkUse, find_embedding_names, has_extra_networks,
-                       parse_extra_networks, replace_embedding_names)
+from .networks import (HYPERNET, LORA_KINDS, AdapterFolders, find_embedding_names, has_extra_networks, hypernetworks,
+                       parse_extra_networks, preflight, replace_embedding_names)
 
 TEXT_ENCODERS = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))
 _ADAPTER_PREFIX = "sdlab_call_"
@@ -91,37 +91,17 @@ class Applied:
         return out
 
 
-def _lora_uses(uses: list[NetworkUse], fam: str) -> list[NetworkUse]:
-    out = []
-    for use in uses:
-        if use.kind == HYPERNET:
-            _refuse_hypernet(use)
-        elif use.kind in LORA_KINDS:
-            out.append(use)
-    return out
-
-
-def _refuse_hypernet(use: NetworkUse) -> None:
-    raise ValidationError(f"prompt: {use.text} asks for a hypernetwork; sdlab applies LoRAs (<lora:...>) and embeddings "
-                          "at generation time, not hypernetworks")
-
-
 def prepare_adapters(pipe, spec, folders: AdapterFolders | None) -> Applied:
     """Resolve the spec's ``<lora:...>`` tags and embedding names against ``folders`` and build this call's pipeline."""
-    prompt, uses = parse_extra_networks(spec.prompt)
+    prompt, _ = parse_extra_networks(spec.prompt)
     negative = spec.negative_prompt
+    loras = preflight(spec.prompt, folders)
     if folders is None:
-        if any(u.kind in LORA_KINDS + (HYPERNET,) for u in uses):
-            use = next(u for u in uses if u.kind in LORA_KINDS + (HYPERNET,))
-            if use.kind == HYPERNET:
-                _refuse_hypernet(use)
-            raise ValidationError(f"prompt: {use.text} names a LoRA, but no LoRA folder was given; "
-                                  "valid: generate(..., adapters=AdapterFolders(lora_dirs=[DIR])) or --lora-dir DIR")
         return Applied(pipe, prompt, negative)
     fam = model_family(pipe)
-    loras = [(u, folders.lora(u.name)) for u in _lora_uses(uses, fam)]
     names = find_embedding_names(prompt + "\n" + negative, folders.embeddings()) if folders.embedding_dirs else []
-    if not loras and not names:
+    hypers = hypernetworks(spec.prompt, folders)
+    if not loras and not names and not hypers:
         return Applied(pipe, prompt, negative)
     applied = Applied(pipe, prompt, negative)
     parts: dict = {}
@@ -138,9 +118,23 @@ def prepare_adapters(pipe, spec, folders: AdapterFolders | None) -> Applied:
         applied.prompt = replace_embedding_names(prompt, replacements)
         applied.negative_prompt = replace_embedding_names(negative, replacements)
         applied.embeddings = [(e.name, e.path, embedding_hash(e.path)) for e in embeddings]
+    if hypers:
+        _apply_hypernetwork(pipe, hypers[0], folders, parts)
     applied.pipe = type(pipe).from_pipe(pipe, **parts)
     applied.pipe.set_progress_bar_config(disable=True)
     return applied
+
+
+def _apply_hypernetwork(pipe, found, folders: AdapterFolders, parts: dict) -> None:
+    """A1111's hypernetwork at the tag's strength in every attention of a cloned UNet (sdlab.adapters.hypernetwork
+    sets its processors on the clone's attention modules; the clone is dropped after the call)."""
+    from . import hypernetwork as hn
+
+    use, path = found
+    if getattr(pipe, "unet", None) is None:
+        raise ValidationError(f"prompt: {use.text}: hypernetworks act on a UNet's attention (SD 1.x, 2.x, SDXL), not sd3's transformer")
+    network = hn.load(path, allow_pickle=folders.allow_pickle)
+    hn.applied(_part(pipe, parts, "unet"), network, use.te).__enter__()
 
 
 def _part(pipe, parts: dict, name: str):

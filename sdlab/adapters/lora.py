@@ -311,3 +311,23 @@ def _module_alpha(config: dict, prefix: str, module: str, rank: int) -> float:
         return float(rank)
     # peft scales by alpha / r (rsLoRA: alpha / sqrt(r)), with r the module's own rank; kohya by alpha / rank
     return float(alpha) * rank**0.5 if config.get(f"{prefix}.use_rslora") else float(alpha)
+
+
+def describe_lora(path: str | os.PathLike, allow_pickle: bool = False) -> dict:
+    """What a LoRA file holds: its layout, A1111 hash, size, modules per component, ranks and alphas."""
+    state_dict, header = read_state_dict(path, allow_pickle)
+    kohya = is_kohya(state_dict)
+    if kohya:
+        downs = {k[: -len(".lora_down.weight")]: v for k, v in state_dict.items() if k.endswith(".lora_down.weight")}
+        parts = {p: sum(1 for k in downs if k.startswith(p)) for p in ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")}
+        alphas = sorted({round(float(v), 6) for k, v in state_dict.items() if k.endswith(".alpha")})
+        ranks = sorted({int(v.shape[0]) for v in downs.values()})
+    else:
+        modules = _peft_modules(state_dict) if not any(k.startswith("transformer.") for k in state_dict) else {
+            k.rsplit(".lora", 1)[0]: {"down": v} for k, v in state_dict.items() if ".lora_A" in k or "lora.down" in k}
+        parts = {p: sum(1 for k in modules if k.startswith(p + ".")) for p in ("unet", "transformer", "text_encoder", "text_encoder_2")}
+        ranks = sorted({int(m["down"].shape[0]) for m in modules.values() if "down" in m})
+        config = json.loads(header[METADATA_KEY]) if METADATA_KEY in header else {}
+        alphas = sorted({float(v) for k, v in config.items() if k.endswith(".lora_alpha")}) or ["= rank (no alpha recorded)"]
+    return {"file": Path(path).name, "format": "kohya/A1111" if kohya else "diffusers", "hash": lora_hash(path),
+            "bytes": file_size(path), "modules": {k.strip("_."): v for k, v in parts.items() if v}, "ranks": ranks, "alphas": alphas}

@@ -122,24 +122,28 @@ class AdapterFolders:
 
     lora_dirs: tuple = ()  # folders searched (recursively) for <lora:NAME:...>
     embedding_dirs: tuple = ()  # folders searched (recursively) for embedding names in the prompts
+    hypernetwork_dirs: tuple = ()  # folders searched for <hypernet:NAME:STRENGTH> (A1111 .pt or sdlab .safetensors)
     allow_pickle: bool = False  # read .pt/.bin/.ckpt files (pickle runs code from the file)
     _index: dict = field(default_factory=dict, compare=False, repr=False)
 
     _parameter_constraints = {
         "lora_dirs": [Check(lambda ds: all(Path(d).is_dir() for d in ds), "existing folders")],
         "embedding_dirs": [Check(lambda ds: all(Path(d).is_dir() for d in ds), "existing folders")],
+        "hypernetwork_dirs": [Check(lambda ds: all(Path(d).is_dir() for d in ds), "existing folders")],
         "allow_pickle": [bool],
     }
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lora_dirs", _paths(self.lora_dirs))
         object.__setattr__(self, "embedding_dirs", _paths(self.embedding_dirs))
+        object.__setattr__(self, "hypernetwork_dirs", _paths(self.hypernetwork_dirs))
         validate_fields(self)
 
     def _files(self, kind: str) -> dict[str, Path]:
         """``{name: path}``: stems (lower-cased keys for lookup) of files with the kind's suffixes; first folder wins."""
         if kind not in self._index:
-            dirs, suffixes = (self.lora_dirs, LORA_SUFFIXES) if kind == "lora" else (self.embedding_dirs, EMBEDDING_SUFFIXES)
+            dirs, suffixes = {"lora": (self.lora_dirs, LORA_SUFFIXES), "embedding": (self.embedding_dirs, EMBEDDING_SUFFIXES),
+                              HYPERNET: (self.hypernetwork_dirs, (".pt", ".safetensors"))}[kind]
             files: dict[str, Path] = {}
             for d in dirs:
                 for path in sorted(Path(d).rglob("*")):
@@ -168,6 +172,17 @@ class AdapterFolders:
                                   "valid: AdapterFolders(lora_dirs=[DIR]) or --lora-dir DIR")
         raise ModelNotFoundError(f"lora: no LoRA named {name!r} in {where}; found: {', '.join(sorted(files)[:8]) or 'none'}")
 
+    def hypernetwork(self, name: str) -> Path:
+        """The file for ``<hypernet:name:...>``, by stem."""
+        files = self._files(HYPERNET)
+        if name in files:
+            return files[name]
+        if not self.hypernetwork_dirs:
+            raise ValidationError(f"prompt: <hypernet:{name}:...> names a hypernetwork, but no hypernetwork folder was given; "
+                                  "valid: AdapterFolders(hypernetwork_dirs=[DIR]) or --hypernetwork-dir DIR")
+        raise ModelNotFoundError(f"hypernet: no hypernetwork named {name!r} in {', '.join(self.hypernetwork_dirs)}; "
+                                 f"found: {', '.join(sorted(files)[:8]) or 'none'}")
+
     def forget(self) -> None:
         """Drop the cached listing (after files were added to a folder)."""
         self._index.clear()
@@ -181,3 +196,27 @@ def _alias(path: Path) -> str | None:
             return (f.metadata() or {}).get("ss_output_name")
     except Exception:  # a damaged file has no alias; loading it later says what is wrong
         return None
+
+
+def hypernetworks(prompt: str, folders: "AdapterFolders | None") -> list[tuple[NetworkUse, Path]]:
+    """The prompt's ``<hypernet:NAME:STRENGTH>`` tags resolved to files (at most one, applied through
+    :mod:`sdlab.adapters.hypernetwork` at the tag's strength, its first number, as A1111 reads it)."""
+    uses = [u for u in parse_extra_networks(prompt)[1] if u.kind == HYPERNET]
+    if len(uses) > 1:
+        raise invalid("prompt", " ".join(u.text for u in uses), "at most one <hypernet:NAME:STRENGTH> per prompt")
+    if uses and folders is None:
+        raise ValidationError(f"prompt: {uses[0].text} names a hypernetwork, but no hypernetwork folder was given; "
+                              "valid: AdapterFolders(hypernetwork_dirs=[DIR]) or --hypernetwork-dir DIR")
+    return [(u, folders.hypernetwork(u.name)) for u in uses]
+
+
+def preflight(prompt: str, folders: "AdapterFolders | None") -> list[tuple[NetworkUse, Path]]:
+    """The prompt's LoRA tags resolved to files (and its hypernetwork's), before any model loads; one line for a
+    tag that cannot apply."""
+    _, uses = parse_extra_networks(prompt)
+    hypernetworks(prompt, folders)
+    loras = [u for u in uses if u.kind in LORA_KINDS]
+    if loras and folders is None:
+        raise ValidationError(f"prompt: {loras[0].text} names a LoRA, but no LoRA folder was given; "
+                              "valid: generate(..., adapters=AdapterFolders(lora_dirs=[DIR])) or --lora-dir DIR")
+    return [(u, folders.lora(u.name)) for u in loras]

@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 
 from ._options import add_model_options, add_spec_options, load_model, spec_from_args
+from .adapters import adapter_folders, add_adapter_options
 
 
 def register(sub) -> None:
     p = sub.add_parser("generate", help="make images; prints the path of each PNG written")
     add_spec_options(p)
+    add_adapter_options(p)
     p.add_argument("--out", default="outputs", help="output directory (default: outputs)")
     p.set_defaults(func=cmd_generate)
 
@@ -23,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("--mask", help="the mask, for inpainting PNGs")
     p.add_argument("--out", default="outputs")
     add_model_options(p)
+    add_adapter_options(p)
     p.set_defaults(func=cmd_reproduce, model=None)
 
     p = sub.add_parser("samplers", help="list sampler names")
@@ -44,7 +47,8 @@ def cmd_generate(args) -> int:
     factor = config_size_factor(args.model)
     if factor is not None:
         check_sizes_early(spec, factor)
-    result = generate(load_model(args), spec)
+    folders = adapter_folders(args, spec.prompt)  # a missing LoRA or folder fails before the model loads
+    result = generate(load_model(args), spec, adapters=folders)
     for path in result.save(args.out):
         print(path)
     return 0
@@ -80,7 +84,7 @@ def cmd_reproduce(args) -> int:
         args.model = args.model or spec.model or "shapes-world"
         return load_model(args)
 
-    done = reproduce(load, args.png, init=args.init, mask=args.mask)
+    done = reproduce(load, args.png, init=args.init, mask=args.mask, adapters=adapter_folders(args))
     print(done.result.save(args.out)[0])
     print(f"max abs pixel difference: {done.max_abs_difference}")
     return 0
