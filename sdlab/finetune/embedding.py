@@ -98,7 +98,8 @@ class Embedding:
         except ImportError:
             save_embedding = None
         if save_embedding is not None:
-            return Path(save_embedding(self.state_dict(), path, token=self.token))
+            vectors = self.state_dict() if len(self.vectors) == 2 else self.vectors[0].contiguous()
+            return Path(save_embedding(path, self.token, vectors))
         from safetensors.torch import save_file
 
         from ..io import atomic_path

@@ -17,12 +17,16 @@ from pathlib import Path
 import torch
 
 from ..progress import Callback
-from ..validation import Interval, validate_fields
+from ..validation import Interval, Options, validate_fields
 from .common import BASE_CONSTRAINTS, Dataset, TrainConfig, autocast, check_family, check_size, diffusion_loss, draw
 from .common import encode_latents, encode_text, noise_scheduler, sdxl_time_ids, snr_weights, train_loop
 from .embedding import text_parts
 
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+# "attention+conv": also the transformer blocks' projections and feed-forward and the ResNet convolutions
+# (as LoCon / diffusers' advanced scripts): the UNet's drawing happens in its convolutions.
+CONV_TARGETS = UNET_TARGETS + ["proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1", "conv2"]
+TARGETS = {"attention": UNET_TARGETS, "attention+conv": CONV_TARGETS}
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
@@ -35,8 +39,9 @@ class LoraConfig(TrainConfig):
     rank: int = 4  # r: the adapter's inner width
     alpha: float | None = None  # lora_alpha (None: = rank, scale 1)
     train_text_encoder: bool = False
+    targets: str = "attention"  # or "attention+conv" (CONV_TARGETS)
 
-    _parameter_constraints = {**BASE_CONSTRAINTS, "rank": [Interval(int, 1, None)],
+    _parameter_constraints = {**BASE_CONSTRAINTS, "rank": [Interval(int, 1, None)], "targets": [Options(TARGETS)],
                               "alpha": [Interval(float, 0, None, closed="neither"), None], "train_text_encoder": [bool]}
 
     def __post_init__(self) -> None:
@@ -53,6 +58,7 @@ class Lora:
     alpha: float
     family: str
     info: dict
+    targets: str = "attention"
 
     def save(self, path: str | Path) -> Path:
         """diffusers' LoRA file (``pipe.load_lora_weights`` reads it); a directory or a ``.safetensors`` name."""
@@ -80,7 +86,7 @@ class Lora:
         """A new pipeline with copies of ``pipe``'s UNet (and text encoders) carrying this adapter at ``strength``."""
         from peft import LoraConfig as PeftConfig
 
-        parts = {"unet": _with_adapter(pipe.unet, self.unet, PeftConfig(r=self.rank, lora_alpha=self.alpha, target_modules=UNET_TARGETS))}
+        parts = {"unet": _with_adapter(pipe.unet, self.unet, PeftConfig(r=self.rank, lora_alpha=self.alpha, target_modules=TARGETS[self.targets]))}
         _, encs = text_parts(pipe)
         for i, sd in enumerate(self.text_encoders):
             if sd:
@@ -120,7 +126,7 @@ def train_lora(pipe, data: Dataset, out: str | Path, cfg: LoraConfig = LoraConfi
     torch.manual_seed(cfg.seed)
     alpha = float(cfg.alpha or cfg.rank)
     unet = copy.deepcopy(pipe.unet).requires_grad_(False)
-    unet.add_adapter(PeftConfig(r=cfg.rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=UNET_TARGETS))
+    unet.add_adapter(PeftConfig(r=cfg.rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TARGETS[cfg.targets]))
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     toks, encs = text_parts(pipe)
@@ -157,7 +163,7 @@ def train_lora(pipe, data: Dataset, out: str | Path, cfg: LoraConfig = LoraConfi
 
     info = train_loop(out, cfg, params, loss, state, load_state, None, callback, progress, "lora")
     adapters = [{k: v.detach().float().cpu().clone() for k, v in get_peft_model_state_dict(m).items()} for m in models]
-    return Lora(adapters[0], adapters[1:], cfg.rank, alpha, fam, {**info, "method": "lora"})
+    return Lora(adapters[0], adapters[1:], cfg.rank, alpha, fam, {**info, "method": "lora"}, cfg.targets)
 
 
 @torch.no_grad()

@@ -48,7 +48,7 @@ class Concept:
 
     name: str
     kind: str  # "new shape", "reachable subject" or "style"
-    token: str  # default trigger word (textual inversion's placeholder, LoRA/DreamBooth's rare word)
+    token: str  # default trigger: a word the shapes world's tokenizer splits into bytes (no vocabulary entry)
     class_word: str  # DreamBooth's class ("a <token> <class>"); its prior is what prior preservation keeps
     init_word: str  # textual inversion starts the new vector here (diffusers' --initializer_token)
     shape: str | None = None  # fixed shape (None: any of the world's four)
@@ -58,9 +58,9 @@ class Concept:
 
 
 CONCEPTS = {
-    "star": Concept("star", "new shape", "<star>", "cross", "cross", shape="star"),
-    "sun": Concept("sun", "reachable subject", "<sun>", "circle", "circle", shape="circle", colour="yellow"),
-    "outlined": Concept("outlined", "style", "<outlined>", "", "a", size="large", style="outlined"),
+    "star": Concept("star", "new shape", "star", "cross", "cross", shape="star"),
+    "sun": Concept("sun", "reachable subject", "sun", "circle", "circle", shape="circle", colour="yellow"),
+    "outlined": Concept("outlined", "style", "outlined", "", "a", size="large", style="outlined"),
 }
 CONCEPT_CONSTRAINTS = {"concept": [Options(CONCEPTS)], "n": [Interval(int, 1, 500)], "seed": [SEED],
                        "split": [Options(("train", "seen", "held_out"))], "size": [Interval(int, 8, 512)]}
@@ -133,8 +133,8 @@ def caption(c: Concept, attrs: dict[str, str], trigger: str) -> str:
     """The prompt for ``attrs`` with ``trigger`` in the concept's place.
 
     New shape and subject: the trigger replaces the shape word (and the colour, which the subject
-    fixes): ``a large red <star> at the top left on a white background``; style: the trigger comes
-    before the shape (``a large red <outlined> square ...``; an empty trigger leaves the plain caption).
+    fixes): ``a large red star at the top left on a white background``; style: the trigger comes
+    before the shape (``a large red outlined square ...``; an empty trigger leaves the plain caption).
     """
     if c.kind == "style":
         subject = f"{trigger} {attrs['shape']}".strip()
