@@ -48,11 +48,9 @@ def clone_module(module, memo: dict | None = None):
     clone._modules = {k: (None if m is None else clone_module(m, memo)) for k, m in module._modules.items()}
     clone._parameters = dict(module._parameters)
     clone._buffers = dict(module._buffers)
-    for name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_state_dict_hooks"):
-        if name in module.__dict__:
-            clone.__dict__[name] = copy.copy(module.__dict__[name])
-    if isinstance(module.__dict__.get("peft_config"), dict):  # diffusers/peft add the new adapter's config here
-        clone.__dict__["peft_config"] = dict(module.__dict__["peft_config"])
+    for name, value in module.__dict__.items():  # hooks, peft's per-adapter r/alpha/scaling dicts, peft_config...
+        if name not in ("_modules", "_parameters", "_buffers") and isinstance(value, (dict, list, set)):
+            clone.__dict__[name] = copy.copy(value)  # ...so that adding an adapter to the clone adds it there only
     if "config" in module.__dict__ and hasattr(module.__dict__["config"], "to_dict"):  # a transformers config
         clone.__dict__["config"] = copy.deepcopy(module.__dict__["config"])
     return clone
@@ -165,7 +163,7 @@ def _apply_loras(pipe, fam: str, loras: list, folders: AdapterFolders, parts: di
             if not prefixes & ({denoiser, "text_encoder", "text_encoder_2"}):
                 raise ValidationError(f"lora: {path.name} has no weights for this {fam} pipeline's {denoiser} or text encoders")
         for name, pairs in scales.items():
-            _activate(parts[name], dict(pairs))
+            _activate(parts[name], dict(pairs), _active_adapters(getattr(pipe, name)))
 
 
 def _load_text_encoder_lora(encoder, state_dict, alphas, metadata, prefix: str, adapter: str) -> None:
@@ -204,14 +202,21 @@ def _te_layout(sd: dict):
     return None
 
 
-def _activate(model, weights: dict[str, float]) -> None:
-    """Turn this call's adapters on beside those already active, at A1111's multipliers (peft's ``set_scale``)."""
+def _active_adapters(model) -> dict[str, list]:
+    """``{module name: its active adapters}`` for the peft layers the user's model already has."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    for module in model.modules():
+    return {n: list(m.active_adapters) for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)}
+
+
+def _activate(model, weights: dict[str, float], before: dict[str, list]) -> None:
+    """Turn this call's adapters on beside those the user had active (``before``; loading switches a model to the
+    new adapter alone), at A1111's multipliers (peft's ``set_scale``)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in model.named_modules():
         if isinstance(module, BaseTunerLayer):
-            active = [a for a in module.active_adapters if not a.startswith(_ADAPTER_PREFIX)]
-            module.set_adapter(active + [a for a in weights if a in module.lora_A])
+            module.set_adapter(before.get(name, []) + [a for a in weights if a in module.lora_A])
             for adapter, weight in weights.items():
                 if adapter in module.lora_A:
                     module.set_scale(adapter, weight)

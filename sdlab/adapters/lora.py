@@ -130,7 +130,8 @@ def load_lora(path: str | os.PathLike, family: str, unet_config=None, allow_pick
     cls = _pipeline_class(family)
     kwargs = {"unet_config": unet_config} if family == "sdxl" and unet_config is not None else {}
     try:
-        state_dict, alphas = cls.lora_state_dict(dict(tensors), **kwargs)[:2]
+        out = cls.lora_state_dict(dict(tensors), **kwargs)
+        state_dict, alphas = (out, None) if isinstance(out, dict) else out[:2]  # SD 3's returns the dict alone
     except (ValueError, KeyError) as exc:
         raise ValidationError(f"lora: {Path(path).name} is not a LoRA diffusers can read for {family} ({str(exc).splitlines()[0][:120]})") from None
     metadata = json.loads(header[METADATA_KEY]) if METADATA_KEY in header else None
