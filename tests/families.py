@@ -8,6 +8,8 @@ tests, so code written for the real checkpoints runs unchanged on them:
 - ``sd1``: SD 1.x, ``StableDiffusionPipeline``, one ``CLIPTextModel``, epsilon (PNDM config, as SD 1.5);
 - ``sd2``: SD 2.1, linear-projection attention, GELU text encoder, ``v_prediction`` (DDIM config, as sd21);
 - ``sd2-inpaint``: SD 2 inpainting, ``StableDiffusionInpaintPipeline``, 9-channel UNet (latents + mask + masked image);
+- ``sd2-depth``: SD 2 depth, ``StableDiffusionDepth2ImgPipeline``, 5-channel UNet (latents + depth), v-prediction off
+  (as stabilityai/stable-diffusion-2-depth: epsilon, DDIM config); no depth estimator (the user's depth map is passed);
 - ``sdxl``: ``StableDiffusionXLPipeline``, ``CLIPTextModel`` + ``CLIPTextModelWithProjection`` (its tokenizer pads
   with ``!`` as SDXL's second tokenizer does), ``addition_embed_type="text_time"``;
 - ``sd3``: ``StableDiffusion3Pipeline``, ``SD3Transformer2DModel`` (MMDiT, patch 2), two
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-FAMILIES = ("sd1", "sd2", "sd2-inpaint", "sdxl", "sd3")
+FAMILIES = ("sd1", "sd2", "sd2-inpaint", "sdxl", "sd3", "sd2-depth")
 WORDS = (
     "a an the of on in at with and photo painting portrait drawing of cat dog fox bird tree house car "
     "red green blue yellow white black small large circle square triangle background sky city forest "
@@ -123,6 +125,13 @@ def build_family(name: str, work_dir: Path):
     if name not in FAMILIES:
         raise KeyError(f"family: {name!r} is not one of {', '.join(FAMILIES)}")
     work_dir = Path(work_dir)
+    if name == "sd2-depth":
+        tok = clip_tokenizer(work_dir / "tokenizer")
+        scheduler = diffusers.DDIMScheduler(**SCALED_LINEAR, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+        return diffusers.StableDiffusionDepth2ImgPipeline(
+            vae=_vae(), text_encoder=_clip_encoder(tok, 32, None, seed=0, sd2=True), tokenizer=tok, scheduler=scheduler,
+            unet=_unet(32, in_channels=5, sd2=True), depth_estimator=None, feature_extractor=None,
+        )
     if name in ("sd1", "sd2", "sd2-inpaint"):
         sd2 = name != "sd1"
         tok = clip_tokenizer(work_dir / "tokenizer")

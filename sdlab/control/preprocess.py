@@ -129,8 +129,11 @@ def preprocess(
     ``preprocessed=True`` passes a ready map through unchanged (A1111's module ``none``).
     ``low``/``high`` are Canny's thresholds (A1111's Threshold A/B); other modules ignore them.
     """
+    validate_params({"control_type": control_type}, _CONSTRAINTS)
+    if preprocessed or module == "none":  # A1111's module none: the map as given, whatever the kind
+        return passthrough(image)
     module = check_module(control_type, module)
-    if preprocessed or module == "none":
+    if module == "none":
         return passthrough(image)
     if module == "canny":
         return canny(image, low, high)

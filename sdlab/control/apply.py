@@ -1,0 +1,161 @@
+"""What :func:`sdlab.generate.generate` adds to a call when a spec carries control units.
+
+1. check that the family can take them (one line naming the family otherwise);
+2. load each unit's ControlNet (or take the loaded one), on the UNet's device and dtype;
+3. draw each unit's condition map (:mod:`sdlab.control.preprocess`) and fit it to the image size
+   as A1111's resize modes do;
+4. the pipeline's arguments: the maps (``image`` for text-to-image, ``control_image`` for img2img and
+   inpainting), ``controlnet_conditioning_scale``, ``control_guidance_start/end``, ``guess_mode``;
+   for depth2img models (``sd2-depth``) the depth map (``depth_map``), no ControlNet.
+
+diffusers' ControlNet pipelines then run the ControlNet beside the UNet and hand its residuals
+to the UNet call (``down_block_additional_residuals``, ``mid_block_additional_residual``); sdlab's
+:class:`~sdlab.denoiser.Denoiser` passes every keyword through, so hooks and traces see the controlled
+prediction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ValidationError
+from ..images import load_rgb
+from ..models import family
+from ..validation import invalid
+from .preprocess import preprocess
+
+CONTROL_FAMILIES = ("sd1", "sd2", "sd-inpaint", "sdxl", "sd3")  # ControlNet pipelines diffusers has for them
+DEPTH_FAMILY = "sd2-depth"
+
+
+@dataclass
+class ControlCall:
+    """A call's ControlNet (one model, a list, or None for depth2img), its keyword arguments and the maps drawn."""
+
+    controlnet: object = None
+    kwargs: dict = field(default_factory=dict)
+    maps: list = field(default_factory=list)
+    units: tuple = ()  # the units with their model hashes filled in
+    seeds_global_rng: bool = False  # SD 3's pipeline samples the map's latent with no generator
+
+    def rng(self, seed: int, device):
+        """Around the pipeline call: SD 3's ControlNet pipeline draws the control map's VAE latent from torch's
+        global generator, so sdlab seeds it with the spec's seed inside ``fork_rng`` (images reproduce, and the
+        caller's global random state is left as it was); a no-op for every other pipeline."""
+        import contextlib
+
+        import torch
+
+        if not self.seeds_global_rng:
+            return contextlib.nullcontext()
+        device = torch.device(device)
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.random.fork_rng(devices=[device] if device.type == "cuda" else []))
+        torch.manual_seed(seed)
+        return stack
+
+
+def fit(image: Image.Image, size: tuple[int, int], mode: str = "Crop and Resize") -> Image.Image:
+    """``image`` at ``size`` (width, height) as A1111's resize modes fit a map: stretch (Just Resize), scale to
+    cover and centre-crop (Crop and Resize), or scale to fit inside and pad with black (Resize and Fill)."""
+    if image.size == size:
+        return image
+    w, h = size
+    if mode == "Just Resize":
+        return image.resize(size, Image.LANCZOS)
+    scale = (max if mode == "Crop and Resize" else min)(w / image.width, h / image.height)
+    scaled = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+    canvas = Image.new("RGB", size, (0, 0, 0))
+    canvas.paste(scaled, ((w - scaled.width) // 2, (h - scaled.height) // 2))
+    return canvas
+
+
+def condition_map(unit, size: tuple[int, int]) -> Image.Image:
+    """The unit's map at the image size: preprocessed from its image (unless ready), then fitted."""
+    drawn = preprocess(unit.image, unit.control_type, module=unit.module, low=unit.low, high=unit.high,
+                       preprocessed=unit.preprocessed)
+    return fit(drawn, size, unit.resize_mode)
+
+
+def check_family(pipe, spec, run_mode: str) -> str:
+    """The pipe's family, if it can run ``spec``'s control in ``run_mode``; otherwise one line naming what can."""
+    name = family(pipe)
+    if name == DEPTH_FAMILY:
+        if spec.mode != "img2img":
+            raise invalid("mode", spec.mode, f"img2img for {name} (depth2img starts from an init image; pass one)")
+        if len(spec.control) != 1 or spec.control[0].control_type != "depth" or spec.control[0].model is not None:
+            raise invalid("control", [u.control_type for u in spec.control],
+                          f"for {name}: exactly one depth map without a ControlNet model (the UNet reads it itself)")
+        return name
+    if name not in CONTROL_FAMILIES:
+        raise invalid("control", f"a {name} model", "ControlNets on " + ", ".join(CONTROL_FAMILIES))
+    if name == "sd3" and (run_mode != "txt2img" or spec.guess_mode):
+        raise invalid("control", f"{spec.mode}{' with guess mode' if spec.guess_mode else ''} on sd3",
+                      "SD 3 ControlNets in text-to-image without guess mode (diffusers' SD 3 ControlNet pipeline)")
+    missing = [i for i, u in enumerate(spec.control) if u.model is None]
+    if missing:
+        raise invalid(f"control model of unit {missing[0]}", None, "a registered ControlNet name, a ControlNet directory or a loaded model")
+    return name
+
+
+def _load(unit, pipe):
+    if not isinstance(unit.model, str):
+        return unit.model
+    from .nets import load_controlnet
+
+    denoiser = getattr(pipe, "unet", None) or pipe.transformer
+    return load_controlnet(unit.model, device=denoiser.device, dtype=denoiser.dtype)
+
+
+def _check_fits(net, pipe, name: str, index: int) -> None:
+    """A ControlNet made for another family fails deep in the UNet; say so in one line instead."""
+    denoiser = getattr(pipe, "unet", None) or pipe.transformer
+    for key in ("cross_attention_dim", "joint_attention_dim", "block_out_channels", "addition_embed_type"):
+        ours, theirs = denoiser.config.get(key), net.config.get(key)
+        if ours is not None and theirs is not None and (list(ours) if isinstance(ours, (list, tuple)) else ours) != (
+                list(theirs) if isinstance(theirs, (list, tuple)) else theirs):
+            raise ValidationError(f"control model of unit {index}: {theirs!r} is not valid for this {name} model's {key} "
+                                  f"{ours!r}; valid: a ControlNet made for this model's family")
+
+
+def depth_tensor(image, size: tuple[int, int]):
+    """A user's depth map (white = near, as MiDaS/DPT) as the (1, H, W) float tensor depth2img takes."""
+    import torch
+
+    gray = load_rgb(image).astype(np.float32).mean(axis=2)
+    if float(gray.max() - gray.min()) < 1.0:
+        raise invalid("depth map", "a flat image", "a depth map with at least two depths (depth2img normalises min..max)")
+    gray = np.asarray(fit(Image.fromarray(gray.round().astype(np.uint8)).convert("RGB"), size, "Just Resize"), np.float32)[..., 0]
+    return torch.from_numpy(gray / 255.0)[None]
+
+
+def control_call(pipe, spec, run_mode: str) -> ControlCall:
+    """Everything a controlled call adds (see the module docstring). ``spec`` is resolved (width, height set)."""
+    name = check_family(pipe, spec, run_mode)
+    size = (spec.width, spec.height)
+    if name == DEPTH_FAMILY:
+        unit = spec.control[0]
+        drawn = condition_map(unit, size)
+        return ControlCall(None, {"depth_map": depth_tensor(drawn, size)}, [drawn], spec.control)
+    from .nets import name_and_hash
+
+    nets, maps, units = [], [], []
+    for i, unit in enumerate(spec.control):
+        net = _load(unit, pipe)
+        _check_fits(net, pipe, name, i)
+        nets.append(net)
+        maps.append(condition_map(unit, size))
+        units.append(unit.replace(model_hash=name_and_hash(net)[1]))
+    one = len(nets) == 1
+    scales, starts, ends = ([getattr(u, k) for u in units] for k in ("scale", "start", "end"))
+    kwargs = {
+        "image" if run_mode == "txt2img" and name != "sd3" else "control_image": maps[0] if one else maps,
+        "controlnet_conditioning_scale": float(scales[0]) if one else [float(s) for s in scales],
+        "control_guidance_start": float(starts[0]) if one else [float(s) for s in starts],
+        "control_guidance_end": float(ends[0]) if one else [float(e) for e in ends],
+    }
+    if name != "sd3":
+        kwargs["guess_mode"] = bool(spec.guess_mode)
+    return ControlCall(nets[0] if one else nets, kwargs, maps, tuple(units), seeds_global_rng=name == "sd3")
