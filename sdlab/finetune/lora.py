@@ -97,11 +97,24 @@ class Lora:
         return type(pipe)(**{**pipe.components, **parts})
 
 
+def add_adapter(model, config) -> None:
+    """``model.add_adapter(config)`` for diffusers' UNet (as diffusers' scripts); for a transformers text
+    encoder, peft's ``inject_adapter_in_model``, which is what its ``add_adapter`` runs (transformers 5's
+    wrapper asks for peft >= 0.22, newer than the lock's)."""
+    from diffusers import ModelMixin
+    from peft import inject_adapter_in_model
+
+    if isinstance(model, ModelMixin):
+        model.add_adapter(config)
+    else:
+        inject_adapter_in_model(config, model)
+
+
 def _with_adapter(model, state: dict, config):
     from peft import set_peft_model_state_dict
 
-    model = copy.deepcopy(model)
-    model.add_adapter(config)
+    model = copy.deepcopy(model).requires_grad_(False)
+    add_adapter(model, config)
     set_peft_model_state_dict(model, {k: v.to(model.device) for k, v in state.items()})
     return model.requires_grad_(False).eval()
 
@@ -134,7 +147,7 @@ def train_lora(pipe, data: Dataset, out: str | Path, cfg: LoraConfig = LoraConfi
     if cfg.train_text_encoder:
         encs = [copy.deepcopy(e).requires_grad_(False) for e in encs]
         for enc in encs:
-            enc.add_adapter(PeftConfig(r=cfg.rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TEXT_TARGETS))
+            add_adapter(enc, PeftConfig(r=cfg.rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=TEXT_TARGETS))
         models += encs
     params = [p for m in models for p in m.parameters() if p.requires_grad]
     sched, device = noise_scheduler(pipe), unet.device

@@ -1,0 +1,61 @@
+"""The same training code on tiny random SD 1.x and SDXL pipelines: LoRA and textual inversion a few steps each."""
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sdlab.errors import ValidationError
+from sdlab.finetune import embedding, hypernetwork, lora
+from sdlab.finetune.common import Dataset
+from sdlab.models import load_pipeline
+
+
+def _data(n=2, size=64):
+    rng = np.random.default_rng(0)
+    return Dataset(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), ["a photo of sks cat"] * n)
+
+
+@pytest.mark.parametrize("name", ["sd1", "sdxl"])
+def test_lora_trains_on_the_family_and_leaves_it_untouched(family_dir, name, tmp_path):
+    pipe = load_pipeline(family_dir(name))
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    result = lora.train_lora(pipe, _data(), tmp_path / "run", lora.LoraConfig(steps=2, batch=2, train_text_encoder=True))
+    assert all(torch.equal(v, pipe.unet.state_dict()[k]) for k, v in before.items())
+    assert result.family == name and len(result.text_encoders) == (2 if name == "sdxl" else 1)
+    path = result.save(tmp_path / "lora.safetensors")
+    keys = load_file(str(path)).keys()
+    assert any(k.startswith("unet.") for k in keys) and any(k.startswith("text_encoder.") for k in keys)
+    assert (name == "sdxl") == any(k.startswith("text_encoder_2.") for k in keys)
+    fresh = load_pipeline(family_dir(name))
+    fresh.load_lora_weights(str(path))  # plain diffusers reads what sdlab wrote
+
+
+@pytest.mark.parametrize("name", ["sd1", "sdxl"])
+def test_embedding_trains_one_vector_per_text_encoder(family_dir, name, tmp_path):
+    pipe = load_pipeline(family_dir(name))
+    result = embedding.train_embedding(pipe, _data(), "sks-cat", "cat", tmp_path / "run", embedding.EmbeddingConfig(steps=2, batch=2))
+    widths = [e.get_input_embeddings().weight.shape[1] for e in embedding.text_parts(pipe)[1]]
+    assert [tuple(v.shape) for v in result.vectors] == [(1, w) for w in widths]
+    path = result.save(tmp_path / "sks-cat.safetensors")
+    saved = load_file(str(path))
+    assert set(saved) == ({"clip_l", "clip_g"} if name == "sdxl" else {"sks-cat"})
+    fresh = load_pipeline(family_dir(name))
+    if name == "sdxl":
+        fresh.load_textual_inversion(saved["clip_l"], token="sks-cat", text_encoder=fresh.text_encoder, tokenizer=fresh.tokenizer)
+        fresh.load_textual_inversion(saved["clip_g"], token="sks-cat", text_encoder=fresh.text_encoder_2, tokenizer=fresh.tokenizer_2)
+        assert torch.equal(fresh.text_encoder_2.get_input_embeddings().weight[-1], result.vectors[1][0])
+    else:
+        fresh.load_textual_inversion(str(path), token="sks-cat")
+    assert torch.equal(fresh.text_encoder.get_input_embeddings().weight[-1], result.vectors[0][0])
+
+
+def test_hypernetwork_trains_on_sd1_with_a1111_widths(family_dir, tmp_path):
+    pipe = load_pipeline(family_dir("sd1"))
+    hn = hypernetwork.train_hypernetwork(pipe, _data(), tmp_path / "run", "style", hypernetwork.HypernetworkTrainConfig(steps=2, batch=2))
+    assert pipe.unet.config.cross_attention_dim in hn.cfg.sizes
+
+
+def test_sd3_is_refused_in_one_line(family_dir, tmp_path):
+    pipe = load_pipeline(family_dir("sd3"))
+    with pytest.raises(ValidationError, match=r"^model: 'sd3' is not valid; valid: a model of family sd1, sd2, sdxl"):
+        lora.train_lora(pipe, _data(), tmp_path)
