@@ -134,6 +134,10 @@ def format_parameters(spec: GenerationSpec) -> str:
         pairs.append(("Clip skip", str(spec.clip_skip)))
     if spec.batch_size != 1:
         pairs.append((BATCH, str(spec.batch_size)))
+    if spec.control:  # A1111's ControlNet extension's units (sdlab.control.infotext)
+        from .control.infotext import control_pairs
+
+        pairs += control_pairs(spec)
     written = {k for k, _ in pairs}
     pairs += [(k, str(v)) for k, v in spec.extra.items() if k not in written]
     lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in pairs))
@@ -199,6 +203,10 @@ def spec_from_parameters(text: str) -> GenerationSpec:
         if "Schedule type" in pairs:
             extra["Schedule type"] = pairs["Schedule type"]
     try:
+        from .control.infotext import control_from_pairs
+
+        control, guess_mode, consumed = control_from_pairs(pairs)  # ControlNet N units sdlab can run
+        extra = {k: v for k, v in extra.items() if k not in consumed}
         return GenerationSpec(
             prompt=prompt, negative_prompt=negative,
             seed=_int(pairs, "Seed") if "Seed" in pairs else -1,
@@ -208,7 +216,7 @@ def spec_from_parameters(text: str) -> GenerationSpec:
             strength=_float(pairs, "Denoising strength") if "Denoising strength" in pairs else 0.75,
             mask_blur=_int(pairs, "Mask blur") if "Mask blur" in pairs else 4,
             model=pairs.get("Model"), model_hash=pairs.get("Model hash"),
-            extra=extra,
+            control=control, guess_mode=guess_mode, extra=extra,
         )
     except ValidationError as exc:
         raise MetadataError(f"parameters: {exc}") from None

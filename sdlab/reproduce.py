@@ -26,10 +26,12 @@ class Reproduction:
     max_abs_difference: int
 
 
-def prepare_reproduction(png, init=None, mask=None, adapters=None) -> tuple[GenerationSpec, np.ndarray]:
+def prepare_reproduction(png, init=None, mask=None, adapters=None, control=None, control_models=None) -> tuple[GenerationSpec, np.ndarray]:
     """The spec to regenerate ``png`` with (its init image and mask attached, its recorded LoRAs and embeddings
-    found in ``adapters``' folders by hash) and the original pixels; checks only."""
+    found in ``adapters``' folders by hash, its ControlNet units' images ``control`` attached and checked, their
+    models renamed by ``control_models`` where given) and the original pixels; checks only."""
     from .adapters.recorded import resolve_recorded
+    from .control.recorded import attach_controls
 
     spec = resolve_recorded(read_parameters(png), adapters)
     for key, given, name in ((INIT_HASH, init, "init"), (MASK_HASH, mask, "mask")):
@@ -38,7 +40,7 @@ def prepare_reproduction(png, init=None, mask=None, adapters=None) -> tuple[Gene
                 raise ValidationError(f"{name}: this PNG was made from an image with hash {spec.extra[key]}; pass that image")
             if not same_image(given, spec.extra[key]):
                 raise ValidationError(f"{name}: {given} has hash {image_hash(given)}, but the PNG was made from {spec.extra[key]}")
-    spec = spec.replace(init_image=init, mask=mask)
+    spec = attach_controls(spec.replace(init_image=init, mask=mask), control, control_models)
     original = load_rgb(png)
     if spec.mode == "txt2img" and spec.width and (spec.width, spec.height) != (original.shape[1], original.shape[0]):
         raise ValidationError(f"png: the image is {original.shape[1]}x{original.shape[0]} but its metadata asks for "
@@ -46,13 +48,18 @@ def prepare_reproduction(png, init=None, mask=None, adapters=None) -> tuple[Gene
     return spec, original
 
 
-def reproduce(load: Callable[[GenerationSpec], Any], png, init=None, mask=None, adapters=None) -> Reproduction:
+def reproduce(load: Callable[[GenerationSpec], Any], png, init=None, mask=None, adapters=None,
+              control=None, control_models=None) -> Reproduction:
     """Check ``png``'s inputs, then ``load(spec)`` the model and regenerate it (``adapters``:
-    :class:`sdlab.adapters.networks.AdapterFolders` holding the LoRAs and embeddings it records)."""
+    :class:`sdlab.adapters.networks.AdapterFolders` holding the LoRAs and embeddings it records; ``control``:
+    one image per recorded ControlNet unit; ``control_models``: names or directories replacing the recorded ones)."""
+    from .control.recorded import load_recorded_controlnets
     from .generate import generate
 
-    spec, original = prepare_reproduction(png, init, mask, adapters)
-    result = generate(load(spec), spec, adapters=adapters)
+    spec, original = prepare_reproduction(png, init, mask, adapters, control, control_models)
+    pipe = load(spec)
+    spec = load_recorded_controlnets(spec, pipe)
+    result = generate(pipe, spec, adapters=adapters)
     again = np.asarray(result.images[0].convert("RGB"), dtype=np.int16)
     if original.shape != again.shape:
         raise ValidationError(f"png: the regenerated image is {again.shape[1]}x{again.shape[0]}, "

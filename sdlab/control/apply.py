@@ -72,8 +72,11 @@ def fit(image: Image.Image, size: tuple[int, int], mode: str = "Crop and Resize"
     return canvas
 
 
-def condition_map(unit, size: tuple[int, int]) -> Image.Image:
+def condition_map(unit, size: tuple[int, int], index: int = 0) -> Image.Image:
     """The unit's map at the image size: preprocessed from its image (unless ready), then fitted."""
+    if unit.image is None:
+        raise invalid(f"control image of unit {index}", None, "a path, PIL image or array (a spec read from a PNG "
+                      "holds only the image's hash: pass the image again, e.g. sdlab reproduce --control IMG)")
     drawn = preprocess(unit.image, unit.control_type, module=unit.module, low=unit.low, high=unit.high,
                        preprocessed=unit.preprocessed)
     return fit(drawn, size, unit.resize_mode)
@@ -141,13 +144,14 @@ def control_call(pipe, spec, run_mode: str) -> ControlCall:
         return ControlCall(None, {"depth_map": depth_tensor(drawn, size)}, [drawn], spec.control)
     from .nets import name_and_hash
 
-    nets, maps, units = [], [], []
+    maps = [condition_map(unit, size, i) for i, unit in enumerate(spec.control)]  # every image checked before any load
+    nets, units = [], []
     for i, unit in enumerate(spec.control):
         net = _load(unit, pipe)
         _check_fits(net, pipe, name, i)
         nets.append(net)
-        maps.append(condition_map(unit, size))
-        units.append(unit.replace(model_hash=name_and_hash(net)[1]))
+        resolution = min(load_rgb(unit.image).shape[:2]) if unit.module == "canny" else -1
+        units.append(unit.replace(model_hash=name_and_hash(net)[1], processor_res=resolution))
     one = len(nets) == 1
     scales, starts, ends = ([getattr(u, k) for u in units] for k in ("scale", "start", "end"))
     kwargs = {

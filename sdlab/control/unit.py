@@ -32,7 +32,8 @@ def _is_model(value: Any) -> bool:
 class ControlUnit:
     """One ControlNet: image, map kind, model, weight and step window."""
 
-    image: Any  # the ordinary image (path, PIL image or array), or the ready map when ``preprocessed``
+    image: Any  # the ordinary image (path, PIL image or array), or the ready map when ``preprocessed``;
+    #             None in a spec read from metadata (the text holds its hash only: reproduce takes it again)
     control_type: str = "edges"  # edges, mask or depth: which preprocessor draws the map
     model: Any = None  # a registered ControlNet name, a diffusers directory, or a loaded ControlNetModel;
     #                   None only for depth2img models (sd2-depth), whose UNet takes the depth map itself
@@ -45,6 +46,7 @@ class ControlUnit:
     high: float = CANNY_HIGH
     resize_mode: str = "Crop and Resize"  # how a map of another shape is fitted to the image size
     model_hash: str | None = None  # filled at generation (A1111's "name [hash]")
+    processor_res: int = -1  # filled at generation: the resolution Canny ran at (A1111's Processor Res; -1: none)
 
     _parameter_constraints = {
         "control_type": [Options(CONTROL_TYPES)],
@@ -53,11 +55,10 @@ class ControlUnit:
         "start": [Interval(float, 0, 1)], "end": [Interval(float, 0, 1)],
         "preprocessed": [bool], "module": [None, str], "low": [Interval(float, 0, 255)], "high": [Interval(float, 0, 2040)],
         "resize_mode": [Options(RESIZE_MODES)], "model_hash": [None, str],
+        "processor_res": [Interval(int, -1, None)],
     }
 
     def __post_init__(self) -> None:
-        if self.image is None:
-            raise invalid("control image", None, "a path, PIL image or array")
         validate_fields(self)
         if self.end <= self.start:
             raise invalid("control end", self.end, f"a fraction of the steps > control start ({self.start:g})")
