@@ -79,6 +79,16 @@ def test_resume_after_cancel_equals_the_uninterrupted_run(world, data, tmp_path)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_more_steps_continue_a_finished_run_as_if_it_had_been_longer(world, data, tmp_path):
+    from safetensors.torch import load_file
+
+    long = train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / "long", ControlNetConfig(steps=3, batch=2, warmup_steps=1), progress=False)
+    train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / "grown", ControlNetConfig(steps=1, batch=2, warmup_steps=1), progress=False)
+    grown = train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / "grown", ControlNetConfig(steps=3, batch=2, warmup_steps=1), progress=False)
+    a, b = load_file(long / "diffusion_pytorch_model.safetensors"), load_file(grown / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_a_run_directory_resumes_only_its_own_settings(world, data, tmp_path):
     train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path, ControlNetConfig(steps=1, batch=2), progress=False)
     with pytest.raises(ValidationError, match="lr") as err:

@@ -176,16 +176,20 @@ def _encode(pipe, images: np.ndarray, captions: Sequence[str], out: Path):
     return encoded
 
 
+# Settings that do not change the trajectory: a run may be resumed with more steps (the learning rate is
+# constant after warm-up, so a longer run passes through the shorter one) or other bookkeeping.
+FREE_ON_RESUME = ("steps", "checkpoint_minutes", "snapshot_every", "log_every")
+
+
 def _check_run_dir(out: Path, record: dict) -> None:
-    """A run directory resumes only with the config and data it started with."""
+    """A run directory resumes only with the config and data it started with (``steps`` may grow)."""
     path = out / RUN_CONFIG
     if path.exists():
         old = json.loads(path.read_text())
-        if old != record:
-            changed = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+        changed = sorted(k for k in set(old) | set(record) if k not in FREE_ON_RESUME and old.get(k) != record.get(k))
+        if changed:
             raise invalid("out", str(out), f"a new directory or this run's own settings (it was started with other {', '.join(changed)})")
-    else:
-        atomic_write_text(path, json.dumps(record, indent=2))
+    atomic_write_text(path, json.dumps(record, indent=2))
 
 
 def train_controlnet(
@@ -261,7 +265,7 @@ def train_controlnet(
             torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)
             opt.step()
             if step % cfg.log_every == 0 or step + 1 == cfg.steps:
-                append_log(out, {"stage": "controlnet", "step": step, "loss": loss.item(), "time": time.time()})
+                append_log(out, {"stage": "controlnet", "step": step, "loss": loss.item(), "time": time.time(), "load": os.getloadavg()[0]})
             if cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
                 save_model_dir(controlnet, out / SNAPSHOTS / f"step-{step + 1:06d}")
             checkpointer.step(step + 1, cfg.steps, reporter)
