@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelNotFoundError, UnsafeCheckpointError, ValidationError
+from .threads import apply_thread_policy
 
 SDLAB_META = "sdlab.json"  # sdlab's own notes saved beside a diffusers pipeline
 MODEL_DEFAULTS = {"guidance": 5.0, "sampler": "DPM++ 2M", "steps": 25}
@@ -342,6 +343,7 @@ def load_pipeline(
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     register(pipe, info)
+    apply_thread_policy(pipe)  # one CPU thread for small models (sdlab.threads; SDLAB_THREADS=torch keeps torch's)
     return pipe
 
 
