@@ -5,12 +5,14 @@ import json
 
 from ._options import add_model_options, add_spec_options, load_model, spec_from_args
 from .adapters import adapter_folders, add_adapter_options
+from .control import add_control_options, control_from_args
 
 
 def register(sub) -> None:
     p = sub.add_parser("generate", help="make images; prints the path of each PNG written")
     add_spec_options(p)
     add_adapter_options(p)
+    add_control_options(p)
     p.add_argument("--out", default="outputs", help="output directory (default: outputs)")
     p.set_defaults(func=cmd_generate)
 
@@ -26,6 +28,7 @@ def register(sub) -> None:
     p.add_argument("--out", default="outputs")
     add_model_options(p)
     add_adapter_options(p)
+    add_control_options(p, reproduce=True)
     p.set_defaults(func=cmd_reproduce, model=None)
 
     p = sub.add_parser("samplers", help="list sampler names")
@@ -42,7 +45,7 @@ def cmd_generate(args) -> int:
     from ..generate import check_sizes_early, generate
     from ..models import check_model_source, config_size_factor
 
-    spec = spec_from_args(args)
+    spec = control_from_args(args, spec_from_args(args))  # ControlNet images, types and names checked, nothing loaded
     check_model_source(args.model)  # bad input fails in well under a second: before torch and diffusers load
     factor = config_size_factor(args.model)
     if factor is not None:
@@ -84,7 +87,8 @@ def cmd_reproduce(args) -> int:
         args.model = args.model or spec.model or "shapes-world"
         return load_model(args)
 
-    done = reproduce(load, args.png, init=args.init, mask=args.mask, adapters=adapter_folders(args))
+    done = reproduce(load, args.png, init=args.init, mask=args.mask, adapters=adapter_folders(args),
+                     control=args.control, control_models=args.control_model)
     print(done.result.save(args.out)[0])
     print(f"max abs pixel difference: {done.max_abs_difference}")
     return 0
