@@ -13,7 +13,8 @@ weight tensor shared, so a clone costs no weight memory), and
    cloned text encoder a token-embedding table with the vectors appended (what diffusers'
    ``load_textual_inversion`` does to the pipeline itself), and the embedding's name in the prompt
    becomes its placeholders;
-3. returns a pipeline of the same class made with ``from_pipe`` from the clones and the user's other
+3. puts a ``<hypernet:NAME:STRENGTH>`` (:mod:`sdlab.adapters.hypernetwork`) into the cloned UNet's attention;
+4. returns a pipeline of the same class made with ``from_pipe`` from the clones and the user's other
    components. After the call nothing refers to the clones; the user's modules, parameters (their
    ``requires_grad`` flags included) and adapters are as they were.
 """
@@ -77,6 +78,7 @@ class Applied:
     negative_prompt: str
     loras: list = field(default_factory=list)  # (name as written, file, hash, te, unet)
     embeddings: list = field(default_factory=list)  # (name, file, hash)
+    entered: list = field(default_factory=list)  # context managers holding a hypernetwork in the clone, kept open for the call
 
     def infotext(self) -> dict:
         """A1111's ``Lora hashes`` / ``TI hashes`` entries (names without ``:`` and ``,``, as A1111 writes them)."""
@@ -117,7 +119,7 @@ def prepare_adapters(pipe, spec, folders: AdapterFolders | None) -> Applied:
         applied.negative_prompt = replace_embedding_names(negative, replacements)
         applied.embeddings = [(e.name, e.path, embedding_hash(e.path)) for e in embeddings]
     if hypers:
-        _apply_hypernetwork(pipe, hypers[0], folders, parts)
+        applied.entered.append(_apply_hypernetwork(pipe, hypers[0], folders, parts))
     applied.pipe = type(pipe).from_pipe(pipe, **parts)
     applied.pipe.set_progress_bar_config(disable=True)
     return applied
@@ -132,7 +134,9 @@ def _apply_hypernetwork(pipe, found, folders: AdapterFolders, parts: dict) -> No
     if getattr(pipe, "unet", None) is None:
         raise ValidationError(f"prompt: {use.text}: hypernetworks act on a UNet's attention (SD 1.x, 2.x, SDXL), not sd3's transformer")
     network = hn.load(path, allow_pickle=folders.allow_pickle)
-    hn.applied(_part(pipe, parts, "unet"), network, use.te).__enter__()
+    context = hn.applied(_part(pipe, parts, "unet"), network, use.te)
+    context.__enter__()  # exits (on the clone) when the Applied holding it is dropped after the call
+    return context
 
 
 def _part(pipe, parts: dict, name: str):
