@@ -98,3 +98,23 @@ def conflict_cases(seed: int = 7) -> pd.DataFrame:
 def scene_images(scenes) -> np.ndarray:
     """The rendered images of a sequence of scenes (uint8 N x 64 x 64 x 3)."""
     return np.stack([np.asarray(world.render(s)) for s in scenes])
+
+
+def layout_cases(n: int = 16, condition: str = "edges", seed: int = HELDOUT_SEED + 1) -> dict:
+    """depth2img's lesson on the shapes world: keep an input image's layout while the prompt changes its colours.
+
+    ``n`` held-out scenes; each new prompt keeps the shape, size and position and asks for another shape colour
+    and background (``want_colour``, ``want_background``). Returns ``table``, the input ``images``, their
+    condition ``maps`` (the kind's default preprocessor run on the input) and ``masks`` (the input's shape).
+    """
+    _check(n, seed, condition)
+    images, meta = world.make_dataset(n, seed=seed)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for r in meta.itertuples():
+        colour = rng.choice([c for c in world.COLOURS if c != r.colour])
+        background = rng.choice([b for b in world.BACKGROUNDS if b not in (r.background, colour)])
+        rows.append({"prompt": world.describe(r.shape, str(colour), r.size, r.position, str(background)), "seed": int(rng.integers(2**31)),
+                     "want_colour": str(colour), "want_background": str(background), "was_colour": r.colour, "was_background": r.background})
+    module = "outline" if condition == "edges" else "mask"
+    return {"table": pd.DataFrame(rows), "images": images, "maps": condition_maps(images, condition, module), "masks": truth_masks(meta)}
