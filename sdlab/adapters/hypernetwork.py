@@ -232,7 +232,7 @@ def _legacy_dropout(structure, use_dropout: bool, last_layer_dropout: bool) -> t
 
 def from_a1111(state: dict, name: str | None = None) -> Hypernetwork:
     """A :class:`Hypernetwork` from the dict in an A1111 ``.pt`` file (old ``linear1``/``linear2`` keys too)."""
-    sizes = tuple(sorted(k for k in state if isinstance(k, int)))
+    sizes = tuple(k for k in state if isinstance(k, int))  # the file's order
     if not sizes:
         raise invalid("hypernetwork", sorted(map(str, state))[:6], "an A1111 hypernetwork (integer width keys holding (k, v) state dicts)")
     structure = tuple(state.get("layer_structure") or (1, 2, 1))

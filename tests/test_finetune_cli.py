@@ -1,0 +1,75 @@
+"""``sdlab train embedding|lora|dreambooth|hypernetwork``: one-line refusals (exit 2) before a model loads, a run, a resume."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sdlab.cli import main
+
+
+@pytest.fixture
+def folders(tmp_path):
+    empty, mixed, good = tmp_path / "empty", tmp_path / "mixed", tmp_path / "good"
+    for d in (empty, mixed, good):
+        d.mkdir()
+    Image.new("RGB", (64, 64)).save(mixed / "a.png")
+    Image.new("RGB", (32, 32)).save(mixed / "b.png")
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(good / f"{i}.png")
+    (good / "0.txt").write_text("a large red star on a white background")
+    return {"empty": empty, "mixed": mixed, "good": good}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["embedding", "--images", "{empty}", "--token", "sks"], "--images: '{empty}' is not valid; valid: a folder holding one or more images"),
+    (["lora", "--images", "{mixed}", "--token", "sks"], "images: 'mixed sizes 32x32, 64x64' is not valid"),
+    (["embedding", "--concept", "star", "--token", "red"], "token: 'red' is not valid; valid: a word not already in the tokenizer's vocabulary"),
+    (["lora", "--concept", "star", "--token", "star", "--rank", "0"], "rank: 0 is not valid; valid: a whole number >= 1"),
+    (["lora", "--concept", "moon", "--token", "moon"], "--concept: 'moon' is not valid; valid: one of star, sun, outlined"),
+    (["dreambooth", "--images", "{good}", "--token", "sks"], "--class-word: None is not valid"),
+    (["hypernetwork", "--concept", "outlined", "--layer-structure", "2,1"], "layer_structure: (2.0, 1.0) is not valid"),
+    (["lora", "--concept", "star", "--token", "star", "--steps", "0"], "steps: 0 is not valid; valid: a whole number >= 1"),
+    (["embedding", "--concept", "star", "--token", "star", "--model", "{empty}"], "--model: "),
+])
+def test_bad_input_exits_2_with_one_line_before_loading(argv, message, folders, tmp_path, capsys, monkeypatch):
+    import sdlab.models
+
+    monkeypatch.setattr(sdlab.models, "load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    argv = [a.format(**folders) for a in argv]
+    assert main(["train", *argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: " + message.format(**folders)) and "\n" not in err
+
+
+def test_lora_run_writes_a_file_and_a_rerun_resumes(folders, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "lora", "--concept", "star", "--token", "star", "-n", "4", "--steps", "2", "--batch", "2", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    assert (out / "pytorch_lora_weights.safetensors").stat().st_size < 1_000_000
+    log = (out / "train_log.jsonl").read_text().splitlines()
+    assert main(argv) == 0  # finished: nothing trains again
+    assert (out / "train_log.jsonl").read_text().splitlines() == log
+    assert "lora:" in capsys.readouterr().out
+    changed = [a if a != "2" else "3" for a in argv]
+    assert main(changed) == 2  # another run's directory is refused
+
+
+def test_embedding_from_a_folder_uses_sidecar_captions(folders, tmp_path):
+    out = tmp_path / "emb"
+    assert main(["train", "embedding", "--images", str(folders["good"]), "--token", "sks-thing", "--steps", "1", "--batch", "1",
+                 "--quiet", "--out", str(out)]) == 0
+    from safetensors.torch import load_file
+
+    assert set(load_file(str(out / "sks-thing.safetensors"))) == {"sks-thing"}
+    assert json.loads((out / "finetune_config.json").read_text())["token"] == "sks-thing"
+
+
+def test_hypernetwork_on_the_style_writes_a1111_pt(tmp_path):
+    out = tmp_path / "hn"
+    assert main(["train", "hypernetwork", "--concept", "outlined", "-n", "2", "--steps", "1", "--batch", "1", "--quiet", "--out", str(out)]) == 0
+    from sdlab.adapters import hypernetwork as hn_lib
+
+    hn = hn_lib.load(out / "hypernetwork.pt", allow_pickle=True)
+    assert hn.cfg.layer_structure == (1.0, 2.0, 1.0)
