@@ -11,6 +11,7 @@ from PIL import Image
 
 from ..models import model_info
 from ..errors import ValidationError
+from .adapters import AdapterSection
 from .base import Panel, png_bytes
 
 
@@ -25,9 +26,10 @@ class GenerationPanel(Panel):
     """Prompt, negative prompt, seed (dice + lock), steps, CFG, sampler, size, batch;
     img2img / inpaint / outpaint tabs; Generate with progress and Cancel; a gallery."""
 
-    def __init__(self, pipe=None, model: str = "shapes-world") -> None:
+    def __init__(self, pipe=None, model: str = "shapes-world", controlnets: dict | None = None) -> None:
         super().__init__()
         from ..samplers import sampler_names
+        from .control import ControlSection
 
         self._pipe, self.model = pipe, model
         self.results: list = []
@@ -35,6 +37,7 @@ class GenerationPanel(Panel):
         wide = W.Layout(width="100%")
         self.prompt = W.Textarea(value="a large red circle at the top left on a white background", description="Prompt", layout=wide)
         self.negative = W.Textarea(value="", description="Negative", layout=wide, rows=1)
+        self.adapters = AdapterSection(self.prompt, self.negative)  # LoRA / embedding pickers (set its folders, Scan)
         self.seed = W.IntText(value=1, description="Seed", layout=W.Layout(width="200px"))
         self.dice = W.Button(icon="dice", tooltip="random seed", layout=W.Layout(width="40px"))
         self.dice.on_click(lambda _: self.roll_seed())
@@ -61,15 +64,17 @@ class GenerationPanel(Panel):
         for i, title in enumerate(("txt2img", "img2img", "inpaint", "outpaint")):
             self.mode.set_title(i, title)
 
+        self.control = ControlSection(controlnets, (int(self.width.value), int(self.height.value)))  # ControlNet units
+
         self.generate_button = W.Button(description="Generate", button_style="primary", icon="play")
         self.generate_button.on_click(lambda _: self.generate())
         self.gallery = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.clipboard = W.Textarea(description="A1111 text", layout=wide, rows=3)
         self.widget = W.VBox([
-            self.prompt, self.negative,
+            self.prompt, self.negative, self.adapters.widget,
             W.HBox([self.seed, self.dice, self.lock]),
             W.HBox([self.steps, self.cfg]), W.HBox([self.sampler, self.batch]), W.HBox([self.width, self.height]),
-            self.mode, W.HBox([self.generate_button, self.progress_row()]), self.status, self.gallery, self.clipboard,
+            self.mode, self.control.widget, W.HBox([self.generate_button, self.progress_row()]), self.status, self.gallery, self.clipboard,
         ])
 
     # -- model -----------------------------------------------------------------------
@@ -111,7 +116,7 @@ class GenerationPanel(Panel):
                 fields["mask_blur"] = int(self.mask_blur.value)
             if mode == 3:
                 fields.update(outpaint=tuple(m.value for m in self.margins), mask_blur=int(self.mask_blur.value))
-        return GenerationSpec(**fields)
+        return GenerationSpec(**fields, control=self.control.units(), guess_mode=bool(self.control.guess_mode.value))
 
     # -- actions ---------------------------------------------------------------------
     def generate(self, background: bool = True) -> None:
@@ -120,16 +125,17 @@ class GenerationPanel(Panel):
         if not self.lock.value:
             self.roll_seed()
         try:
-            spec = self.spec()
+            spec, folders = self.spec(), self.adapters.folders()
         except ValidationError as exc:
             self.show_error(str(exc))
             return
-        self.run(lambda callback: generate(self.pipe, spec, callback=callback), self._show, background)
+        self.run(lambda callback: generate(self.pipe, spec, callback=callback, adapters=folders), self._show, background)
 
     def _show(self, result) -> None:
         from ..metadata import format_parameters
 
         self.results.append(result)
+        self.control.show_maps(result.control_maps)
         tiles = []
         for image, spec in zip(result.images, result.specs):
             text = format_parameters(spec)

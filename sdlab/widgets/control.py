@@ -1,0 +1,108 @@
+"""``ControlSection``: the ControlNet units of the generation panel (A1111's ControlNet accordion), thin.
+
+Each unit row holds an image upload, the map type and preprocessor, the ControlNet (a registered
+name, a directory, or a model handed in by name through ``models``), the weight and the step
+window; "Preview map" draws the map as the generation will (``sdlab.control.apply.condition_map``).
+The rows become :class:`~sdlab.control.unit.ControlUnit` values; the core does the rest.
+"""
+from __future__ import annotations
+
+import io
+
+import ipywidgets as W
+from PIL import Image
+
+from ..control.nets import CONTROLNETS
+from ..control.preprocess import CONTROL_TYPES, MODULES
+from ..errors import ValidationError
+from .base import png_bytes
+
+
+def _uploaded(upload: W.FileUpload) -> Image.Image | None:
+    if not upload.value:
+        return None
+    item = upload.value[0] if isinstance(upload.value, (list, tuple)) else next(iter(upload.value.values()))
+    return Image.open(io.BytesIO(bytes(item["content"]))).convert("RGB")
+
+
+class UnitRow:
+    """One ControlNet unit's controls."""
+
+    def __init__(self, index: int, model_names: list[str]) -> None:
+        self.image: Image.Image | None = None  # set by the upload, or directly from a notebook
+        self.enabled = W.Checkbox(value=False, description=f"ControlNet {index}")  # ticked to use it
+        self.upload = W.FileUpload(accept="image/*", multiple=False, description="Control image")
+        self.upload.observe(lambda _: setattr(self, "image", _uploaded(self.upload)), names="value")
+        self.control_type = W.Dropdown(options=CONTROL_TYPES, value="edges", description="Type")
+        self.module = W.Dropdown(options=MODULES["edges"], description="Preprocessor")
+        self.control_type.observe(lambda change: setattr(self.module, "options", MODULES[change["new"]]), names="value")
+        self.model = W.Combobox(options=model_names, value=model_names[0] if model_names else "", ensure_option=False,
+                                description="Model", placeholder="name or directory")
+        self.scale = W.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.05, description="Weight")
+        self.window = W.FloatRangeSlider(value=(0.0, 1.0), min=0.0, max=1.0, step=0.05, description="Start / end")
+        self.preprocessed = W.Checkbox(value=False, description="image is the map (preprocessor none)")
+        self.preview_button = W.Button(description="Preview map", icon="eye")
+        self.preview = W.Image(format="png", layout=W.Layout(width="128px"))
+        self.widget = W.VBox([
+            W.HBox([self.enabled, self.upload]), W.HBox([self.control_type, self.module]), self.model,
+            W.HBox([self.scale, self.window]), W.HBox([self.preprocessed, self.preview_button]), self.preview,
+        ])
+
+    def unit(self, models: dict):
+        """The row's :class:`ControlUnit` (None when the row is off); bad values raise ValidationError."""
+        from ..control.unit import ControlUnit
+
+        if not self.enabled.value:
+            return None
+        if self.image is None:
+            raise ValidationError(f"{self.enabled.description}: upload a control image (or switch the unit off)")
+        name = self.model.value.strip()
+        start, end = self.window.value
+        return ControlUnit(self.image, self.control_type.value, model=models.get(name, name or None), scale=float(self.scale.value),
+                           start=float(start), end=float(end), preprocessed=bool(self.preprocessed.value),
+                           module=None if self.preprocessed.value else self.module.value)
+
+
+class ControlSection:
+    """ControlNet units for a generation panel: ``units()`` and ``guess_mode`` go into its spec."""
+
+    def __init__(self, models: dict | None = None, size: tuple[int, int] = (64, 64)) -> None:
+        self.models = dict(models or {})  # name -> a loaded ControlNet (shown first in the model list)
+        self.size = size  # the size a preview map is fitted to
+        self.rows: list[UnitRow] = []
+        self.guess_mode = W.Checkbox(value=False, description="ControlNet is more important (guess mode)")
+        self.add_button = W.Button(description="Add ControlNet", icon="plus")
+        self.add_button.on_click(lambda _: self.add_unit())
+        self.message = W.HTML()
+        self.maps = W.HBox()
+        self.box = W.VBox()
+        self.widget = W.Accordion(children=[W.VBox([self.box, W.HBox([self.add_button, self.guess_mode]), self.message,
+                                                    W.HTML("Maps the ControlNets read:"), self.maps])])
+        self.widget.set_title(0, "ControlNet")
+        self.add_unit()
+
+    def add_unit(self) -> UnitRow:
+        row = UnitRow(len(self.rows), [*self.models, *CONTROLNETS])
+        row.preview_button.on_click(lambda _, r=row: self.preview(r))
+        self.rows.append(row)
+        self.box.children = tuple(r.widget for r in self.rows)
+        return row
+
+    def units(self) -> tuple:
+        return tuple(u for u in (row.unit(self.models) for row in self.rows) if u is not None)
+
+    def preview(self, row: UnitRow) -> None:
+        from ..control.apply import condition_map
+
+        try:
+            unit = row.unit(self.models)
+            if unit is not None:
+                row.preview.value = png_bytes(condition_map(unit, self.size).resize((128, 128), Image.NEAREST))
+                self.message.value = ""
+        except ValidationError as exc:
+            self.message.value = f"<span style='color:#b00020'>{exc}</span>"
+
+    def show_maps(self, maps: list) -> None:
+        """The maps a generation used (``Result.control_maps``)."""
+        self.maps.children = tuple(W.Image(value=png_bytes(m.resize((128, 128 * m.height // m.width), Image.NEAREST)), format="png")
+                                   for m in maps)
