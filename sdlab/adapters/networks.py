@@ -220,3 +220,19 @@ def preflight(prompt: str, folders: "AdapterFolders | None") -> list[tuple[Netwo
         raise ValidationError(f"prompt: {loras[0].text} names a LoRA, but no LoRA folder was given; "
                               "valid: generate(..., adapters=AdapterFolders(lora_dirs=[DIR])) or --lora-dir DIR")
     return [(u, folders.lora(u.name)) for u in loras]
+
+
+def toggle_lora(prompt: str, name: str, weight: float = 1.0) -> str:
+    """A1111's LoRA card click: append ``<lora:name:weight>``, or remove the name's tag when it is already there."""
+    tag = re.compile(r"\s*<(?:lora|lyco):" + re.escape(name) + r"(?::[^>]*)?>")
+    if tag.search(prompt):
+        return tag.sub("", prompt)
+    return f"{prompt.rstrip()} <lora:{name}:{weight:g}>".lstrip()
+
+
+def toggle_word(prompt: str, name: str) -> str:
+    """An embedding card click: append its name (after a comma), or remove it when the prompt already names it."""
+    pattern = _pattern(name)
+    if pattern.search(prompt):
+        return re.sub(r"\s*,\s*,", ",", pattern.sub("", prompt)).strip(" ,")
+    return f"{prompt.rstrip()}, {name}" if prompt.strip() else name
