@@ -200,6 +200,9 @@ def test_a_controlnet_for_another_family_is_refused_in_one_line(loaded):
     spec = GenerationSpec(PROMPT, seed=1, steps=2, control=ControlUnit(MAP, "edges", model=tiny_controlnet(sdxl), preprocessed=True))
     with pytest.raises(ValidationError, match=r"^control model of unit 0: .* is not valid for this sd1 model's cross_attention_dim"):
         generate(sd1, spec)
+    wrong_scale = diffusers.ControlNetModel.from_unet(sd1.unet, conditioning_embedding_out_channels=(4, 8, 8))
+    with pytest.raises(ValidationError, match=r"^control model of unit 0: a map encoder downsampling by 4 is not valid for this model's VAE"):
+        generate(sd1, spec.replace(control=ControlUnit(MAP, "edges", model=wrong_scale, preprocessed=True)))
     with pytest.raises(ValidationError, match=r"^control model of unit 0: None is not valid"):
         generate(sd1, spec.replace(control=ControlUnit(MAP, "edges")))
 
@@ -242,3 +245,35 @@ def test_sd3_refuses_what_its_controlnet_pipeline_lacks(loaded):
         generate(pipe, GenerationSpec(PROMPT, steps=2, control=unit, guess_mode=True))
     with pytest.raises(ValidationError, match=r"^control: 'img2img on sd3' is not valid"):
         generate(pipe, GenerationSpec(PROMPT, steps=2, control=unit, init_image=np.zeros((64, 64, 3), np.uint8)))
+
+
+@pytest.mark.parametrize("name", ["sdxl", "sd3"])
+def test_several_controlnets_and_sdxl_img2img_inpaint_run_and_count(loaded, name):
+    pipe, _ = loaded(name)
+    units = [ControlUnit(MAP, "edges", model=tiny_controlnet(pipe, seed=1), preprocessed=True),
+             ControlUnit(MAP.transpose(Image.FLIP_TOP_BOTTOM), "mask", model=tiny_controlnet(pipe, seed=2), scale=0.5, preprocessed=True)]
+    spec = GenerationSpec(PROMPT, seed=1, steps=2, guidance=3.0, sampler="Euler", control=units)
+    both, first = _px(generate(pipe, spec).images), _px(generate(pipe, spec.replace(control=units[:1])).images)
+    assert np.abs(both - first).max() > 10  # the second ControlNet acts
+    if name == "sdxl":
+        init = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+        mask = np.zeros((64, 64), np.uint8)
+        mask[16:48, 16:48] = 255
+        for extra in ({"init_image": init, "strength": 0.6}, {"init_image": init, "mask": mask, "mask_blur": 0}):
+            out = _px(generate(pipe, spec.replace(control=units[:1], **extra)).images)
+            plain = _px(generate(pipe, spec.replace(control=(), **extra)).images)
+            assert np.abs(out - plain).max() > 10, list(extra)
+            if "mask" in extra:  # outside the mask the original pixels stay, with control as without
+                assert np.array_equal(out[0][mask == 0], init[mask == 0])
+
+
+def test_generate_many_runs_controlled_specs_one_call_each(loaded):
+    from sdlab.generate import generate_many
+
+    pipe, _ = loaded("sd1")
+    unit = ControlUnit(MAP, "edges", model=tiny_controlnet(pipe, seed=6), preprocessed=True)
+    specs = [GenerationSpec(PROMPT, seed=s, steps=2, sampler="Euler", control=unit) for s in (1, 2)] + [GenerationSpec(PROMPT, seed=1, steps=2, sampler="Euler")]
+    out = generate_many(pipe, specs)
+    for (image, resolved), spec in zip(out, specs):
+        assert np.array_equal(_px([image]), _px(generate(pipe, spec).images))
+        assert len(resolved.control) == len(spec.control)

@@ -123,6 +123,15 @@ def _check_fits(net, pipe, name: str, index: int) -> None:
                                   f"{ours!r}; valid: a ControlNet made for this model's family")
 
 
+def _check_map_scale(net, pipe, index: int) -> None:
+    """A ControlNet's map encoder shrinks the map by 2 per step after the first; it must land on the latent size."""
+    channels = net.config.get("conditioning_embedding_out_channels")
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    if channels is not None and 2 ** (len(channels) - 1) != factor:
+        raise ValidationError(f"control model of unit {index}: a map encoder downsampling by {2 ** (len(channels) - 1)} is not valid "
+                              f"for this model's VAE (it downsamples by {factor}); valid: a ControlNet made for this model")
+
+
 def depth_tensor(image, size: tuple[int, int]):
     """A user's depth map (white = near, as MiDaS/DPT) as the (1, H, W) float tensor depth2img takes."""
     import torch
@@ -149,6 +158,7 @@ def control_call(pipe, spec, run_mode: str) -> ControlCall:
     for i, unit in enumerate(spec.control):
         net = _load(unit, pipe)
         _check_fits(net, pipe, name, i)
+        _check_map_scale(net, pipe, i)
         nets.append(net)
         resolution = min(load_rgb(unit.image).shape[:2]) if unit.module == "canny" else -1
         units.append(unit.replace(model_hash=name_and_hash(net)[1], processor_res=resolution))
