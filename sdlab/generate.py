@@ -163,25 +163,33 @@ def outpaint_canvas(image: Image.Image, margins: tuple[int, int, int, int], blur
     return Image.fromarray(canvas), Image.fromarray(mask, "L")
 
 
+TEXT_TO_IMAGE = ("StableDiffusionPipeline", "StableDiffusionXLPipeline", "StableDiffusion3Pipeline")
+
+
 def call_pipeline(pipe, mode: str, scheduler, hooks=(), guidance: float = 1.0, controlnet=None):
     """A pipeline for ``mode`` sharing ``pipe``'s components (no copy of the weights), with this
     call's ``scheduler``, when ``hooks`` are given a :class:`~sdlab.denoiser.Denoiser`, and with
     ``controlnet`` (a model or a list) diffusers' ControlNet pipeline for the mode.
     ``pipe`` itself is left as it was."""
-    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
-
-    auto = {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image}.get(mode, AutoPipelineForInpainting)
     parts: dict = {"scheduler": scheduler}
     if hooks:
         from .denoiser import Denoiser
 
         name = denoiser_name(pipe)
         parts[name] = Denoiser(getattr(pipe, name), list(hooks), scheduler, guidance)
-    runner = (type(pipe) if needs_depth(pipe) else auto).from_pipe(pipe, **parts)  # depth2img has no auto class
+    own = needs_depth(pipe) or mode == "txt2img" and type(pipe).__name__ in TEXT_TO_IMAGE  # depth2img has no auto class;
+    runner = (type(pipe) if own else _auto(mode)).from_pipe(pipe, **parts)  # a text-to-image pipeline is its own txt2img class
     if controlnet is not None:  # from the mode's own pipeline, whose constructor settled the scheduler's config
-        runner = auto.from_pipe(runner, controlnet=controlnet)  # (SD 1.x DDIM without clipping), as without control
+        runner = _auto(mode).from_pipe(runner, controlnet=controlnet)  # (SD 1.x DDIM without clipping), as without control
     runner.set_progress_bar_config(disable=True)
     return runner
+
+
+def _auto(mode: str):
+    """diffusers' auto pipeline class for ``mode`` (importing them reads every pipeline's mapping: about a second)."""
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
+
+    return {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image}.get(mode, AutoPipelineForInpainting)
 
 
 def _blank_canvas(width: int, height: int) -> tuple[dict, str]:
