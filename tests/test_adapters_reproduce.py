@@ -41,7 +41,8 @@ def made(family_dir, tmp_path):
     make_lora(pipe, "sd1", tmp_path / "loras" / "style.safetensors")
     save_embedding(tmp_path / "emb" / "shiny.safetensors", "shiny", embedding_vectors(pipe))
     folders = AdapterFolders(lora_dirs=[tmp_path / "loras"], embedding_dirs=[tmp_path / "emb"])
-    png = generate(pipe, SPEC, adapters=folders).save(tmp_path / "out")[0]
+    # the PNG names the model by its directory, so that reproduce can locate it before loading
+    png = generate(pipe, SPEC.replace(model=str(family_dir("sd1"))), adapters=folders).save(tmp_path / "out")[0]
     return pipe, folders, png, tmp_path
 
 

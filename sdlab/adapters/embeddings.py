@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import ValidationError
 from ..validation import Options, invalid, validate_params
-from .lora import PICKLE_SUFFIXES, file_sha256, read_state_dict
+from .lora import PICKLE_SUFFIXES, cached_hash, file_sha256, read_state_dict
 
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 SDXL_KEYS = {"clip_l": "text_encoder", "clip_g": "text_encoder_2"}
@@ -55,7 +55,7 @@ class Embedding:
 
 def embedding_hash(path: str | os.PathLike) -> str:
     """A1111's short hash of an embedding file (``TI hashes``): SHA-256 of the whole file, 12 hex digits."""
-    return file_sha256(path)[:12]
+    return cached_hash("sha256", path, file_sha256)[:12]
 
 
 def _as_matrix(tensor, what: str):

@@ -75,10 +75,22 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+_HASHES: dict[tuple, str] = {}  # (kind, path, size, mtime) -> hash, as A1111 caches hashes by file and mtime
+
+
+def cached_hash(kind: str, path: str | os.PathLike, compute) -> str:
+    """``compute(path)``, remembered while the file's size and modification time stay the same."""
+    stat = Path(path).stat()
+    key = (kind, str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = compute(path)
+    return _HASHES[key]
+
+
 def lora_hash(path: str | os.PathLike) -> str:
     """A1111's ``Lora hashes`` value for a file: 12 hex digits (addnet hash for safetensors, else whole-file SHA-256)."""
     path = Path(path)
-    full = addnet_hash(path) if path.suffix.lower() == ".safetensors" else file_sha256(path)
+    full = cached_hash("addnet", path, addnet_hash) if path.suffix.lower() == ".safetensors" else cached_hash("sha256", path, file_sha256)
     return full[:12]
 
 
