@@ -122,7 +122,10 @@ def read_state_dict(path: str | os.PathLike, allow_pickle: bool = False, what: s
             )
         import torch
 
-        return torch.load(str(path), map_location="cpu", weights_only=False), {}
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=False), {}
+        except Exception as exc:  # a damaged or foreign pickle: torch raises many kinds
+            raise ValidationError(f"{what}: {path.name} is not a readable torch file ({type(exc).__name__})") from None
     raise invalid(what, path.name, f"a file ending in {', '.join(LORA_SUFFIXES)}")
 
 
@@ -292,8 +295,12 @@ def export_kohya(diffusers_lora_file: str | os.PathLike, out_file: str | os.Path
     if family == "sdxl" and unet_config is None:
         raise ValidationError("export_kohya: an SDXL LoRA needs unet_config (the UNet's config) to number the original UNet's blocks")
     config = json.loads(header[METADATA_KEY]) if METADATA_KEY in header else {}
+    modules = _peft_modules(state_dict)
+    if not modules:
+        raise ValidationError(f"export_kohya: {Path(diffusers_lora_file).name} holds no LoRA weights of a UNet or text encoder "
+                              "(keys like unet.<module>.lora_A.weight or unet.<module>.lora.down.weight)")
     out: dict[str, Any] = {}
-    for name, pair in sorted(_peft_modules(state_dict).items()):
+    for name, pair in sorted(modules.items()):
         if set(pair) != {"down", "up"}:
             raise ValidationError(f"export_kohya: {name} lacks its {'up' if 'down' in pair else 'down'} weight")
         prefix, _, module = name.partition(".")

@@ -62,6 +62,22 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_embedding_convert)
 
 
+def _writable(option: str, path: str) -> None:
+    """Refuse an output path whose folder cannot be made or written, in one line, before any work."""
+    import os
+    from pathlib import Path
+
+    from ..errors import ValidationError
+
+    folder = Path(path).expanduser().resolve().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValidationError(f"{option}: cannot create the folder {str(folder)!r} ({exc.strerror or type(exc).__name__})") from None
+    if not os.access(folder, os.W_OK) or Path(path).is_dir():
+        raise ValidationError(f"{option}: {path!r} cannot be written (a folder, or a folder without write permission)")
+
+
 def _print(record: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(record, ensure_ascii=False))
@@ -84,6 +100,7 @@ def cmd_export_kohya(args) -> int:
     from ..validation import Options, validate_params
 
     validate_params({"family": args.family}, {"family": [Options(KOHYA_FAMILIES)]})
+    _writable("out", args.out)
     config = None
     if args.family == "sdxl":
         config = SimpleNamespace(layers_per_block=_layers_per_block(args.model) if args.model else 2)
@@ -117,5 +134,6 @@ def cmd_embedding_info(args) -> int:
 def cmd_embedding_convert(args) -> int:
     from ..adapters.embeddings import convert_embedding
 
+    _writable("out", args.out)
     print(convert_embedding(args.src, args.out, format=args.format, token=args.token, allow_pickle=args.allow_pickle))
     return 0
