@@ -65,3 +65,49 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
 
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def _nearest_existing(path: Path) -> Path:
+    """The path itself or its closest ancestor that exists."""
+    for candidate in (path, *path.parents):
+        if os.path.lexists(candidate):
+            return candidate
+    return Path(".")
+
+
+def check_output(name: str, path: str | os.PathLike, kind: str = "dir", suffixes: tuple[str, ...] | None = None,
+                 inputs: tuple = (), overwrite: bool = True) -> Path:
+    """Refuse an output path before any work, in one line naming the parameter and the path.
+
+    ``kind`` is ``"dir"`` (a directory the command writes into; made if missing) or ``"file"`` (one file;
+    its directories are made). Refused: a file where a directory is needed (the path or one of its parents),
+    a directory where a file is expected, a place this user cannot write (``/proc``, a read-only mount), a
+    file suffix outside ``suffixes``, one of the command's own ``inputs`` (it would be overwritten by its
+    own output) and, with ``overwrite=False``, an existing file.
+    """
+    from .validation import invalid
+
+    path = Path(path).expanduser()
+    shown = str(path)
+    found = _nearest_existing(path)
+    if found == path:
+        if kind == "dir" and not path.is_dir():
+            raise invalid(name, shown, "a directory to write into; this is a file")
+        if kind == "file" and path.is_dir():
+            raise invalid(name, shown, "a file name; this is a directory")
+        if kind == "file" and not overwrite:
+            raise invalid(name, shown, "a file that does not exist yet (this command does not overwrite)")
+    elif not found.is_dir():
+        raise invalid(name, shown, f"a path whose parents are directories; {str(found)!r} is not a directory")
+    where = found if found.is_dir() else found.parent
+    try:  # a real probe: os.access says yes to root under /proc and on some network mounts
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError:
+        raise invalid(name, shown, f"a place this user can write; {str(where)!r} is not writable") from None
+    if kind == "file" and suffixes is not None and path.suffix.lower() not in suffixes:
+        raise invalid(name, shown, "a file name ending in " + ", ".join(suffixes))
+    for given in inputs:
+        if given is not None and os.path.lexists(path) and os.path.lexists(given) and os.path.samefile(path, given):
+            raise invalid(name, shown, "a path other than the input it is made from (it would be overwritten)")
+    return path

@@ -368,6 +368,18 @@ def _from_single_file(path: Path, torch_dtype, parts: dict):
         ) from None
 
 
+def check_vae(vae: str | os.PathLike) -> None:
+    """Refuse, before anything loads, a ``vae`` that :func:`load_pipeline` could not load (no download)."""
+    name = os.fspath(vae)
+    path = Path(name).expanduser()
+    if not path.exists() and "/" in name and not name.startswith((".", "/", "~")):
+        if _hub_cached(name) is None:
+            raise ModelNotFoundError(f"vae: {name!r} is not in the local Hugging Face cache; fetch it once with 'huggingface-cli download {name}'")
+        return
+    if not any((folder / "config.json").exists() for folder in (path, path / "vae")):
+        raise ModelNotFoundError(f"vae: {name!r} is not a VAE directory (config.json), a pipeline directory with vae/, or a cached hub id")
+
+
 def _load_vae(vae: str | os.PathLike, torch_dtype, download: bool):
     """An ``AutoencoderKL`` from a directory (its own, or a pipeline's ``vae/``) or a cached hub id."""
     from diffusers import AutoencoderKL

@@ -7,13 +7,14 @@ upscaled or edited image) is refused before anything is generated.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from .errors import ValidationError
-from .images import load_rgb
+from .images import load_rgb, open_image
 from .metadata import INIT_HASH, MASK_HASH, image_hash, read_parameters, same_image
 from .spec import GenerationSpec
 
@@ -38,6 +39,8 @@ def prepare_reproduction(png, init=None, mask=None, adapters=None, control=None,
         if key in spec.extra:
             if given is None:
                 raise ValidationError(f"{name}: this PNG was made from an image with hash {spec.extra[key]}; pass that image")
+            if isinstance(given, (str, os.PathLike)):
+                open_image(given, name).close()  # a missing or unreadable file is named as the option it came from
             if not same_image(given, spec.extra[key]):
                 raise ValidationError(f"{name}: {given} has hash {image_hash(given)}, but the PNG was made from {spec.extra[key]}")
     spec = attach_controls(spec.replace(init_image=init, mask=mask), control, control_models)
@@ -49,14 +52,22 @@ def prepare_reproduction(png, init=None, mask=None, adapters=None, control=None,
 
 
 def reproduce(load: Callable[[GenerationSpec], Any], png, init=None, mask=None, adapters=None,
-              control=None, control_models=None) -> Reproduction:
+              control=None, control_models=None, model: str | None = None, device: str = "auto",
+              force: bool = False) -> Reproduction:
     """Check ``png``'s inputs, then ``load(spec)`` the model and regenerate it (``adapters``:
     :class:`sdlab.adapters.networks.AdapterFolders` holding the LoRAs and embeddings it records; ``control``:
-    one image per recorded ControlNet unit; ``control_models``: names or directories replacing the recorded ones)."""
+    one image per recorded ControlNet unit; ``control_models``: names or directories replacing the recorded ones).
+
+    Before ``load``, the model ``load`` will use (``model``, else the one the PNG names, else the shapes world)
+    is located and the regeneration's memory and time on ``device`` estimated (:func:`sdlab.cost.check_spec`):
+    a foreign file asking for more than this machine has is refused in one line unless ``force``."""
     from .control.recorded import load_recorded_controlnets
+    from .cost import check_spec
     from .generate import generate
+    from .models import SHAPES_WORLD
 
     spec, original = prepare_reproduction(png, init, mask, adapters, control, control_models)
+    check_spec(model or spec.model or SHAPES_WORLD, spec, device, force)
     pipe = load(spec)
     spec = load_recorded_controlnets(spec, pipe)
     result = generate(pipe, spec, adapters=adapters)

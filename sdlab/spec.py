@@ -120,3 +120,19 @@ class GenerationSpec:
         """Fill ``None`` fields from a model's defaults (``steps``, ``guidance``, ``sampler``, ``width``, ``height``)."""
         changes = {k: defaults[k] for k in ("steps", "guidance", "sampler", "width", "height") if getattr(self, k) is None and k in defaults}
         return self.replace(**changes) if changes else self
+
+
+def check_inputs(spec: GenerationSpec) -> None:
+    """Open a spec's init image and mask given as paths (one line if either is missing or not an image) and check
+    the mask is the init image's size, before any model is loaded."""
+    from .images import open_image
+
+    sizes = {}
+    for name, value in (("init", spec.init_image), ("mask", spec.mask)):
+        if isinstance(value, (str, bytes)) or hasattr(value, "__fspath__"):
+            with open_image(value, name) as image:
+                sizes[name] = image.size
+        elif value is not None:
+            sizes[name] = tuple(value.size) if not hasattr(value, "shape") else (int(value.shape[1]), int(value.shape[0]))
+    if "mask" in sizes and "init" in sizes and spec.outpaint is None and sizes["mask"] != sizes["init"]:
+        raise invalid("mask", f"{sizes['mask'][0]}x{sizes['mask'][1]}", f"the init image's size, {sizes['init'][0]}x{sizes['init'][1]}")

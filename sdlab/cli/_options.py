@@ -19,6 +19,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="shapes-world", help="registered name, diffusers directory or .safetensors file (default: shapes-world)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.pt checkpoints (pickle runs code from the file)")
+    parser.add_argument("--force", action="store_true", help="run even when the memory or time estimate says it will not fit")
 
 
 def add_spec_options(parser: argparse.ArgumentParser, prompt: bool = True) -> None:
@@ -77,3 +78,29 @@ def cluster_from_args(args: argparse.Namespace):
     """What :func:`sdlab.cluster.connect` takes: the scheduler address, a number of local workers, or None."""
     return getattr(args, "scheduler", None) or getattr(args, "workers", None)
 
+
+def preflight(args: argparse.Namespace, spec=None, out: str | None = None, out_kind: str = "dir", inputs: tuple = (),
+              scale: float = 1.0):
+    """What a generating verb checks before it loads a model (each in one line): the output path, the model's
+    place, the device's name, the spec's images and sizes, and the estimated memory and time (``--force``; at
+    ``scale`` times the size for a hires fix). Returns the estimate (:class:`sdlab.cost.Cost`) or None."""
+    from ..cost import check_spec, likely_device
+    from ..io import check_output
+    from ..models import check_model_source, config_size_factor, locate
+
+    if out is not None:
+        check_output("out", out, out_kind, inputs=inputs)
+    check_model_source(args.model)
+    locate(args.model, allow_pickle=getattr(args, "allow_pickle", False))
+    likely_device(args.device)
+    if spec is None:
+        return None
+    from ..generate import check_sizes_early
+    from ..spec import check_inputs
+
+    check_inputs(spec)
+    factor = config_size_factor(args.model)
+    if factor is not None:
+        check_sizes_early(spec, factor)
+    return check_spec(args.model, spec, args.device, force=getattr(args, "force", False),
+                      allow_pickle=getattr(args, "allow_pickle", False), scale=scale)

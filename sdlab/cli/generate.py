@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ._options import add_model_options, add_spec_options, load_model, spec_from_args
+from ._options import add_model_options, add_spec_options, load_model, preflight, spec_from_args
 from .adapters import adapter_folders, add_adapter_options
 from .control import add_control_options, control_from_args
 
@@ -42,14 +42,10 @@ def register(sub) -> None:
 
 
 def cmd_generate(args) -> int:
-    from ..generate import check_sizes_early, generate
-    from ..models import check_model_source, config_size_factor
+    from ..generate import generate
 
     spec = control_from_args(args, spec_from_args(args))  # ControlNet images, types and names checked, nothing loaded
-    check_model_source(args.model)  # bad input fails in well under a second: before torch and diffusers load
-    factor = config_size_factor(args.model)
-    if factor is not None:
-        check_sizes_early(spec, factor)
+    preflight(args, spec, out=args.out)  # bad input fails in well under a second: before torch and diffusers load
     folders = adapter_folders(args, spec.prompt)  # a missing LoRA or folder fails before the model loads
     result = generate(load_model(args), spec, adapters=folders)
     for path in result.save(args.out):
@@ -81,14 +77,17 @@ def cmd_info(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
+    from ..io import check_output
     from ..reproduce import reproduce
 
     def load(spec):
         args.model = args.model or spec.model or "shapes-world"
         return load_model(args)
 
+    check_output("out", args.out, "dir")
     done = reproduce(load, args.png, init=args.init, mask=args.mask, adapters=adapter_folders(args),
-                     control=args.control, control_models=args.control_model)
+                     control=args.control, control_models=args.control_model, model=args.model, device=args.device,
+                     force=args.force)
     print(done.result.save(args.out)[0])
     print(f"max abs pixel difference: {done.max_abs_difference}")
     return 0
@@ -112,6 +111,7 @@ def cmd_demo(args) -> int:
     from ..metadata import save_png
     from ..spec import GenerationSpec
 
+    preflight(args, out=args.out)
     pipe = load_model(args)
     seeds, guidance = [1, 2, 3, 4], [1.0, 3.0, 5.0, 7.5, 15.0]
     specs = [GenerationSpec(args.prompt, seed=s, guidance=g) for s in seeds for g in guidance]

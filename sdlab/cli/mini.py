@@ -54,10 +54,10 @@ def cmd_data(args) -> int:
 
     from PIL import Image
 
-    from ..io import atomic_path
+    from ..io import atomic_path, check_output
     from ..mini import world
 
-    out = Path(args.out)
+    out = check_output("out", args.out, "dir")
     images, meta = world.make_dataset(args.n, seed=args.seed)
     files = []
     for i, array in enumerate(images):
@@ -92,14 +92,19 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from ..io import atomic_write_text
-    from ..mini.evaluate import evaluate
-    from ..models import load_pipeline, model_info
+    from ..io import atomic_write_text, check_output
+    from ..mini.evaluate import EVALUATE_CONSTRAINTS, evaluate
+    from ..models import load_pipeline, locate, model_info
+    from ..validation import validate_params
 
     try:
         guidance = tuple(float(v) for v in args.guidance.split(","))
     except ValueError:
         raise invalid("--guidance", args.guidance, "comma-separated numbers, e.g. 1,3,7.5") from None
+    validate_params({"n_prompts": args.prompts, "n_seeds": args.seeds, "guidance": guidance}, EVALUATE_CONSTRAINTS)
+    if args.out:
+        check_output("out", args.out, "file")
+    locate(args.model)  # all of it before the model loads
     pipe = load_pipeline(args.model, device="auto")
     report = evaluate(pipe, n_prompts=args.prompts, guidance=guidance, n_seeds=args.seeds, progress=not args.json)
     report["model"] = model_info(pipe).name

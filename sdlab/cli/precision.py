@@ -1,7 +1,7 @@
 """``sdlab precision`` (fp32 / bf16 / fp16 compared) and ``sdlab hires`` (A1111's hires fix)."""
 from __future__ import annotations
 
-from ._options import add_spec_options, spec_from_args
+from ._options import add_spec_options, preflight, spec_from_args
 
 
 def register(sub) -> None:
@@ -49,10 +49,17 @@ def precision_specs(model: str, prompt: str | None, n: int, steps: int | None) -
 
 
 def cmd_precision(args) -> int:
+    from ..io import check_output
+    from ..models import check_vae
     from ..precision import measure_dtypes, summarize
 
     dtypes = tuple(d.strip() for d in args.dtypes.split(","))
     specs, measure = precision_specs(args.model, args.prompt, args.n, args.steps)
+    preflight(args)  # the model, the device's name: before any process loads it
+    if args.csv:
+        check_output("csv", args.csv, "file")
+    if args.vae:
+        check_vae(args.vae)
     table = measure_dtypes(args.model, specs, dtypes, device=args.device, measure=measure, reference=dtypes[0],
                            isolate=not args.in_process, load_options={"vae": args.vae} if args.vae else None)
     if args.csv:
@@ -64,12 +71,15 @@ def cmd_precision(args) -> int:
 
 def cmd_hires(args) -> int:
     from ..hires import HIRES_CONSTRAINTS, hires_fix
-    from ..models import load_pipeline
+    from ..models import check_vae, load_pipeline
     from ..validation import validate_params
 
     spec = spec_from_args(args)
     hires = {"scale": args.scale, "strength": args.strength, "upscaler": args.upscaler, "steps": args.hires_steps}
     validate_params(hires, HIRES_CONSTRAINTS)  # before the model is loaded
+    preflight(args, spec, out=args.out, scale=args.scale)
+    if args.vae:
+        check_vae(args.vae)
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle, vae=args.vae)
     result = hires_fix(pipe, spec, **hires)
     for path in result.save(args.out):

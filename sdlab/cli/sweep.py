@@ -7,7 +7,7 @@ loading the model.
 """
 from __future__ import annotations
 
-from ._options import add_cluster_options, add_spec_options, cluster_from_args, spec_from_args
+from ._options import add_cluster_options, add_spec_options, cluster_from_args, preflight, spec_from_args
 
 
 def register(sub) -> None:
@@ -35,21 +35,35 @@ def cmd_sweep(args) -> int:
     from pathlib import Path
 
     from ..cluster import ModelSource
+    from ..cost import check_budget
     from ..errors import ValidationError
     from ..sweep.axes import Axis
+    from ..validation import invalid
 
     axes = [Axis.parse(text) for text in (args.x, args.y, args.z) if text]
     prompts = None
     if args.prompts:
         path = Path(args.prompts)
         if not path.is_file():
-            raise ValidationError(f"--prompts: no such file {args.prompts!r}")
-        prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            raise ValidationError(f"--prompts: no such file {args.prompts!r}" if not path.exists() else f"--prompts: {args.prompts!r} is not a file")
+        try:
+            prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as exc:
+            raise invalid("--prompts", args.prompts, f"a UTF-8 text file, one prompt per line (byte {exc.start} is not UTF-8)") from None
+        if not prompts:
+            raise invalid("--prompts", args.prompts, "a text file with at least one prompt (one per line)")
     from ..io import atomic_path
     from ..sweep import grid, run_sweep
 
+    spec = spec_from_args(args)
+    one = preflight(args, spec, out=args.out)  # the model, the inputs, one cell's cost: before anything loads
+    cells = len(prompts or [spec.prompt])
+    for axis in axes:
+        cells *= len(axis.values)
+    seconds = None if one.seconds is None or args.scheduler else one.seconds * cells / (args.workers or 1)  # a remote cluster's CPUs are not these
+    check_budget("cells", f"{cells} cells", one.peak_bytes, seconds, one.device, args.force)
     model = ModelSource(args.model, device=args.device, allow_pickle=args.allow_pickle)
-    table = run_sweep(model, spec_from_args(args), axes, args.out, prompts=prompts, new=args.new, metrics=shapes_world_metrics,
+    table = run_sweep(model, spec, axes, args.out, prompts=prompts, new=args.new, metrics=shapes_world_metrics,
                       cluster=cluster_from_args(args))
     x, y = axes[0].name, axes[1].name if len(axes) > 1 else None
     z = axes[2] if len(axes) > 2 else None

@@ -1,7 +1,7 @@
 """``sdlab trace``: record every denoising step of one generation."""
 from __future__ import annotations
 
-from ._options import add_spec_options, load_model, spec_from_args
+from ._options import add_spec_options, load_model, preflight, spec_from_args
 
 
 def register(sub) -> None:
@@ -15,8 +15,10 @@ def register(sub) -> None:
 def cmd_trace(args) -> int:
     from ..trace import save_trace, trace
 
+    spec = spec_from_args(args)
+    preflight(args, spec, out=args.out)  # before the model loads
     pipe = load_model(args)
-    tr = trace(pipe, spec_from_args(args), attention=args.attention)
+    tr = trace(pipe, spec, attention=args.attention)
     for name, path in save_trace(tr, args.out, pipe).items():
         print(f"{name}: {path}")
     return 0

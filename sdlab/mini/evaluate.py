@@ -29,7 +29,7 @@ GUIDANCE_VALUES = (1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0)
 EVALUATE_CONSTRAINTS = {
     "n_prompts": [POSITIVE_INT],
     "n_seeds": [Interval(int, 2, None)],
-    "guidance": [Check(lambda g: len(g) > 0 and all(Interval(float).accepts(v) for v in g), "one or more numbers")],
+    "guidance": [Check(lambda g: len(g) > 0 and all(Interval(float, 0, None).accepts(v) for v in g), "one or more numbers >= 0")],
 }
 
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ..io import atomic_write_text
+from ..io import atomic_write_text, check_output
 from ..trainlog import append_log
 from ..progress import Callback
 from ..validation import NON_NEGATIVE, POSITIVE, POSITIVE_INT, SEED, UNIT, invalid, validate_fields
@@ -65,7 +65,7 @@ def finetune(
 
     from ..models import SDLAB_META
 
-    model_dir, out = Path(model_dir), Path(out_dir)
+    model_dir, out = Path(model_dir), check_output("out", out_dir, "dir")
     if not (model_dir / SDLAB_META).exists():
         raise invalid("model", str(model_dir), f"a shapes-world pipeline directory (one with {SDLAB_META})")
     meta = json.loads((model_dir / SDLAB_META).read_text())

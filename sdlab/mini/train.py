@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ..io import atomic_write_text
+from ..io import atomic_write_text, check_output
 from ..trainlog import append_log
 from ..progress import Callback
 from . import tokenizer as tokenizer_lib
@@ -34,7 +34,7 @@ def train(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), progress: bool 
     text encoder, UNet, decoder) as one run; when it raises (a panel's Cancel),
     the stage in progress checkpoints and a rerun resumes there.
     """
-    out = Path(out_dir)
+    out = check_output("out", out_dir, "dir")  # a file or an unwritable place fails before the data is made
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "train_config.json", json.dumps(asdict(cfg), indent=2))
     started = time.time()

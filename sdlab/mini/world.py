@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from ..cost import check_budget
 from ..validation import NON_NEGATIVE_INT, POSITIVE_INT, Options, invalid, validate_params
 
 IMAGE_SIZE = 64
@@ -257,6 +258,7 @@ def make_dataset(n: int, seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
     attribute, so the audit tools read it like LAION metadata and know the truth.
     """
     validate_params({"n": n, "seed": seed}, {"n": [POSITIVE_INT], "seed": [NON_NEGATIVE_INT]})
+    check_budget("n", n, memory_bytes=2.0 * n * IMAGE_SIZE * IMAGE_SIZE * 3)  # the images, and as much again for captions and rows
     rng = np.random.default_rng(seed)
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     rows = []
