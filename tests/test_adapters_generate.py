@@ -189,3 +189,12 @@ def test_unknown_extra_networks_are_cut_from_the_prompt_as_a1111_does(pipes):
     pipe = pipes("sd1")
     a = generate(pipe, SPEC.replace(prompt="a photo of a red cat<foo:bar:1>")).arrays()
     assert np.array_equal(a, generate(pipe, SPEC).arrays())
+
+
+def test_a_pipeline_under_offload_hooks_is_refused_not_silently_unchanged(family_dir, tmp_path):
+    pipe = load_pipeline(str(family_dir("sd1")), device="cpu")
+    make_lora(pipe, "sd1", tmp_path / "x.safetensors", text=False)
+    original = pipe.unet.forward
+    pipe.unet.forward = lambda *a, **k: original(*a, **k)  # what accelerate's add_hook_to_module does
+    with pytest.raises(ValidationError, match="CPU-offload hooks or torch.compile"):
+        generate(pipe, SPEC.replace(prompt="a cat <lora:x:1>"), adapters=AdapterFolders(lora_dirs=[tmp_path]))

@@ -44,6 +44,10 @@ def clone_module(module, memo: dict | None = None):
     memo = {} if memo is None else memo
     if id(module) in memo:
         return memo[id(module)]
+    if "forward" in module.__dict__ or type(module).__name__ == "OptimizedModule":  # accelerate's offload hooks,
+        # torch.compile: a forward bound to the original module would run the original's layers, not the clone's
+        raise ValidationError(f"{type(module).__name__}: this pipeline runs under CPU-offload hooks or torch.compile, which bind "
+                              "its modules' forward; apply LoRAs and embeddings on a pipeline without them")
     clone = copy.copy(module)
     memo[id(module)] = clone
     clone._modules = {k: (None if m is None else clone_module(m, memo)) for k, m in module._modules.items()}
