@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 METHODS = ("embedding", "lora", "dreambooth", "hypernetwork")
 
 
@@ -86,28 +85,6 @@ def _config(args):
     return HypernetworkTrainConfig(**given, layer_structure=structure, activation_func=args.activation)
 
 
-def read_folder(folder: str, template: str, token: str):
-    """Images (one size) and captions from ``folder``; refuses an empty folder or mixed sizes in one line."""
-    import numpy as np
-
-    from ..finetune.common import check_images
-    from ..images import open_image
-    from ..validation import invalid
-
-    path = Path(folder)
-    if not path.is_dir():
-        raise invalid("--images", folder, "an existing folder of images")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise invalid("--images", folder, f"a folder holding one or more images ({', '.join(IMAGE_SUFFIXES)})")
-    images = check_images([np.asarray(open_image(f, "--images").convert("RGB")) for f in files])
-    captions = []
-    for f in files:
-        sidecar = f.with_suffix(".txt")
-        captions.append(sidecar.read_text(encoding="utf-8").strip() if sidecar.exists() else template.replace("{token}", token))
-    return images, captions
-
-
 def _tokenizer_check(model: str, token: str) -> None:
     """Refuse a token in the vocabulary before the model loads (the tokenizer alone is read)."""
     from transformers import CLIPTokenizer
@@ -151,6 +128,8 @@ def cmd_finetune(args) -> int:
         images, table = concepts.make_set(concept.name, args.n_images, args.seed, trigger=trigger)
         captions = table["TEXT"].tolist()
     else:
+        from ..finetune.common import read_folder
+
         images, captions = read_folder(args.images, args.caption, trigger or token)
     if method == "embedding":
         _tokenizer_check(args.model, token)
@@ -164,38 +143,21 @@ def cmd_finetune(args) -> int:
 
     atomic_write_text(config_file, json.dumps(recorded, indent=2))
     from ..finetune.common import Dataset
+    from ..finetune.run import train_and_save
     from ..models import load_pipeline, model_info
 
     data = Dataset(images, captions)
     pipe = load_pipeline(args.model, device=args.device)
-    progress = not args.quiet
-    if method == "embedding":
-        from ..finetune.embedding import train_embedding
+    class_data = None
+    if method == "dreambooth" and cfg.prior_weight > 0:
+        from ..finetune.dreambooth import class_images
 
-        init = args.init_word or (concept.init_word if concept else "a")
-        result = train_embedding(pipe, data, token, init, out, cfg, progress=progress)
-        target = result.save(out / f"{token.strip('<>') or 'embedding'}.safetensors")
-    elif method == "lora":
-        from ..finetune.lora import train_lora
-
-        result = train_lora(pipe, data, out, cfg, progress=progress)
-        target = result.save(out / "pytorch_lora_weights.safetensors")
-    elif method == "dreambooth":
-        from ..finetune.dreambooth import class_images, train_dreambooth
-
-        class_data = None
-        if cfg.prior_weight > 0:
-            prompts = concepts.class_prompts(concept.name, args.class_images) if concept else [f"a {class_word}"] * args.class_images
-            class_data = Dataset(class_images(pipe, prompts), prompts)
-        result = train_dreambooth(pipe, data, out, cfg, class_data, progress=progress)
-        info = model_info(pipe)
-        target = result.save(pipe, out / "pipeline", {"name": f"{info.name}-dreambooth", "defaults": info.defaults, "preview": info.preview})
-    else:
-        from ..adapters.hypernetwork import save
-        from ..finetune.hypernetwork import train_hypernetwork
-
-        result = train_hypernetwork(pipe, data, out, token.strip("<>"), cfg, progress=progress)
-        target = save(result, out / f"{token.strip('<>')}.{args.format}")
-    seconds = (result.info.get("seconds") or result.info.get("run_seconds") or 0.0)
-    print(f"{method}: {target} ({cfg.steps} steps, {seconds / 60:.1f} min)")
+        prompts = concepts.class_prompts(concept.name, args.class_images) if concept else [f"a {class_word}"] * args.class_images
+        class_data = Dataset(class_images(pipe, prompts), prompts)
+    info = model_info(pipe)
+    init = getattr(args, "init_word", None) or (concept.init_word if concept else "a")
+    trained = train_and_save(method, pipe, data, out, cfg, token, init, class_data, getattr(args, "format", "pt"),
+                             {"name": f"{info.name}-{method}", "defaults": info.defaults, "preview": info.preview},
+                             progress=not args.quiet)
+    print(f"{method}: {trained.path} ({cfg.steps} steps, {trained.info.get('seconds', 0.0) / 60:.1f} min)")
     return 0

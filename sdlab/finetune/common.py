@@ -31,6 +31,7 @@ from ..trainlog import append_log
 from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SEED, Interval, Options, invalid, validate_fields
 
 STATE_FILE = "train_state.pt"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 TRAINABLE_FAMILIES = ("sd1", "sd2", "sdxl")
 
@@ -38,7 +39,7 @@ BASE_CONSTRAINTS = {
     "steps": [POSITIVE_INT], "lr": [POSITIVE], "batch": [POSITIVE_INT], "warmup_steps": [NON_NEGATIVE_INT],
     "seed": [SEED], "min_snr_gamma": [Interval(float, 0, None, closed="neither"), None],
     "checkpoint_minutes": [NON_NEGATIVE], "mixed_precision": [Options(MIXED_PRECISION)],
-    "gradient_checkpointing": [bool],
+    "gradient_checkpointing": [bool], "mask_weight": [NON_NEGATIVE],
 }
 
 
@@ -55,6 +56,7 @@ class TrainConfig:
     checkpoint_minutes: float = 2.0  # a resumable checkpoint this often (and on Cancel)
     mixed_precision: str = "no"  # "fp16"/"bf16": autocast on CUDA (weights being trained stay fp32)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory on real SD
+    mask_weight: float = 0.0  # latent cells at and next to the data's masks weigh 1 + this (kohya's masked loss, weighted)
 
     _parameter_constraints = BASE_CONSTRAINTS
 
@@ -68,11 +70,26 @@ class Dataset:
 
     images: np.ndarray
     captions: list[str]
+    masks: np.ndarray | None = None  # N x H x W in [0, 1]: where the subject is (for cfg.mask_weight)
 
     def __post_init__(self) -> None:
         self.images = check_images(self.images)
         if len(self.captions) != len(self.images) or not all(isinstance(c, str) for c in self.captions):
             raise invalid("captions", f"{len(self.captions)} captions", f"one text caption per image ({len(self.images)})")
+        if self.masks is not None and np.shape(self.masks) != self.images.shape[:3]:
+            raise invalid("masks", f"shape {np.shape(self.masks)}", f"one H x W mask per image {self.images.shape[:3]}")
+
+    def cell_weights(self, latent_hw: tuple[int, int], weight: float) -> torch.Tensor | None:
+        """(N, 1, h, w) loss weights: 1 + ``weight`` at latent cells touching the mask (one cell of margin)."""
+        if weight == 0:
+            return None
+        if self.masks is None:
+            raise invalid("masks", None, "a mask per image when mask_weight is not 0")
+        import torch.nn.functional as F
+
+        m = torch.from_numpy(np.asarray(self.masks, np.float32))[:, None]
+        cells = F.adaptive_max_pool2d(m, latent_hw)
+        return 1.0 + weight * F.max_pool2d(cells, 3, stride=1, padding=1)
 
 
 def check_images(images) -> np.ndarray:
@@ -87,6 +104,25 @@ def check_images(images) -> np.ndarray:
     if len(sizes[0]) != 3 or sizes[0][2] != 3:
         raise invalid("images", f"arrays of shape {sizes[0]}", "RGB images (H x W x 3)")
     return np.stack(arrays).astype(np.uint8)
+
+
+def read_folder(folder: str, template: str, token: str):
+    """Images (one size) and captions from ``folder``: each image's caption from ``NAME.txt`` beside it (kohya's and
+    A1111's convention), else ``template`` with ``{token}`` replaced; refuses an empty folder or mixed sizes in one line."""
+    from ..images import open_image
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise invalid("--images", folder, "an existing folder of images")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise invalid("--images", folder, f"a folder holding one or more images ({', '.join(IMAGE_SUFFIXES)})")
+    images = check_images([np.asarray(open_image(f, "--images").convert("RGB")) for f in files])
+    captions = []
+    for f in files:
+        sidecar = f.with_suffix(".txt")
+        captions.append(sidecar.read_text(encoding="utf-8").strip() if sidecar.exists() else template.replace("{token}", token))
+    return images, captions
 
 
 def check_family(pipe, method: str) -> str:
@@ -174,8 +210,9 @@ def snr_weights(scheduler, gamma: float | None) -> torch.Tensor:
 
 
 def diffusion_loss(unet, scheduler, weights: torch.Tensor, z0: torch.Tensor, states: torch.Tensor, g: torch.Generator,
-                   added: dict | None = None, reduce: bool = True) -> torch.Tensor:
-    """Noise ``z0`` at timesteps drawn from ``g`` and return the weighted MSE of the UNet's prediction."""
+                   added: dict | None = None, reduce: bool = True, cells: torch.Tensor | None = None) -> torch.Tensor:
+    """Noise ``z0`` at timesteps drawn from ``g`` and return the weighted MSE of the UNet's prediction
+    (``cells``: per-latent-cell weights, normalised to mean 1 per image)."""
     noise = torch.randn(z0.shape, generator=g).to(z0.device, z0.dtype)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z0),), generator=g)
     noisy = scheduler.add_noise(z0, noise, t)
@@ -187,7 +224,11 @@ def diffusion_loss(unet, scheduler, weights: torch.Tensor, z0: torch.Tensor, sta
     else:
         raise invalid("prediction_type", kind, "epsilon or v_prediction")
     pred = unet(noisy, t.to(z0.device), states, added_cond_kwargs=added).sample
-    per_sample = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3)) * weights[t].to(z0.device)
+    error = (pred.float() - target.float()).pow(2)
+    if cells is not None:
+        cells = cells.to(error.device)
+        error = error * cells / cells.mean(dim=(1, 2, 3), keepdim=True)
+    per_sample = error.mean(dim=(1, 2, 3)) * weights[t].to(z0.device)
     return per_sample.mean() if reduce else per_sample
 
 

@@ -100,27 +100,29 @@ def train_dreambooth(pipe, data: Dataset, out: str | Path, cfg: DreamBoothConfig
     sdxl = fam == "sdxl"
     with torch.no_grad():
         latents = encode_latents(pipe, data.images).to(device)
+        cells = data.cell_weights(tuple(latents.shape[-2:]), cfg.mask_weight)
         states, pooled = encode_text(encs, toks, data.captions, sdxl)
         if use_prior:
             check_size(pipe, class_data.images)
             c_latents = encode_latents(pipe, class_data.images).to(device)
+            c_cells = class_data.cell_weights(tuple(c_latents.shape[-2:]), cfg.mask_weight) if class_data.masks is not None else None
             c_states, c_pooled = encode_text(encs, toks, class_data.captions, sdxl)
     h, w = data.images.shape[1:3]
     unet.train()
     last = {}
 
-    def part(z, s, p, idx, g):
+    def part(z, s, p, idx, g, c):
         added = {"text_embeds": p[idx], "time_ids": sdxl_time_ids(h, w, len(idx), device)} if sdxl else None
-        return diffusion_loss(unet, sched, weights, z[idx], s[idx], g, added)
+        return diffusion_loss(unet, sched, weights, z[idx], s[idx], g, added, cells=None if c is None else c[idx])
 
     def loss(step: int, g: torch.Generator) -> torch.Tensor:
         idx = draw(len(latents), cfg.batch, g)
         with autocast(cfg, device):
-            instance = part(latents, states, pooled, idx, g)
+            instance = part(latents, states, pooled, idx, g, cells)
             if not use_prior:
                 return instance
-            prior = part(c_latents, c_states, c_pooled, draw(len(c_latents), cfg.class_batch, g), g)
-        last["prior"] = float(prior)
+            prior = part(c_latents, c_states, c_pooled, draw(len(c_latents), cfg.class_batch, g), g, c_cells)
+        last["prior"] = float(prior.detach())
         return instance + cfg.prior_weight * prior
 
     info = train_loop(out, cfg, [p for p in unet.parameters()], loss, lambda: {"unet": unet.state_dict()},

@@ -158,6 +158,7 @@ def train_embedding(pipe, data: Dataset, token: str, init_word: str, out: str | 
     sched, device = noise_scheduler(pipe), unet.device
     weights = snr_weights(sched, cfg.min_snr_gamma)
     latents = encode_latents(pipe, data.images).to(device)
+    cells = data.cell_weights(tuple(latents.shape[-2:]), cfg.mask_weight)
     captions = [expand(c, token, cfg.num_vectors) for c in data.captions]
     h, w = data.images.shape[1:3]
     frozen_unet = [p.requires_grad for p in unet.parameters()]
@@ -167,7 +168,7 @@ def train_embedding(pipe, data: Dataset, token: str, init_word: str, out: str | 
         with autocast(cfg, device):
             states, pooled = encode_text(encs, toks, [captions[i] for i in idx], fam == "sdxl")
             added = {"text_embeds": pooled, "time_ids": sdxl_time_ids(h, w, len(idx), device)} if fam == "sdxl" else None
-            return diffusion_loss(unet, sched, weights, latents[idx], states, g, added)
+            return diffusion_loss(unet, sched, weights, latents[idx], states, g, added, cells=None if cells is None else cells[idx])
 
     def keep_other_rows() -> None:
         with torch.no_grad():

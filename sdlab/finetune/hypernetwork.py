@@ -63,6 +63,7 @@ def train_hypernetwork(pipe, data: Dataset, out: str | Path, name: str = "hypern
     sdxl = fam == "sdxl"
     with torch.no_grad():
         latents = encode_latents(pipe, data.images).to(device)
+        cells = data.cell_weights(tuple(latents.shape[-2:]), cfg.mask_weight)
         states, pooled = encode_text(encs, toks, data.captions, sdxl)
     h, w = data.images.shape[1:3]
     params = list(hn.parameters())
@@ -71,7 +72,7 @@ def train_hypernetwork(pipe, data: Dataset, out: str | Path, name: str = "hypern
         idx = draw(len(latents), cfg.batch, g)
         added = {"text_embeds": pooled[idx], "time_ids": sdxl_time_ids(h, w, len(idx), device)} if sdxl else None
         with autocast(cfg, device):
-            return diffusion_loss(unet, sched, weights, latents[idx], states[idx], g, added)
+            return diffusion_loss(unet, sched, weights, latents[idx], states[idx], g, added, cells=None if cells is None else cells[idx])
 
     with hn_lib.applied(unet, hn, 1.0):
         info = train_loop(out, cfg, params, loss, lambda: {"hn": hn.state_dict()}, lambda d: hn.load_state_dict(d["hn"]),

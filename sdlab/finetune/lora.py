@@ -153,6 +153,7 @@ def train_lora(pipe, data: Dataset, out: str | Path, cfg: LoraConfig = LoraConfi
     sched, device = noise_scheduler(pipe), unet.device
     weights = snr_weights(sched, cfg.min_snr_gamma)
     latents = encode_latents(pipe, data.images).to(device)
+    cells = data.cell_weights(tuple(latents.shape[-2:]), cfg.mask_weight)
     h, w = data.images.shape[1:3]
     cached = None if cfg.train_text_encoder else _encode_all(encs, toks, data.captions, fam == "sdxl")
     unet.train()
@@ -165,7 +166,7 @@ def train_lora(pipe, data: Dataset, out: str | Path, cfg: LoraConfig = LoraConfi
             else:
                 states, pooled = cached[0][idx], (cached[1][idx] if cached[1] is not None else None)
             added = {"text_embeds": pooled, "time_ids": sdxl_time_ids(h, w, len(idx), device)} if fam == "sdxl" else None
-            return diffusion_loss(unet, sched, weights, latents[idx], states, g, added)
+            return diffusion_loss(unet, sched, weights, latents[idx], states, g, added, cells=None if cells is None else cells[idx])
 
     def state() -> dict:
         return {f"m{i}": get_peft_model_state_dict(m) for i, m in enumerate(models)}

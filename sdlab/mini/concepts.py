@@ -266,3 +266,15 @@ def score(images, expected: pd.DataFrame) -> pd.DataFrame:
                                  and (want.get("concept") != "sun" or found["colour"] == "yellow"))
         rows.append(row)
     return pd.DataFrame(rows, index=expected.index)
+
+
+def shape_masks(images: np.ndarray) -> np.ndarray:
+    """N x H x W float masks of where each image's shape is (pixels away from the border colour), for a
+    fine-tuning loss that weighs the shape up (a small shape is ~2% of the image)."""
+    import torch
+
+    from ..images import to_tensor
+    from .stages.foreground import foreground
+
+    with torch.no_grad():
+        return foreground(to_tensor(np.asarray(images)))[:, 0].numpy()

@@ -1,0 +1,85 @@
+"""One call for any of the four methods: train, save in the community's format, and return the result.
+
+The CLI (``sdlab train METHOD``) and the panel (:class:`~sdlab.widgets.finetuning.FinetuningPanel`)
+both call :func:`train_and_save`, so a run means the same thing from either.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..progress import Callback
+from ..validation import Options, validate_params
+from .common import Dataset, TrainConfig
+
+METHODS = ("embedding", "lora", "dreambooth", "hypernetwork")
+
+
+@dataclass
+class Trained:
+    """A finished run: the method's result object, the file (or directory) written, and the run's figures."""
+
+    method: str
+    result: Any
+    path: Path
+    info: dict
+
+    def apply(self, pipe, strength: float = 1.0):
+        """A new pipeline that draws with the result (``pipe`` is not changed). A hypernetwork is applied to a
+        copy of the UNet for as long as the returned pipeline lives."""
+        if self.method == "lora":
+            return self.result.apply(pipe, strength)
+        if self.method == "hypernetwork":
+            import copy
+
+            from ..adapters import hypernetwork as hn_lib
+
+            tuned = type(pipe)(**{**pipe.components, "unet": copy.deepcopy(pipe.unet)})
+            hn_lib.applied(tuned, self.result, strength).__enter__()  # the copy keeps the processors
+            return tuned
+        return self.result.apply(pipe)
+
+
+def default_config(method: str, **fields) -> TrainConfig:
+    """The method's config with ``fields`` (None values left at the method's defaults)."""
+    validate_params({"method": method}, {"method": [Options(METHODS)]})
+    from .dreambooth import DreamBoothConfig
+    from .embedding import EmbeddingConfig
+    from .hypernetwork import HypernetworkTrainConfig
+    from .lora import LoraConfig
+
+    cls = {"embedding": EmbeddingConfig, "lora": LoraConfig, "dreambooth": DreamBoothConfig, "hypernetwork": HypernetworkTrainConfig}[method]
+    return cls(**{k: v for k, v in fields.items() if v is not None and k in cls.__dataclass_fields__})
+
+
+def train_and_save(method: str, pipe, data: Dataset, out: str | Path, cfg: TrainConfig, token: str = "concept",
+                   init_word: str = "a", class_data: Dataset | None = None, file_format: str = "pt",
+                   meta: dict | None = None, callback: Callback | None = None, progress: bool = False) -> Trained:
+    """Train ``method`` on ``data`` (resumable from ``out``) and write its file into ``out``:
+    ``<token>.safetensors`` (embedding), ``pytorch_lora_weights.safetensors`` (LoRA), ``pipeline/``
+    (DreamBooth, with ``meta`` as its ``sdlab.json``), ``<token>.pt|.safetensors`` (hypernetwork)."""
+    validate_params({"method": method}, {"method": [Options(METHODS)]})
+    out = Path(out)
+    name = token.strip("<>") or method
+    if method == "embedding":
+        from .embedding import train_embedding
+
+        result = train_embedding(pipe, data, token, init_word, out, cfg, callback, progress)
+        return Trained(method, result, result.save(out / f"{name}.safetensors"), result.info)
+    if method == "lora":
+        from .lora import train_lora
+
+        result = train_lora(pipe, data, out, cfg, callback, progress)
+        return Trained(method, result, result.save(out / "pytorch_lora_weights.safetensors"), result.info)
+    if method == "dreambooth":
+        from .dreambooth import train_dreambooth
+
+        result = train_dreambooth(pipe, data, out, cfg, class_data, callback, progress)
+        return Trained(method, result, result.save(pipe, out / "pipeline", meta), result.info)
+    from ..adapters.hypernetwork import save
+    from .hypernetwork import train_hypernetwork
+
+    result = train_hypernetwork(pipe, data, out, name, cfg, callback, progress)
+    info = {k.removeprefix("run_"): v for k, v in result.info.items()}
+    return Trained(method, result, save(result, out / f"{name}.{file_format}"), info)

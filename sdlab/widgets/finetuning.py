@@ -1,0 +1,100 @@
+"""``FinetuningPanel``: train an embedding, a LoRA, a DreamBooth UNet or a hypernetwork from a notebook.
+
+Thin: the fields become a config and a dataset, :func:`sdlab.finetune.run.train_and_save` does the
+work (Cancel checkpoints; Run again resumes), and the result is shown as the loss curve beside the
+sample prompt drawn by the base model and by the fine-tuned one.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import ipywidgets as W
+
+from .training import TrainingPanel
+
+
+class FinetuningPanel(TrainingPanel):
+    """Method, concept (a shapes-world concept, or a folder of images), token, steps, lr, rank, strength."""
+
+    def __init__(self, pipe=None, out_dir: str = "runs/finetune/panel", prompt: str = "a large red star at the top left on a white background") -> None:
+        super().__init__(prompt, "Train")
+        from ..finetune.run import METHODS
+        from ..mini.concepts import CONCEPTS
+
+        self.pipe = pipe
+        self.trained = None
+        self.method = W.Dropdown(options=METHODS, value="lora", description="Method")
+        self.concept = W.Dropdown(options=list(CONCEPTS) + ["folder"], value="star", description="Concept")
+        self.folder = W.Text(value="", description="Folder", placeholder="images (with NAME.txt captions) when Concept is folder")
+        self.token = W.Text(value="star", description="Token")
+        self.out_dir = W.Text(value=out_dir, description="Run dir", layout=W.Layout(width="60%"))
+        self.steps = W.BoundedIntText(value=300, min=1, max=1_000_000, description="Steps")
+        self.lr = W.FloatText(value=1e-3, description="lr")
+        self.rank = W.BoundedIntText(value=4, min=1, max=1024, description="Rank")
+        self.strength = W.FloatSlider(value=1.0, min=0.0, max=1.5, step=0.25, description="Strength")
+        self.base_sample = W.Image(format="png", width=192)
+        self.widget = self.layout(W.HBox([self.method, self.concept, self.token]), self.folder, self.out_dir,
+                                  W.HBox([self.steps, self.lr, self.rank]), self.strength)
+        self.widget.children += (W.HBox([W.Label("base"), self.base_sample]),)
+
+    def data(self):
+        """The dataset from the fields (a concept's fine-tuning set, or a folder's images and captions)."""
+        from ..finetune.common import Dataset
+
+        trigger = self.token.value if self.method.value != "dreambooth" else None
+        if self.concept.value == "folder":
+            from ..finetune.common import read_folder
+
+            images, captions = read_folder(self.folder.value, "a {token}", self.token.value)
+            return Dataset(images, captions), None
+        from ..mini import concepts
+
+        c = concepts.concept(self.concept.value)
+        if trigger is None:
+            trigger = f"{self.token.value} {c.class_word}".strip()
+        images, table = concepts.make_set(c.name, 20, trigger=trigger)
+        return Dataset(images, table["TEXT"].tolist(), concepts.shape_masks(images)), c
+
+    def work(self):
+        from ..finetune.run import default_config, train_and_save
+        from ..models import load_pipeline
+
+        method = self.method.value
+        cfg = default_config(method, steps=int(self.steps.value), lr=float(self.lr.value), rank=int(self.rank.value))
+        data, c = self.data()
+        pipe = self.pipe if self.pipe is not None else load_pipeline("shapes-world")
+        out = Path(self.out_dir.value) / method
+        init = c.init_word if c is not None else "a"
+
+        def run(callback):
+            class_data = None
+            if method == "dreambooth" and cfg.prior_weight > 0:
+                from ..finetune.dreambooth import class_images
+                from ..finetune.common import Dataset
+                from ..mini.concepts import class_prompts
+
+                prompts = class_prompts(c.name if c else "star", 20)
+                class_data = Dataset(class_images(pipe, prompts), prompts)
+            return pipe, train_and_save(method, pipe, data, out, cfg, self.token.value, init, class_data, callback=callback)
+
+        return run
+
+    def _finished(self, result) -> None:
+        import matplotlib.pyplot as plt
+
+        from ..generate import generate
+        from ..spec import GenerationSpec
+        from ..trainlog import plot_loss, read_log
+        from .base import figure_png, png_bytes
+
+        pipe, self.trained = result
+        log = read_log(self.trained.path.parent if self.trained.path.is_file() else self.trained.path.parent, stage=self.trained.method)
+        fig, ax = plt.subplots(figsize=(4.5, 3))
+        plot_loss(log, ax=ax)
+        ax.set_title(f"{self.trained.method}: training loss")
+        self.loss_plot.value = figure_png(fig)
+        spec = GenerationSpec(self.prompt.value, seed=0)
+        self.base_sample.value = png_bytes(generate(pipe, spec).images[0].resize((192, 192)))
+        tuned = self.trained.apply(pipe, float(self.strength.value))
+        self.sample.value = png_bytes(generate(tuned, spec).images[0].resize((192, 192)))
+        self.show_info(f"saved {self.trained.path} ({self.trained.info.get('seconds', 0) / 60:.1f} min)")

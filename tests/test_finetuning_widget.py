@@ -1,0 +1,47 @@
+"""The fine-tuning panel, driven without a browser: a run, its loss and samples, Cancel and resume, a bad field."""
+import pytest
+import torch
+
+from sdlab.models import load_pipeline
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    torch.set_num_threads(1)
+    return load_pipeline("shapes-world")
+
+
+def test_panel_trains_shows_base_and_tuned_samples_and_resumes_after_cancel(pipe, tmp_path):
+    from sdlab.widgets.finetuning import FinetuningPanel
+
+    panel = FinetuningPanel(pipe, out_dir=str(tmp_path))
+    panel.method.value, panel.steps.value = "lora", 3
+    follow = panel.callback
+
+    def press_cancel_after_one_step(done, total):
+        if done >= 1:
+            panel.cancel()  # what the Cancel button does
+        follow(done, total)
+
+    panel.callback = press_cancel_after_one_step
+    panel.start(background=False)
+    assert panel.status.value == "cancelled" and (tmp_path / "lora" / "train_state.pt").exists()
+    assert panel.progress.value == 1
+    panel.callback = follow
+    panel.start(background=False)
+    assert panel.last_error is None and panel.trained.path.name == "pytorch_lora_weights.safetensors"
+    assert panel.progress.value == panel.progress.max == 3
+    assert panel.loss_plot.value[:4] == b"\x89PNG" and panel.sample.value[:4] == b"\x89PNG" and panel.base_sample.value[:4] == b"\x89PNG"
+
+
+def test_panel_shows_a_bad_field_in_one_line(pipe, tmp_path):
+    from sdlab.widgets.finetuning import FinetuningPanel
+
+    panel = FinetuningPanel(pipe, out_dir=str(tmp_path))
+    panel.method.value, panel.rank.value = "embedding", 1
+    panel.token.value = "red"
+    panel.start(background=False)
+    assert panel.last_error.startswith("token: 'red' is not valid")
+    panel.concept.value, panel.folder.value = "folder", str(tmp_path / "none")
+    panel.start(background=False)
+    assert panel.last_error.startswith("--images: ")
