@@ -277,3 +277,15 @@ def test_generate_many_runs_controlled_specs_one_call_each(loaded):
     for (image, resolved), spec in zip(out, specs):
         assert np.array_equal(_px([image]), _px(generate(pipe, spec).images))
         assert len(resolved.control) == len(spec.control)
+
+
+@pytest.mark.parametrize("name", ["sd1", "sdxl"])
+def test_a_half_precision_pipeline_stays_half_precision(family_dir, name):
+    """diffusers' from_pipe casts the new pipeline's modules to float32 unless given a dtype; they are the user's."""
+    pipe = load_pipeline(str(family_dir(name)), device="cpu", dtype="bf16")
+    net = tiny_controlnet(pipe).to(dtype=torch.bfloat16)
+    for spec in (GenerationSpec(PROMPT, seed=1, steps=2, sampler="Euler"),
+                 GenerationSpec(PROMPT, seed=1, steps=2, sampler="Euler", control=ControlUnit(MAP, model=net, preprocessed=True)),
+                 GenerationSpec(PROMPT, seed=1, steps=2, sampler="Euler", init_image=MAP, control=ControlUnit(MAP, model=net, preprocessed=True))):
+        generate(pipe, spec, hooks=[lambda call: None])
+        assert {m.dtype for m in (pipe.unet, pipe.vae, pipe.text_encoder, net)} == {torch.bfloat16}, spec.mode
