@@ -43,7 +43,7 @@ CONTROLNETS: dict[str, Registered] = {
     "sd15-depth": Registered("lllyasviel/control_v11f1p_sd15_depth", "depth", "sd1"),
     "sdxl-canny": Registered("diffusers/controlnet-canny-sdxl-1.0", "edges", "sdxl"),
     "sdxl-depth": Registered("diffusers/controlnet-depth-sdxl-1.0", "depth", "sdxl"),
-    "sd35-canny": Registered("stabilityai/stable-diffusion-3.5-large-controlnet-canny", "edges", "sd3"),
+    "sd3-canny": Registered("InstantX/SD3-Controlnet-Canny", "edges", "sd3"),  # for SD 3 medium (diffusers format)
 }
 
 
