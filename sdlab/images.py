@@ -17,6 +17,7 @@ from PIL import Image
 from .errors import SdlabError, ValidationError
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")  # the formats Pillow writes here by name
 
 
 def open_image(path: str | os.PathLike, name: str = "image", error: type[SdlabError] = ValidationError) -> Image.Image:

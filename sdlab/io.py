@@ -111,3 +111,16 @@ def check_output(name: str, path: str | os.PathLike, kind: str = "dir", suffixes
         if given is not None and os.path.lexists(path) and os.path.lexists(given) and os.path.samefile(path, given):
             raise invalid(name, shown, "a path other than the input it is made from (it would be overwritten)")
     return path
+
+
+def read_table(name: str, path: str | os.PathLike, **options):
+    """A user's CSV file as a DataFrame, or one line naming the parameter and the file (ragged rows, an
+    unterminated quote, not UTF-8, empty) instead of pandas' parser exception."""
+    import pandas as pd
+
+    from .validation import invalid
+
+    try:
+        return pd.read_csv(path, **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise invalid(name, str(path), f"a readable CSV file ({str(exc).splitlines()[0][:120]})") from None

@@ -40,8 +40,8 @@ CONSTRAINTS = {
                     "e.g. {'shape': 'triangle'}")],
     "attribute": [Options(ATTRIBUTES)],
     "n": [POSITIVE_INT], "batch": [POSITIVE_INT], "steps": [POSITIVE_INT], "train_rows": [POSITIVE_INT],
-    "guidance_scales": [Rule(lambda g: len(g) > 0 and all(Interval(float).accepts(x) for x in g),
-                              "a non-empty list of guidance scales (numbers)")],
+    "guidance_scales": [Rule(lambda g: len(g) > 0 and all(Interval(float, 0, None).accepts(x) for x in g),
+                              "a non-empty list of guidance scales (numbers >= 0)")],
     "seed": [SEED], "n_boot": [POSITIVE_INT], "confidence": [Interval(float, 0, 1, closed="neither")],
     "prompt": [str],
 }
@@ -225,8 +225,19 @@ def run_amplification(world: KnownWorld, model: str | os.PathLike | None = None,
                     CONSTRAINTS)
     if generate is None and model is None:
         raise invalid("model", None, "a model sdlab.models.load_pipeline knows, or a generate function")
+    if generate is None:  # the model found and the generations' time estimated before it loads
+        from ..cost import check_budget, estimate_generation
+        from ..models import locate
+
+        source, defaults = locate(model)
+        one = estimate_generation(source, defaults.get("width", 512), defaults.get("height", 512), 1, steps)
+        check_budget("n", n, one.peak_bytes, one.seconds * n * len(scales) if one.seconds is not None else None)
     if training is None:
         training = world.training(train_rows, seed)
+    for key, wanted in (*given.items(), (attribute, value)):  # a value the world never shows would measure nothing
+        known = sorted(map(str, pd.unique(training[key].dropna())))
+        if str(wanted) not in known:
+            raise invalid("value" if key == attribute else key, wanted, f"one of the {key} values in the training data: {', '.join(known)}")
     if cluster is not None and (generate is not None or model is None):
         raise invalid("cluster", cluster, "a cluster with model= (each worker loads it), not with a generate function")
     if cluster is not None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import DataError, SdlabError
 from ..validation import POSITIVE_INT, validate_params
 from .engines import Engine, check_engine, make_engine
 from .expr import and_, col, matches
@@ -126,13 +126,17 @@ def _discover(source: Source, engine: str, engine_options: dict) -> list[str]:
         return list(dd.read_csv(source.paths, sep="\t" if source.format == "tsv" else ",", storage_options=opts).columns)
     from .engines import DuckDBEngine
 
-    probe = DuckDBEngine(source, {}, setup_sql=engine_options.get("setup_sql"))
+    probe = None
     try:
+        probe = DuckDBEngine(source, {}, setup_sql=engine_options.get("setup_sql"))
         return probe.describe_columns()
-    except Exception as exc:  # duckdb's own errors: unreadable files
-        raise DataError(f"path: cannot read {source.describe()}: {str(exc).splitlines()[0]}") from exc
+    except SdlabError:
+        raise
+    except Exception as exc:  # duckdb's own errors: a zero-byte, truncated, corrupt or foreign file
+        raise DataError(f"path: cannot read {source.describe()}: {str(exc).splitlines()[0]}") from None
     finally:
-        probe.close()
+        if probe is not None:
+            probe.close()
 
 
 def open_dataset(path_or_glob: "str | os.PathLike | pd.DataFrame", columns: list[str] | None = None,

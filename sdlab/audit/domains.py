@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..io import read_table
 from ..progress import Callback, Reporter
 from ..validation import POSITIVE_INT, Check, invalid, validate_params
 from .dataset import Dataset
@@ -39,7 +40,7 @@ def load_categories(path: str | os.PathLike | None = None) -> dict[str, str]:
         with resources.files("sdlab.audit").joinpath("data/domain_categories.csv").open("r", encoding="utf-8") as fh:
             frame = pd.read_csv(fh, comment="#")
     elif Path(path).is_file():
-        frame = pd.read_csv(path, comment="#")
+        frame = read_table("categories", path, comment="#")
     else:
         raise invalid("categories", str(path), CATEGORIES_CSV)
     missing = {"domain", "category"} - set(frame.columns)

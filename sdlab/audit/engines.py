@@ -22,6 +22,7 @@ from .sources import Source
 
 ENGINES = ("duckdb", "dask")
 SCHEDULER = "'local' or an address like tcp://host:8786"
+CONNECT_TIMEOUT_S = 5  # seconds to wait for a Dask scheduler before refusing its address
 # Every engine option, checked once at the boundary (open_dataset, Dataset.with_engine).
 CONSTRAINTS: dict[str, list] = {
     "engine": [Options(ENGINES)],
@@ -128,7 +129,10 @@ class DuckDBEngine(Engine):
         # progress is tracked (query_progress) but never printed
         self.con.execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false")
         for statement in setup_sql or []:
-            self.con.execute(statement)
+            try:
+                self.con.execute(statement)
+            except duckdb.Error as exc:  # a typo, a secret DuckDB cannot create: the statement and DuckDB's first line
+                raise invalid("setup_sql", statement, f"a statement DuckDB runs ({str(exc).splitlines()[0]})") from None
         self._lock = threading.Lock()
         scan = self._scan()
         select = ", ".join(f'"{actual}" AS "{canon}"' for canon, actual in columns.items()) or "1 AS __none"
@@ -272,8 +276,12 @@ class DaskEngine(Engine):
             if scheduler == "local":
                 self.cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None)
                 self.client = Client(self.cluster, set_as_default=False)
-            else:  # an address, as check_engine made sure
-                self.client = Client(scheduler, set_as_default=False)
+            else:  # an address, as check_engine made sure; one that does not answer is a line in seconds, not a minute
+                try:
+                    self.client = Client(scheduler, set_as_default=False, timeout=CONNECT_TIMEOUT_S)
+                except (OSError, TimeoutError) as exc:
+                    raise invalid("scheduler", scheduler, f"a Dask scheduler that answers within {CONNECT_TIMEOUT_S} s "
+                                                          f"({type(exc).__name__})") from None
 
     def _frame(self, canonical: list[str]):
         import dask.dataframe as dd

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..errors import DependencyError
 from ..progress import Callback, Reporter
-from ..validation import POSITIVE_INT, Interval, Options, validate_params
+from ..validation import POSITIVE_INT, SEED, Options, validate_params
 from .dataset import Dataset
 from .expr import col, lower
 from .intervals import wilson
@@ -24,7 +24,7 @@ from .schema import not_available
 WORLD_POPULATION_MILLIONS = 8000  # 2023, for "share of the world that speaks it"
 UNKNOWN = "unknown"
 ACCURACY = ("high", "low")
-CONSTRAINTS = {"sample": [POSITIVE_INT], "seed": [Interval(int)], "accuracy": [Options(ACCURACY)]}
+CONSTRAINTS = {"sample": [POSITIVE_INT], "seed": [SEED], "accuracy": [Options(ACCURACY)]}
 
 
 def load_speakers() -> pd.DataFrame:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..io import read_table
 from ..validation import invalid
 
 TermLists = dict[str, list[str]]
@@ -37,7 +38,7 @@ def load_terms(terms: str | os.PathLike | TermLists, name: str = "terms") -> Ter
             path = Path(terms)
             if not path.is_file():
                 raise invalid(name, str(terms), TERMS_VALID)
-            frame = pd.read_csv(path, comment="#")
+            frame = read_table(name, path, comment="#")
             if not {"group", "term"} <= set(frame.columns):
                 raise invalid(name, str(terms), "a CSV file with columns group and term")
         out = {}

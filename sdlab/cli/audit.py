@@ -36,8 +36,20 @@ def _common(p: argparse.ArgumentParser, path: bool = True) -> None:
 def _open(args):
     from ..audit import open_dataset
 
+    _check_output(args)
     given = {"scheduler": args.scheduler, "setup_sql": args.setup_sql}
     return open_dataset(args.path, engine=args.engine, **{k: v for k, v in given.items() if v is not None})
+
+
+def _check_output(args) -> None:
+    """--rows and --out refused before any data is read or generated."""
+    from ..audit.results import ROWS
+    from ..io import check_output
+    from ..validation import validate_params
+
+    validate_params({"rows": args.rows}, ROWS)
+    if args.out:
+        check_output("out", args.out, "dir")
 
 
 def shapes_world():
@@ -123,6 +135,7 @@ def _captions(args) -> int:
 def _amplification(args) -> int:
     from ..audit.amplification import run_amplification
 
+    _check_output(args)
     result = run_amplification(shapes_world(), args.model, n=args.n, guidance_scales=args.guidance, train_rows=args.train_rows,
                                given={"shape": args.shape}, attribute=args.attribute, value=args.value,
                                seed=args.seed, steps=args.steps, progress=not args.json and sys.stderr.isatty(),

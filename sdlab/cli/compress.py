@@ -77,10 +77,13 @@ def _vae_if_needed(args: argparse.Namespace, codecs) -> object | None:
 def _single(args: argparse.Namespace, path: str) -> int:
     from ..compression import get_codec
     from ..images import load_rgb
-    from ..io import atomic_write_bytes
+    from ..io import atomic_write_bytes, check_output
     from ..metrics import bits_per_pixel, ms_ssim, psnr, ssim
 
     image = load_rgb(path)
+    check_output("out", args.out, "file", inputs=(path,))
+    if args.decoded:
+        check_output("decoded", args.decoded, "file", inputs=(path, args.out))
     codec = get_codec(args.codec, _vae_if_needed(args, [args.codec]))
     codec.check_available()
     if args.bytes is not None:
@@ -111,7 +114,9 @@ def _save_png(image, path: str) -> None:
 
 def _decode(args: argparse.Namespace, path: str) -> int:
     from ..compression.latent import decode_file
+    from ..io import check_output
 
+    check_output("out", args.out, "file", inputs=(path,))
     image = decode_file(path, args.model, args.device)
     _save_png(image, args.out)
     print(f"{path}: {image.shape[1]}x{image.shape[0]} -> {args.out}")
@@ -125,10 +130,18 @@ def _bench(args: argparse.Namespace, paths: list[str]) -> int:
 
     from ..compression import bench
     from ..compression.rd import summarize
-    from ..validation import POSITIVE_INT, invalid, validate_params
+    from ..validation import POSITIVE_INT, Check, invalid, validate_params
+
+    from ..cost import check_budget
+    from ..io import check_output
 
     if paths and args.shapes is not None:
         raise invalid("inputs", paths, "IMAGES or --shapes N, not both")
+    check_output("out", args.out, "dir")
+    validate_params({"size": args.size, "budgets": args.budgets},
+                    {"size": [POSITIVE_INT], "budgets": [None, Check(lambda b: all(POSITIVE_INT.accepts(x) for x in b), "byte budgets >= 1")]})
+    if not paths and args.shapes is None:  # the bundled photos at --size: eight RGB images and their encodings
+        check_budget("size", args.size, memory_bytes=8 * 4 * 3 * args.size**2)
     if args.shapes is not None:
         validate_params({"--shapes": args.shapes}, {"--shapes": [POSITIVE_INT]})
         images, budgets = shapes_images(args.shapes), bench.SHAPES_BUDGETS

@@ -72,11 +72,12 @@ def cmd_precision(args) -> int:
 def cmd_hires(args) -> int:
     from ..hires import HIRES_CONSTRAINTS, hires_fix
     from ..models import check_vae, load_pipeline
-    from ..validation import validate_params
+    from ..validation import Options, validate_params
 
     spec = spec_from_args(args)
     hires = {"scale": args.scale, "strength": args.strength, "upscaler": args.upscaler, "steps": args.hires_steps}
     validate_params(hires, HIRES_CONSTRAINTS)  # before the model is loaded
+    validate_params({"dtype": args.dtype}, {"dtype": [Options(("auto", "fp16", "bf16", "fp32"))]})
     preflight(args, spec, out=args.out, scale=args.scale)
     if args.vae:
         check_vae(args.vae)

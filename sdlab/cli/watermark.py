@@ -88,9 +88,11 @@ def register(subparsers) -> None:
 def _embed(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from ..io import atomic_path
+    from ..images import WRITABLE_SUFFIXES
+    from ..io import atomic_path, check_output
     from ..watermark import embed
 
+    check_output("out", args.out, "file", suffixes=WRITABLE_SUFFIXES, inputs=(args.image,))
     marked = embed(args.image, preset=args.preset, payload=args.payload, method=args.method, upscale=args.upscale)
     with atomic_path(args.out) as tmp:
         Image.fromarray(marked).save(tmp)
@@ -123,10 +125,11 @@ def _battery(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from ..io import atomic_path
+    from ..io import atomic_path, check_output
     from ..models import load_pipeline
     from ..watermark import battery, plots, summarize
 
+    check_output("out", args.out, "dir")
     pipe = load_pipeline("shapes-world", device="cpu") if set(args.methods) & set(GENERATING) else None
     methods = [_generating_scheme(m, pipe) if m in GENERATING else m for m in args.methods]
     rows = battery(args.images or None, methods=methods, attacks=args.attacks, out=args.out,
@@ -150,6 +153,9 @@ def _calibrate(args: argparse.Namespace) -> int:
     from ..mini import world
     from ..watermark import calibrate
 
+    from ..io import check_output
+
+    check_output("out", args.out, "file")
     cal = calibrate(n_images=args.images, progress=True, path=args.out, scenes=world)  # as the bundled file was made
     for rec in cal.evaluation["fpr"]:
         print(f"{rec['payload']:>5} {rec['method']:<10} target FPR {rec['target_fpr']:.1%}: "
@@ -172,15 +178,22 @@ def _generating_scheme(name: str, pipe):
 def _signature(args: argparse.Namespace, fpr: float = 0.01):
     from ..models import load_pipeline
     from ..validation import validate_params
-    from ..watermark.signature import SHIPPED_SIGNATURE, StableSignature
+    from pathlib import Path
+
+    from ..errors import ModelNotFoundError
+    from ..watermark.signature import CONFIG, SHIPPED_SIGNATURE, StableSignature
 
     validate_params({"fpr": fpr}, StableSignature._parameter_constraints)  # before loading the model
+    directory = Path(args.signature or SHIPPED_SIGNATURE)
+    if not (directory / CONFIG).is_file():
+        raise ModelNotFoundError(f"signature: no Stable Signature at {str(directory)!r} (make one with `sdlab watermark signature train`)")
     return StableSignature(load_pipeline("shapes-world"), args.signature or SHIPPED_SIGNATURE, fpr=fpr)
 
 
 def _signature_train(args: argparse.Namespace) -> int:
+    from ..io import check_output
     from ..mini import world
-    from ..models import load_pipeline
+    from ..models import load_pipeline, locate
     from ..validation import validate_params
     from ..watermark import signature
 
@@ -190,6 +203,8 @@ def _signature_train(args: argparse.Namespace) -> int:
     validate_params({"n_images": args.measure_images}, signature.MEASURE_CONSTRAINTS)  # before the long training
     if args.extractor_from is not None:
         signature.extractor_source(args.extractor_from, cfg)  # refuse a bad directory before loading the model
+    check_output("out", args.out, "dir")
+    locate(args.model)
     pipe = load_pipeline(args.model)
     out = signature.train(pipe, args.out, cfg, extractor_from=args.extractor_from,
                           dataset=lambda n, seed: world.make_dataset(n, seed=seed)[0])
@@ -200,15 +215,18 @@ def _signature_train(args: argparse.Namespace) -> int:
 
 
 def _signature_generate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from PIL import Image
 
-    from ..io import atomic_path
+    from ..cost import check_budget, estimate_generation
+    from ..io import atomic_path, check_output
+    from ..models import SHIPPED_DIR
     from ..validation import POSITIVE_INT, validate_params
 
     validate_params({"--seeds": args.seeds}, {"--seeds": [POSITIVE_INT]})
-    scheme, out = _signature(args), Path(args.out)
+    out = check_output("out", args.out, "dir")
+    one = estimate_generation(SHIPPED_DIR, 64, 64, 2)  # each seed: the marked image and its clean twin
+    check_budget("--seeds", args.seeds, seconds=one.seconds * args.seeds)
+    scheme = _signature(args)
     out.mkdir(parents=True, exist_ok=True)
     for seed in range(args.seeds):
         path = out / f"{'clean' if args.clean else 'marked'}_{seed:04d}.png"
@@ -221,9 +239,14 @@ def _signature_generate(args: argparse.Namespace) -> int:
 def _signature_detect(args: argparse.Namespace) -> int:
     from ..images import load_rgb
 
+    from ..validation import validate_params
+    from ..watermark.signature import StableSignature
+
+    validate_params({"fpr": args.fpr}, StableSignature._parameter_constraints)
+    images = [load_rgb(path) for path in args.images]  # every file read before the model loads
     scheme = _signature(args, args.fpr)
-    for path in args.images:
-        found = scheme.detect(load_rgb(path))
+    for path, image in zip(args.images, images):
+        found = scheme.detect(image)
         if args.json:
             print(json.dumps({"path": path, "method": scheme.name, **found}))
         else:

@@ -191,8 +191,11 @@ def codec_input(image: ImageLike, upscale: bool = False, n_bits: int = 1) -> tup
     too_small = h * w < MIN_AREA or (h // (2 * _BLOCK)) * (w // (2 * _BLOCK)) < n_bits
     if too_small:
         if not upscale:
-            raise invalid("image", f"{w}x{h} pixels", "the watermark library's minimum area of 256x256 pixels, "
-                          "or pass upscale=True (CLI: --upscale) to enlarge it first")
+            blocks = (h // (2 * _BLOCK)) * (w // (2 * _BLOCK))
+            need = ("the watermark library's minimum area of 256x256 pixels" if h * w < MIN_AREA else
+                    f"an image with one {2 * _BLOCK}x{2 * _BLOCK} block per payload bit ({n_bits} bits, this one has {blocks} blocks); "
+                    "a shorter payload")
+            raise invalid("image", f"{w}x{h} pixels", f"{need}, or pass upscale=True (CLI: --upscale) to enlarge it first")
         factor = max(np.sqrt(MIN_AREA / (h * w)), 2 * _BLOCK * np.sqrt(n_bits) / min(h, w), 1.0)
         new_w, new_h = int(np.ceil(w * factor)), int(np.ceil(h * factor))
         rgb = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.LANCZOS))
