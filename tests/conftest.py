@@ -33,7 +33,8 @@ def tiny_pipeline_dir(tmp_path_factory) -> Path:
 def family_dir(tmp_path_factory):
     """``family_dir(name) -> Path``: a tiny random pipeline directory of one architecture family.
 
-    Names: ``sd1``, ``sd2`` (v-prediction), ``sd2-inpaint`` (9-channel UNet), ``sdxl``, ``sd3``
+    Names: ``sd1``, ``sd2`` (v-prediction), ``sd2-inpaint`` (9-channel UNet), ``sdxl``, ``sd3``,
+    ``sd2-depth`` (5-channel depth2img UNet, no depth estimator)
     (see tests/families.py). Each is built once per session on first use (well under a second,
     about 2 MB) and loads with ``sdlab.models.load_pipeline`` or ``DiffusionPipeline.from_pretrained``.
     """

@@ -14,7 +14,7 @@ from PIL import Image
 from sdlab.control.unit import ControlUnit
 from sdlab.errors import ValidationError
 from sdlab.generate import generate
-from sdlab.models import load_pipeline
+from sdlab.models import family, load_pipeline
 from sdlab.prompts import encode_prompts
 from sdlab.spec import GenerationSpec
 from sdlab.trace import trace
@@ -209,6 +209,7 @@ def test_a_controlnet_for_another_family_is_refused_in_one_line(loaded):
 
 def test_depth2img_equals_plain_diffusers_with_the_users_depth_map(loaded):
     pipe, directory = loaded("sd2-depth")
+    assert family(pipe) == "sd2-depth" and pipe.depth_estimator is None  # loads without its estimator: the user's map is used
     depth = Image.fromarray(np.tile(np.linspace(0, 255, 64).astype(np.uint8), (64, 1)))  # near on the right
     init = Image.fromarray(np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     spec = GenerationSpec(PROMPT, negative_prompt=NEGATIVE, seed=6, steps=5, guidance=4.0, sampler="DDIM", init_image=init,
