@@ -259,3 +259,116 @@ def spec_from_comfyui(prompt_json: str) -> GenerationSpec:
         if fields[key] is None:
             unmapped.append(words)
     return build_spec("ComfyUI", fields, extra, unmapped)
+
+
+# -- the workflow (the UI's graph) ----------------------------------------------------------------
+# Widget names in the order ComfyUI's nodes declare them (nodes.py, comfy_extras/nodes_custom_sampler.py): a
+# saved workflow keeps only the values (``widgets_values``), in this order. The frontend adds a
+# "control_after_generate" value (fixed/increment/decrement/randomize) after a seed widget.
+WIDGETS = {
+    "KSampler": ("seed", "steps", "cfg", "sampler_name", "scheduler", "denoise"),
+    "KSamplerAdvanced": ("add_noise", "noise_seed", "steps", "cfg", "sampler_name", "scheduler", "start_at_step",
+                         "end_at_step", "return_with_leftover_noise"),
+    "SamplerCustom": ("add_noise", "noise_seed", "cfg"),
+    "RandomNoise": ("noise_seed",), "KSamplerSelect": ("sampler_name",), "CFGGuider": ("cfg",),
+    "BasicScheduler": ("scheduler", "steps", "denoise"), "SDTurboScheduler": ("steps", "denoise"),
+    "KarrasScheduler": ("steps", "sigma_max", "sigma_min", "rho"),
+    "ExponentialScheduler": ("steps", "sigma_max", "sigma_min"),
+    "PolyexponentialScheduler": ("steps", "sigma_max", "sigma_min", "rho"),
+    "AlignYourStepsScheduler": ("model_type", "steps", "denoise"),
+    "CLIPTextEncode": ("text",), "CLIPTextEncodeSD3": ("clip_l", "clip_g", "t5xxl", "empty_padding"),
+    "CLIPTextEncodeSDXL": ("width", "height", "crop_w", "crop_h", "target_width", "target_height", "text_g", "text_l"),
+    "EmptyLatentImage": ("width", "height", "batch_size"), "EmptySD3LatentImage": ("width", "height", "batch_size"),
+    "CheckpointLoaderSimple": ("ckpt_name",), "UNETLoader": ("unet_name", "weight_dtype"),
+    "LoraLoader": ("lora_name", "strength_model", "strength_clip"), "LoraLoaderModelOnly": ("lora_name", "strength_model"),
+    "PrimitiveNode": ("value",),
+}
+_SEEDS = ("seed", "noise_seed", "value")
+_CONTROL = ("fixed", "increment", "decrement", "randomize")
+_MUTED, _BYPASSED = 2, 4  # a node's "mode": never runs / passes its inputs through
+
+
+def _links(workflow: dict) -> dict[int, tuple[int, int, str]]:
+    """link id -> (origin node id, origin slot, type); links are lists (format 0.4) or objects (format 1)."""
+    out = {}
+    for link in workflow.get("links") or []:
+        if isinstance(link, list) and len(link) >= 5:
+            out[link[0]] = (link[1], link[2], str(link[5]) if len(link) > 5 else "")
+        elif isinstance(link, dict) and "id" in link:
+            out[link["id"]] = (link.get("origin_id"), link.get("origin_slot", 0), str(link.get("type", "")))
+    return out
+
+
+def _widget_inputs(cls: str, values: Any) -> dict:
+    """A node's widget values by name (unknown classes: by position, ``widget_0``, ...)."""
+    if isinstance(values, dict):
+        return dict(values)
+    names, out, values = WIDGETS.get(cls), {}, list(values or [])
+    i = 0
+    for position, name in enumerate(names or range(len(values))):
+        if i >= len(values):
+            break
+        key = name if names else f"widget_{position}"
+        out[key] = values[i]
+        i += 1
+        if key in _SEEDS and i < len(values) and values[i] in _CONTROL:
+            i += 1  # the frontend's control_after_generate
+    return out
+
+
+def prompt_from_workflow(workflow_json: str) -> tuple[dict, list[str]]:
+    """The API graph (``prompt``) a saved workflow describes, and what could not be carried over.
+
+    Widget values are named by :data:`WIDGETS`; a linked input becomes ``[origin id, slot]``, followed
+    through Reroute and bypassed nodes; muted nodes are left out (they never run).
+    """
+    data = load_json(workflow_json, "ComfyUI workflow")
+    nodes = {n.get("id"): n for n in data.get("nodes") or [] if isinstance(n, dict)}
+    if not nodes:
+        raise MetadataError("ComfyUI workflow: no nodes, so no sampler and nothing to read")
+    links, unmapped = _links(data), []
+
+    def origin(link_id: Any, depth: int = 0) -> list | None:
+        found = links.get(link_id)
+        if found is None or depth > _DEPTH:
+            return None
+        node = nodes.get(found[0])
+        if node is None:
+            return None
+        if node.get("type") == "Reroute" or node.get("mode") == _BYPASSED:
+            through = [i for i in node.get("inputs") or [] if i.get("link") is not None
+                       and (node.get("type") == "Reroute" or str(i.get("type")) == found[2])]
+            return origin(through[0]["link"], depth + 1) if through else None
+        return [str(found[0]), found[1]]
+
+    prompt = {}
+    for nid, node in nodes.items():
+        cls = str(node.get("type", "?"))
+        if node.get("mode") in (_MUTED, _BYPASSED) or cls in ("Reroute", "Note", "MarkdownNote"):
+            continue
+        if cls not in WIDGETS and node.get("widgets_values"):
+            unmapped.append(f"{cls} (node {nid}): widget names unknown to sdlab")
+        inputs = _widget_inputs(cls, node.get("widgets_values"))
+        for given in node.get("inputs") or []:
+            if isinstance(given, dict) and given.get("link") is not None:
+                link = origin(given["link"])
+                if link is not None:
+                    inputs[str(given.get("name"))] = link
+        prompt[str(nid)] = {"class_type": cls, "inputs": inputs}
+    return prompt, unmapped
+
+
+def spec_from_workflow(workflow_json: str) -> GenerationSpec:
+    """Read a saved ComfyUI workflow (a PNG's ``workflow`` chunk without ``prompt``, or a workflow .json) as its
+    API graph would be read; ``extra['source']`` says the values came from the workflow's widgets."""
+    import json
+
+    prompt, unmapped = prompt_from_workflow(workflow_json)
+    try:
+        spec = spec_from_comfyui(json.dumps(prompt))
+    except MetadataError as exc:
+        raise MetadataError(f"ComfyUI workflow (no 'prompt' graph; its widgets read instead): {exc}") from None
+    extra = {**spec.extra, "source": "ComfyUI workflow"}
+    if unmapped:
+        extra["unmapped"] = "; ".join(filter(None, [spec.extra.get("unmapped"), *dict.fromkeys(unmapped)]))
+    return spec.replace(extra=extra)

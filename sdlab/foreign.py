@@ -150,8 +150,10 @@ def read_image(image: Image.Image) -> GenerationSpec | str:
     hidden = stealth_text(image)
     if hidden is not None:
         return from_text(hidden, "stealth text")
-    if "workflow" in chunks:
-        raise MetadataError("only ComfyUI's 'workflow' chunk, without the 'prompt' graph that holds the values")
+    if "workflow" in chunks:  # ComfyUI saved the UI's graph only: its widgets hold the values
+        from .comfyui import spec_from_workflow
+
+        return spec_from_workflow(chunks["workflow"])
     raise MetadataError("no generation metadata (no 'parameters' or ComfyUI 'prompt' text chunk, no InvokeAI, "
                         "NovelAI or Fooocus metadata, no EXIF UserComment, no stealth text)")
 
@@ -173,6 +175,10 @@ def from_text(text: str, where: str) -> GenerationSpec | str:
         from .comfyui import spec_from_comfyui
 
         return spec_from_comfyui(text)
+    if isinstance(data.get("nodes"), list) and "links" in data:  # a saved ComfyUI workflow (.json)
+        from .comfyui import spec_from_workflow
+
+        return spec_from_workflow(text)
     if {"guidance_scale", "resolution", "base_model"} & set(data):
         return spec_from_fooocus(data)
     raise MetadataError(f"{where}: JSON from a tool sdlab does not read (keys: {', '.join(list(data)[:8])})")
