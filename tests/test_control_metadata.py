@@ -131,3 +131,22 @@ def test_reproduce_regenerates_a_controlled_png(sd1_with_controlnet, tmp_path):
     assert done.max_abs_difference == 0
     plain = generate(pipe, spec.replace(control=())).images[0]
     assert np.abs(np.asarray(plain, np.int16) - np.asarray(done.result.images[0], np.int16)).max() > 10
+
+
+def test_registered_names_resolve_to_the_shipped_directory_and_are_cached(sd1_with_controlnet, tmp_path, monkeypatch):
+    import shutil
+
+    import sdlab.control.nets as nets
+    from sdlab.errors import ModelNotFoundError
+
+    _, directory = sd1_with_controlnet
+    monkeypatch.setattr(nets, "WEIGHTS", tmp_path)
+    with pytest.raises(ModelNotFoundError, match=r"^control model: the shapes-world-edges weights are missing from .*sdlab train controlnet"):
+        nets.load_controlnet("shapes-world-edges")
+    shutil.copytree(directory, tmp_path / "shapes-world-controlnet-edges")
+    net = nets.load_controlnet("shapes-world-edges")
+    assert nets.name_and_hash(net) == ("shapes-world-edges", a1111_hash(tmp_path / "shapes-world-controlnet-edges" / "diffusion_pytorch_model.safetensors"))
+    assert nets.load_controlnet("shapes-world-edges") is net  # a name used again is not read again
+    with pytest.raises(ModelNotFoundError, match=r"^control model: 'sd15-canny' \(lllyasviel/control_v11p_sd15_canny\) is not in the local"):
+        monkeypatch.setattr("sdlab.models._hub_cached", lambda repo: None)
+        nets.resolve("sd15-canny")
