@@ -185,8 +185,14 @@ def test_the_map_is_drawn_from_an_ordinary_image_and_fitted(loaded):
     drawn = condition_map(unit, (64, 64))
     assert drawn.size == (64, 64)
     assert np.array_equal(np.asarray(drawn), np.asarray(fit(canny(photo), (64, 64), "Crop and Resize")))
-    filled = np.asarray(fit(Image.new("RGB", (96, 48), (255, 255, 255)), (64, 64), "Resize and Fill"))
-    assert filled[:8].max() == 0 and filled[32, 32].min() == 255  # padded with black above and below
+    framed = np.zeros((48, 96, 3), np.uint8)
+    framed[8:40, 8:88] = 255
+    filled = np.asarray(fit(Image.fromarray(framed), (64, 64), "Resize and Fill"))
+    assert filled[:8].max() == 0 and filled[32, 32].min() == 255  # padded with the median border colour (black)
+    grey = np.asarray(fit(Image.new("RGB", (96, 48), (90, 90, 90)), (64, 64), "Resize and Fill"))
+    assert (grey == 90).all()  # a grey map's ground is grey
+    edges = np.asarray(fit(canny(photo), (200, 100), "Just Resize"))
+    assert edges.shape == (100, 200, 3) and set(np.unique(edges)) <= {0, 255}  # a binary map stays binary
     pipe, _ = loaded("sd1")
     result = generate(pipe, GenerationSpec(PROMPT, seed=1, steps=2, sampler="Euler",
                                            control=ControlUnit(photo, "edges", model=tiny_controlnet(pipe))))

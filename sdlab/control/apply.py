@@ -57,19 +57,48 @@ class ControlCall:
         return stack
 
 
+def resize_map(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A map (H, W, 3 uint8) at ``size`` (width, height) as the extension's ``high_quality_resize`` resizes one:
+    nearest for maps of a few flat colours (segmentations), area when shrinking, cubic when growing; a black-and-white
+    map stays black and white (re-thresholded with Otsu's cut). Its thinning of one-pixel edges is not done here."""
+    if (array.shape[1], array.shape[0]) == size:
+        return array
+    colours = len(np.unique(array.reshape(-1, array.shape[2]), axis=0))
+    binary = colours == 2 and array.min() < 16 and array.max() > 240
+    smaller = size[0] * size[1] < array.shape[0] * array.shape[1]
+    method = Image.NEAREST if 2 < colours < 200 else Image.BOX if smaller else Image.BICUBIC
+    out = np.asarray(Image.fromarray(array).resize(size, method))
+    if binary:
+        from skimage.filters import threshold_otsu
+
+        gray = out.astype(np.float32).mean(axis=2).clip(0, 255).astype(np.uint8)
+        cut = threshold_otsu(gray) if gray.min() < gray.max() else 127
+        out = np.repeat(np.where(gray > cut, 255, 0).astype(np.uint8)[..., None], 3, axis=2)
+    return out
+
+
 def fit(image: Image.Image, size: tuple[int, int], mode: str = "Crop and Resize") -> Image.Image:
     """``image`` at ``size`` (width, height) as A1111's resize modes fit a map: stretch (Just Resize), scale to
-    cover and centre-crop (Crop and Resize), or scale to fit inside and pad with black (Resize and Fill)."""
-    if image.size == size:
-        return image
+    cover and centre-crop (Crop and Resize), or scale to fit inside on a ground of the map's median border colour
+    (Resize and Fill)."""
+    array = np.asarray(image.convert("RGB"))
     w, h = size
+    if (array.shape[1], array.shape[0]) == size:
+        return image.convert("RGB")
     if mode == "Just Resize":
-        return image.resize(size, Image.LANCZOS)
-    scale = (max if mode == "Crop and Resize" else min)(w / image.width, h / image.height)
-    scaled = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
-    canvas = Image.new("RGB", size, (0, 0, 0))
-    canvas.paste(scaled, ((w - scaled.width) // 2, (h - scaled.height) // 2))
-    return canvas
+        return Image.fromarray(resize_map(array, size))
+    old_h, old_w = array.shape[:2]
+    k = (max if mode == "Crop and Resize" else min)(h / old_h, w / old_w)
+    scaled = resize_map(array, (int(round(old_w * k)), int(round(old_h * k))))
+    new_h, new_w = scaled.shape[:2]
+    if mode == "Crop and Resize":
+        top, left = max(0, (new_h - h) // 2), max(0, (new_w - w) // 2)
+        return Image.fromarray(np.ascontiguousarray(scaled[top : top + h, left : left + w]))
+    border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
+    canvas = np.tile(np.median(border, axis=0).astype(np.uint8)[None, None], (h, w, 1))
+    top, left = max(0, (h - new_h) // 2), max(0, (w - new_w) // 2)
+    canvas[top : top + new_h, left : left + new_w] = scaled
+    return Image.fromarray(canvas)
 
 
 def condition_map(unit, size: tuple[int, int], index: int = 0) -> Image.Image:
