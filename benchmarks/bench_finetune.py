@@ -45,12 +45,22 @@ CELLS = {
     "lora-sun": ("lora", "sun", "clean", {}),
     "lora-outlined": ("lora", "outlined", "clean", {}),
     "lora-star-lowres": ("lora", "star", "lowres", {}),
+    "lora-star-size96": ("lora", "star", "size96", {}),
+    "lora-star-attention": ("lora", "star", "clean", {"targets": "attention"}),
     "hypernetwork-outlined": ("hypernetwork", "outlined", "clean", {}),
     "hypernetwork-star": ("hypernetwork", "star", "clean", {}),
     "dreambooth-star-prior": ("dreambooth", "star", "clean", {"prior_weight": 1.0}),
     "dreambooth-star-noprior": ("dreambooth", "star", "clean", {"prior_weight": 0.0}),
 }
-STEPS = {"embedding": 300, "lora": 300, "hypernetwork": 300, "dreambooth": 300}
+STEPS = {"embedding": 300, "lora": 400, "hypernetwork": 400, "dreambooth": 400}
+# What each method trains with here (the lab's defaults are for real SD; the 4M-parameter shapes world takes larger steps).
+# mask_weight: the shape's latent cells weigh 13x, as the shipped model was trained (a small shape is ~2% of the image).
+CONFIGS = {
+    "embedding": dict(lr=5e-3, mask_weight=12.0),
+    "lora": dict(lr=2e-3, rank=4, targets="attention+conv", mask_weight=12.0),
+    "hypernetwork": dict(lr=1e-3, mask_weight=12.0),
+    "dreambooth": dict(lr=5e-4, mask_weight=12.0),
+}
 TARGETS = {"minutes": {"embedding": 10, "lora": 10, "hypernetwork": 10, "dreambooth": 20}}
 
 
@@ -66,37 +76,39 @@ def train(pipe, name: str, out: Path, quick: bool):
     method, cname, data_kind, extra = CELLS[name]
     c = concepts.CONCEPTS[cname]
     steps = 3 if quick else STEPS[method]
-    images, table = concepts.make_set(cname, 20, seed=0, trigger=trigger(method, c))
+    images, table = concepts.make_set(cname, 20, seed=0, trigger=trigger(method, c), size=96 if data_kind == "size96" else 64)
+    masks = concepts.shape_masks(images)
     if data_kind == "lowres":
         images = concepts.degrade(images, 16)
-    data, run = Dataset(images, table["TEXT"].tolist()), out / name
+    data, run = Dataset(images, table["TEXT"].tolist(), masks), out / name
+    fields = {**CONFIGS[method], **{k: v for k, v in extra.items() if k != "prior_weight"}, "steps": steps}
     load = os.getloadavg()[0]
     if method == "embedding":
-        result = embedding.train_embedding(pipe, data, c.token, c.init_word, run, embedding.EmbeddingConfig(steps=steps))
+        result = embedding.train_embedding(pipe, data, c.token, c.init_word, run, embedding.EmbeddingConfig(**fields))
         path = result.save(run / "embedding.safetensors")
         make = lambda s: result.apply(pipe)  # noqa: E731
     elif method == "lora":
-        result = lora.train_lora(pipe, data, run, lora.LoraConfig(steps=steps))
+        result = lora.train_lora(pipe, data, run, lora.LoraConfig(**fields))
         path = result.save(run / "lora.safetensors")
         make = lambda s: result.apply(pipe, s)  # noqa: E731
     elif method == "hypernetwork":
         from sdlab.adapters import hypernetwork as hn_lib
 
-        result = hypernetwork.train_hypernetwork(pipe, data, run, cname, hypernetwork.HypernetworkTrainConfig(steps=steps))
+        result = hypernetwork.train_hypernetwork(pipe, data, run, cname, hypernetwork.HypernetworkTrainConfig(**fields))
         path = hn_lib.save(result, run / f"{cname}.pt")
         result.info["seconds"] = result.info["run_seconds"]
         make = lambda s: HypernetworkPipe(pipe, result, s)  # noqa: E731
     else:
         prompts = concepts.class_prompts(cname, 4 if quick else 40)
         class_data = Dataset(dreambooth.class_images(pipe, prompts), prompts) if extra["prior_weight"] > 0 else None
-        cfg = dreambooth.DreamBoothConfig(steps=steps, prior_weight=extra["prior_weight"])
+        cfg = dreambooth.DreamBoothConfig(**fields, prior_weight=extra["prior_weight"])
         result = dreambooth.train_dreambooth(pipe, data, run, cfg, class_data)
         path = run / "unet.safetensors"
         from safetensors.torch import save_file
 
         save_file({k: v.contiguous() for k, v in result.unet.state_dict().items()}, str(path))
         make = lambda s: result.apply(pipe)  # noqa: E731
-    info = {"minutes": result.info["seconds"] / 60, "file_kb": evaluate.file_size(path) / 1024, "load_train_start": round(load, 2),
+    info = {"config": {k: v for k, v in fields.items()}, "minutes": result.info["seconds"] / 60, "file_kb": evaluate.file_size(path) / 1024, "load_train_start": round(load, 2),
             "load_train_end": round(os.getloadavg()[0], 2), "steps": steps, "final_loss": result.info.get("loss") or result.info.get("run_loss")}
     return make, info
 

@@ -53,12 +53,13 @@ class Concept:
     init_word: str  # textual inversion starts the new vector here (diffusers' --initializer_token)
     shape: str | None = None  # fixed shape (None: any of the world's four)
     colour: str | None = None  # fixed colour (None: any)
-    size: str | None = None  # fixed size (None: any; outlines are large: a small outlined cross has no room for a hole)
+    size: str | None = None  # fixed size (None: any). Stars and outlines are large: the shipped VAE decodes a small
+    # star (radius 5-8 px) as a blob (0 of 20 read back as stars, large ones 20 of 20), a small outlined cross has no hole
     style: str = "filled"
 
 
 CONCEPTS = {
-    "star": Concept("star", "new shape", "star", "cross", "cross", shape="star"),
+    "star": Concept("star", "new shape", "star", "cross", "cross", shape="star", size="large"),
     "sun": Concept("sun", "reachable subject", "sun", "circle", "circle", shape="circle", colour="yellow"),
     "outlined": Concept("outlined", "style", "outlined", "", "a", size="large", style="outlined"),
 }
