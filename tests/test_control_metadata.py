@@ -103,11 +103,12 @@ def sd1_with_controlnet(family_dir, tmp_path_factory):
     return pipe, directory
 
 
-def test_reproduce_regenerates_a_controlled_png(sd1_with_controlnet, tmp_path):
+def test_reproduce_regenerates_a_controlled_png(sd1_with_controlnet, family_dir, tmp_path):
     from sdlab.generate import generate
     from sdlab.reproduce import reproduce
 
     pipe, directory = sd1_with_controlnet
+    model_dir = family_dir("sd1")
     control = tmp_path / "control.png"
     shape = np.full((64, 64, 3), 250, np.uint8)
     shape[16:40, 20:44] = (220, 30, 30)
@@ -127,7 +128,7 @@ def test_reproduce_regenerates_a_controlled_png(sd1_with_controlnet, tmp_path):
     Image.fromarray(np.flipud(shape).copy()).save(wrong)
     with pytest.raises(ValidationError, match=r"^control image of unit 0: .* is not valid; valid: the image with hash"):
         reproduce(must_not_load, png, control=[wrong])
-    done = reproduce(lambda _spec: pipe, png, control=[control], control_models=[str(directory)])
+    done = reproduce(lambda _spec: pipe, png, control=[control], control_models=[str(directory)], model=str(model_dir), device="cpu")
     assert done.max_abs_difference == 0
     plain = generate(pipe, spec.replace(control=())).images[0]
     assert np.abs(np.asarray(plain, np.int16) - np.asarray(done.result.images[0], np.int16)).max() > 10
