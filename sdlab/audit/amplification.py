@@ -69,6 +69,19 @@ def _check_spec(given: dict[str, str], attribute: str) -> None:
         raise invalid("attribute", attribute, f"an attribute the prompt leaves open, not one of {', '.join(given)}")
 
 
+def _check_values(world: KnownWorld, given: dict[str, str], attribute: str, value: str) -> None:
+    """Refuse a value the world's own words do not have (a shape or colour it never draws would measure nothing):
+    the prompt naming every value, read back by the world's caption parser, must give each value back."""
+    wanted = {**given, attribute: value}
+    try:
+        stated = world.parse(world.describe(**wanted))
+    except Exception:  # a describer that cannot even word the value
+        stated = {}
+    for key, v in wanted.items():
+        if str(stated.get(key)) != str(v):
+            raise invalid("value" if key == attribute else key, v, f"a {key} the world's captions name")
+
+
 def training_skew(meta: pd.DataFrame, given: dict[str, str], attribute: str, value: str, parse: Parse) -> dict[str, Any]:
     """Share of ``attribute == value`` among training images matching ``given``: all of them, and those
     whose caption (read by ``parse``), like an under-specified prompt, states ``given`` but not ``attribute``."""
@@ -232,12 +245,9 @@ def run_amplification(world: KnownWorld, model: str | os.PathLike | None = None,
         source, defaults = locate(model)
         one = estimate_generation(source, defaults.get("width", 512), defaults.get("height", 512), 1, steps)
         check_budget("n", n, one.peak_bytes, one.seconds * n * len(scales) if one.seconds is not None else None)
+    _check_values(world, given, attribute, value)
     if training is None:
         training = world.training(train_rows, seed)
-    for key, wanted in (*given.items(), (attribute, value)):  # a value the world never shows would measure nothing
-        known = sorted(map(str, pd.unique(training[key].dropna())))
-        if str(wanted) not in known:
-            raise invalid("value" if key == attribute else key, wanted, f"one of the {key} values in the training data: {', '.join(known)}")
     if cluster is not None and (generate is not None or model is None):
         raise invalid("cluster", cluster, "a cluster with model= (each worker loads it), not with a generate function")
     if cluster is not None:

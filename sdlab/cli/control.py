@@ -87,15 +87,13 @@ def register(sub) -> None:
 
 
 def cmd_preprocess(args) -> int:
-    from pathlib import Path
-
     from ..control.preprocess import preprocess
     from ..images import open_image
-    from ..io import atomic_path
+    from ..io import atomic_path, check_output
 
     image = open_image(args.image, "image")
+    out = check_output("out", args.out, "file", inputs=(args.image,))
     drawn = preprocess(image, args.type, module=args.module, low=args.low, high=args.high)
-    out = Path(args.out)
     with atomic_path(out) as tmp:
         drawn.save(tmp, format="PNG")
     print(out)
