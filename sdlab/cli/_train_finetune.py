@@ -40,6 +40,8 @@ def register(methods) -> None:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--mixed-precision", default="no", help="no, fp16 or bf16 (CUDA)")
         p.add_argument("--gradient-checkpointing", action="store_true")
+        p.add_argument("--mask-weight", type=float, default=0.0,
+                       help="with --concept: the shape's latent cells weigh 1 + this in the loss (default 0; the benchmark uses 12)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         if method == "embedding":
             p.add_argument("--init-word", help="start the vector at this word's (default: the concept's class word, else 'a')")
@@ -62,7 +64,8 @@ def register(methods) -> None:
 def _config(args):
     """The method's config from the arguments (its validation refuses bad values in one line)."""
     given = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("batch", args.batch)) if v is not None}
-    given.update(seed=args.seed, mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing)
+    given.update(seed=args.seed, mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
+                 mask_weight=args.mask_weight)
     if args.finetune_method == "embedding":
         from ..finetune.embedding import EmbeddingConfig
 
@@ -126,11 +129,14 @@ def cmd_finetune(args) -> int:
     trigger = f"{token} {class_word}" if method == "dreambooth" else ("" if method == "hypernetwork" and concept else token)
     if concept is not None:
         images, table = concepts.make_set(concept.name, args.n_images, args.seed, trigger=trigger)
-        captions = table["TEXT"].tolist()
+        captions, masks = table["TEXT"].tolist(), concepts.shape_masks(images)
     else:
         from ..finetune.common import read_folder
 
         images, captions = read_folder(args.images, args.caption, trigger or token)
+        masks = None
+        if cfg.mask_weight:
+            raise invalid("--mask-weight", cfg.mask_weight, "0 with --images (masks come with a --concept)")
     if method == "embedding":
         _tokenizer_check(args.model, token)
     recorded = {"method": method, "model": args.model, "images": args.images, "concept": args.concept, "token": token,
@@ -146,7 +152,7 @@ def cmd_finetune(args) -> int:
     from ..finetune.run import train_and_save
     from ..models import load_pipeline, model_info
 
-    data = Dataset(images, captions)
+    data = Dataset(images, captions, masks)
     pipe = load_pipeline(args.model, device=args.device)
     class_data = None
     if method == "dreambooth" and cfg.prior_weight > 0:

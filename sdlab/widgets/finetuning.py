@@ -60,8 +60,9 @@ class FinetuningPanel(TrainingPanel):
         from ..models import load_pipeline
 
         method = self.method.value
-        cfg = default_config(method, steps=int(self.steps.value), lr=float(self.lr.value), rank=int(self.rank.value))
         data, c = self.data()
+        cfg = default_config(method, steps=int(self.steps.value), lr=float(self.lr.value), rank=int(self.rank.value),
+                             mask_weight=12.0 if c is not None else None)  # a concept's shape weighs 13x, as in the benchmark
         pipe = self.pipe if self.pipe is not None else load_pipeline("shapes-world")
         out = Path(self.out_dir.value) / method
         init = c.init_word if c is not None else "a"
