@@ -10,6 +10,7 @@ import copy
 import torch
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+CONV_TARGETS = UNET_TARGETS + ["proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1", "conv2", "time_emb_proj", "conv_shortcut"]
 TE_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]  # all of CLIPAttention, as kohya targets it
 
 
@@ -28,13 +29,13 @@ def _randomise(module, seed: int, scale: float) -> None:
             p.data = torch.randn(p.shape, generator=g) * scale
 
 
-def peft_state_dicts(pipe, rank: int = 4, alpha: float = 8.0, seed: int = 0, text: bool = True) -> dict:
+def peft_state_dicts(pipe, rank: int = 4, alpha: float = 8.0, seed: int = 0, text: bool = True, targets=UNET_TARGETS) -> dict:
     """peft state dicts (``get_peft_model_state_dict``) of a random LoRA for ``pipe``'s denoiser and text encoders."""
     from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 
     out = {}
     name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
-    model = inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=UNET_TARGETS), copy.deepcopy(getattr(pipe, name)))
+    model = inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets)), copy.deepcopy(getattr(pipe, name)))
     _randomise(model, seed, 0.3)
     out["unet"] = get_peft_model_state_dict(model)
     if text:
@@ -51,7 +52,8 @@ def make_lora(pipe, fam: str, path, **kwargs):
     from sdlab.adapters.lora import save_lora
 
     rank, alpha = kwargs.pop("rank", 4), kwargs.pop("alpha", 8.0)
-    sds = peft_state_dicts(pipe, rank=rank, alpha=alpha, seed=kwargs.pop("seed", 0), text=kwargs.pop("text", True))
+    sds = peft_state_dicts(pipe, rank=rank, alpha=alpha, seed=kwargs.pop("seed", 0), text=kwargs.pop("text", True),
+                           targets=kwargs.pop("targets", UNET_TARGETS))
     return save_lora(path, sds["unet"], sds.get("text_encoder"), sds.get("text_encoder_2"), family=fam, rank=rank, alpha=alpha, **kwargs)
 
 

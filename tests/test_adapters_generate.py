@@ -11,7 +11,7 @@ import diffusers
 import numpy as np
 import pytest
 import torch
-from adapters_kit import allow_transformers_peft, embedding_vectors, make_lora
+from adapters_kit import CONV_TARGETS, UNET_TARGETS, allow_transformers_peft, embedding_vectors, make_lora
 
 from sdlab.adapters.apply import prepare_adapters
 from sdlab.adapters.embeddings import save_embedding
@@ -71,12 +71,15 @@ def test_lora_equals_plain_diffusers_and_leaves_the_pipe_alone(pipes, family_dir
     assert ours.specs[0].prompt.endswith("<lora:style:0.7>")  # the tag stays in the recorded prompt, as in A1111
 
 
-@pytest.mark.parametrize("name", ["sd1", "sdxl"])
-def test_kohya_export_gives_the_same_images_through_diffusers_converter(pipes, family_dir, tmp_path, monkeypatch, name):
+@pytest.mark.parametrize("name, targets", [("sd1", UNET_TARGETS), ("sdxl", UNET_TARGETS), ("sd1", CONV_TARGETS), ("sdxl", CONV_TARGETS)],
+                         ids=["sd1-attention", "sdxl-attention", "sd1-attention+conv", "sdxl-attention+conv"])
+def test_kohya_export_gives_the_same_images_through_diffusers_converter(pipes, family_dir, tmp_path, monkeypatch, name, targets):
+    """Also with LoCon-style targets (projections, feed-forward, ResNet convolutions): every layer survives both
+    layouts (a diffusers-format file whose attention keys alone were renamed lost them in diffusers' loader)."""
     allow_transformers_peft(monkeypatch)
     pipe = pipes(name)
     fam = family(pipe)
-    src = make_lora(pipe, fam, tmp_path / "d" / "pytorch_lora_weights.safetensors", alpha=2.0)
+    src = make_lora(pipe, fam, tmp_path / "d" / "pytorch_lora_weights.safetensors", alpha=2.0, targets=targets)
     loras = tmp_path / "loras"
     loras.mkdir()
     export_kohya(src, loras / "k.safetensors", family=fam, unet_config=pipe.unet.config)
@@ -88,6 +91,10 @@ def test_kohya_export_gives_the_same_images_through_diffusers_converter(pipes, f
     reference.load_lora_weights(str(loras / "k.safetensors"))  # plain diffusers detects kohya's keys itself
     assert np.array_equal(via_kohya, via_diffusers_format)
     assert np.array_equal(via_kohya, generate(reference, SPEC.replace(prompt="a cat ")).arrays())
+    reference = load_pipeline(str(family_dir(name)), device="cpu")
+    reference.load_lora_weights(str(src))
+    layer = reference.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q
+    assert hasattr(layer, "lora_A") and np.array_equal(via_kohya, generate(reference, SPEC.replace(prompt="a cat ")).arrays())
     assert not np.array_equal(via_kohya, generate(pipe, SPEC.replace(prompt="a cat ")).arrays())
 
 

@@ -2,9 +2,11 @@
 
 - :func:`save_lora` writes what diffusers' own training scripts write
   (``StableDiffusionPipeline.save_lora_weights``: ``pytorch_lora_weights.safetensors``, keys
-  ``unet.<module>.lora.down/up.weight`` and the LoRA config in the header under
+  ``unet.<module>.lora_A/lora_B.weight`` and the LoRA config in the header under
   ``lora_adapter_metadata``), so plain ``pipe.load_lora_weights(path)`` loads it with the rank and
-  alpha it was trained with.
+  alpha it was trained with. (The scripts' ``convert_state_dict_to_diffusers`` renames only attention
+  projections; with convolutions targeted too, diffusers' loader then drops the renamed layers, so the
+  UNet's keys are kept in peft's form, which the loader reads as they are.)
 - :func:`export_kohya` rewrites such a file in kohya sd-scripts' layout, which A1111, ComfyUI and
   InvokeAI read: ``lora_unet_<module with _>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha`` and
   ``lora_te_`` (SD 1.x/2.x) or ``lora_te1_``/``lora_te2_`` (SDXL) for the text encoders. Module names
@@ -201,7 +203,9 @@ def save_lora(
             lora_meta[f"{key}_lora_adapter_metadata"] = _lora_config(sd, rank, alpha)  # targets match with or without text_model.
             if key.startswith("text_encoder"):
                 sd = {_text_model_key(k): v for k, v in sd.items()}
-            layers[f"{key}_lora_layers"] = sd if key == "transformer" else convert_state_dict_to_diffusers(sd)
+            # the denoiser's keys stay peft's (lora_A/lora_B): diffusers' converter renames only attention projections,
+            # and its loader, seeing a first key already in peft's form, would then skip the renamed ones silently
+            layers[f"{key}_lora_layers"] = sd if key in ("unet", "transformer") else convert_state_dict_to_diffusers(sd)
     from ..io import atomic_path
 
     target = directory / name
