@@ -115,6 +115,22 @@ def test_mismatched_data_is_refused_before_any_model_work(data, tmp_path):
     assert not (tmp_path / "controlnet_config.json").exists()
 
 
+def test_focus_weight_needs_focus_maps_and_changes_the_trajectory(world, data, tmp_path):
+    from safetensors.torch import load_file
+
+    with pytest.raises(ValidationError, match="^focus: None is not valid"):
+        train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / "a", ControlNetConfig(focus_weight=12))
+    with pytest.raises(ValidationError, match="^focus: "):
+        train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / "a", ControlNetConfig(focus_weight=12),
+                         focus=data["masks"][:, :8])
+    cfg = dict(steps=2, batch=4, warmup_steps=0)
+    plain = train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / "plain", ControlNetConfig(**cfg), progress=False)
+    focused = train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / "focus", ControlNetConfig(focus_weight=12, **cfg),
+                               focus=data["masks"], progress=False)
+    a, b = (load_file(d / "diffusion_pytorch_model.safetensors") for d in (plain, focused))
+    assert not torch.equal(a["controlnet_mid_block.weight"], b["controlnet_mid_block.weight"])
+
+
 @pytest.mark.parametrize("name", ["sd1", "sd2"])
 def test_trains_on_real_families_and_runs_in_plain_diffusers(family_dir, name, tmp_path):
     from diffusers import ControlNetModel, StableDiffusionControlNetPipeline

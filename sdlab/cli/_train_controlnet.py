@@ -14,8 +14,10 @@ def register(methods) -> None:
     p.add_argument("--model", default="shapes-world", help="the locked base model (default: the shipped shapes world)")
     p.add_argument("--steps", type=int, default=2000, help="optimiser steps (default 2000)")
     p.add_argument("--batch", type=int, default=32, help="images per step (default 32)")
-    p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate after a 50-step warm-up (default 3e-4)")
+    p.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate after a 50-step warm-up (default 5e-4)")
     p.add_argument("--images", type=int, default=8000, help="training scenes (default 8000)")
+    p.add_argument("--focus-weight", type=float, default=12.0,
+                   help="extra loss weight on latent cells at and next to the shape (default 12, as the shapes world's UNet; 0: plain loss)")
     p.add_argument("--text-dropout", type=float, default=0.2, help="share of empty captions (default 0.2)")
     p.add_argument("--snapshot-every", type=int, default=0, help="keep the ControlNet every N steps (default 0: never)")
     p.add_argument("--seed", type=int, default=0)
@@ -29,7 +31,7 @@ def cmd_controlnet(args) -> int:
     from ..conditioning.train import CHECKPOINT, ControlNetConfig
     from ..validation import POSITIVE_INT, invalid, validate_params
 
-    cfg = ControlNetConfig(steps=args.steps, batch=args.batch, lr=args.lr, text_dropout=args.text_dropout,
+    cfg = ControlNetConfig(steps=args.steps, batch=args.batch, lr=args.lr, text_dropout=args.text_dropout, focus_weight=args.focus_weight,
                            snapshot_every=args.snapshot_every, seed=args.seed)  # refuses bad values in one line
     validate_params({"--images": args.images}, {"--images": [POSITIVE_INT]})
     out = Path(args.out)
@@ -47,6 +49,6 @@ def cmd_controlnet(args) -> int:
 
     data = training_data(args.images, args.condition, seed=args.seed)
     pipe = load_pipeline(args.model, device="cpu")
-    print(train_controlnet(pipe, data["images"], data["captions"], data["maps"], out, cfg, progress=not args.quiet,
+    print(train_controlnet(pipe, data["images"], data["captions"], data["maps"], out, cfg, progress=not args.quiet, focus=data["masks"],
                            describe={"condition": args.condition, "model": args.model, "dataset": "shapes world", "data_seed": args.seed}))
     return 0

@@ -41,12 +41,13 @@ def training_data(n: int, condition: str, seed: int = 0) -> dict:
     """``n`` scenes with their training captions and condition maps (one array per preprocessor of the kind).
 
     Returns ``images`` (uint8 N x 64 x 64 x 3), ``captions`` (the world's own alt-text captions, so the
-    colours come from the prompt and the layout from the map), ``maps`` (list of uint8 arrays) and ``meta``.
+    colours come from the prompt and the layout from the map), ``maps`` (list of uint8 arrays), ``masks``
+    (the true shapes, bool N x 64 x 64: the training's focus) and ``meta``.
     """
     _check(n, seed, condition)
     images, meta = world.make_dataset(n, seed=seed)
     maps = [condition_maps(images, condition, m) for m in TRAIN_MODULES[condition]]
-    return {"images": images, "captions": meta["TEXT"].tolist(), "maps": maps, "meta": meta}
+    return {"images": images, "captions": meta["TEXT"].tolist(), "maps": maps, "masks": truth_masks(meta), "meta": meta}
 
 
 def heldout_cases(n: int = 100, condition: str = "edges", seed: int = HELDOUT_SEED, module: str | None = None) -> dict:
