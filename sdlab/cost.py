@@ -24,6 +24,7 @@ from .validation import invalid
 TIME_LIMIT_S = 2 * 3600.0  # longer CPU work must be asked for with force
 MEMORY_SHARE = 0.9  # of the memory available now
 EFFICIENCY = 0.5  # share of the matmul rate convolutions and attention reach on a CPU
+ACTIVATION_FACTOR = 3.0  # copies the counted tensors have alive at once (measured: benchmarks/bench_cost.py)
 TEXT_TOKENS = {"sd3": 333}  # SD 3's joint attention adds the prompt's tokens to the image's
 SD1_UNET = {"block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2, "transformer_layers_per_block": 1,
             "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"]}  # a model sdlab cannot read
@@ -82,18 +83,22 @@ _RATE: list[float] = []
 
 
 def cpu_flops() -> float:
-    """This process's matrix-multiply rate in FLOP/s (measured once, a few milliseconds)."""
+    """One core's matrix-multiply rate in FLOP/s per CPU-second: the best of five 10 ms bursts, timed in this
+    process's CPU time (measured once), so other processes on a busy machine do not make it look slower."""
     if not _RATE:
         import numpy as np
 
         a = np.ones((256, 512), np.float32)
         b = np.ones((512, 512), np.float32)
         a @ b  # warm up
-        start, n = time.perf_counter(), 0
-        while time.perf_counter() - start < 0.02:
-            a @ b
-            n += 1
-        _RATE.append(2 * 256 * 512 * 512 * n / (time.perf_counter() - start))
+        rates = []
+        for _ in range(5):
+            start, n = time.process_time(), 0
+            while time.process_time() - start < 0.01:
+                a @ b
+                n += 1
+            rates.append(2 * 256 * 512 * 512 * n / (time.process_time() - start))
+        _RATE.append(max(rates))
     return _RATE[0]
 
 
@@ -191,7 +196,7 @@ def estimate_generation(source: Path | None, width: int, height: int, batch: int
     decode_flops, decode_elements = vae_decode_cost(vae, h, w)
     size = bytes_per_value or (2 if device.startswith(("cuda", "mps")) else 4)
     weights = _weight_bytes(directory, file)
-    peak = weights + size * batch * max(evaluations * elements, decode_elements)
+    peak = weights + ACTIVATION_FACTOR * size * batch * max(evaluations * elements, decode_elements)
     total = steps * evaluations * batch * flops + batch * decode_flops
     seconds = None if device.startswith(("cuda", "mps")) else total / (EFFICIENCY * cpu_flops())
     return Cost(peak, weights, seconds, available_memory(device), device)
@@ -236,13 +241,13 @@ def init_size(image) -> tuple[int, int] | None:
 
 
 def check_spec(model, spec, device: str = "auto", force: bool = False, allow_pickle: bool = False, scale: float = 1.0) -> Cost:
-    """A spec's generation on ``model`` (a name or path), its defaults filled in as :func:`sdlab.generate.generate`
+    """A spec's generation on ``model`` (a name or path; None: a model sdlab cannot locate, read as SD 1.x), its defaults filled in as :func:`sdlab.generate.generate`
     will, estimated and refused before the model loads: the init image sets the size (extended by
     ``outpaint``), img2img runs ``steps x strength`` steps, CFG above 1 doubles every evaluation; ``scale``
     multiplies the size (a hires fix's second pass, its largest)."""
-    from .models import locate
+    from .models import MODEL_DEFAULTS, locate
 
-    source, defaults = locate(model, allow_pickle=allow_pickle)
+    source, defaults = locate(model, allow_pickle=allow_pickle) if model is not None else (None, dict(MODEL_DEFAULTS))
     spec = spec.resolved(defaults)
     size = init_size(spec.init_image)
     if size is not None:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import ValidationError
+from .errors import ModelNotFoundError, ValidationError
 from .images import load_rgb, open_image
 from .metadata import INIT_HASH, MASK_HASH, image_hash, read_parameters, same_image
 from .spec import GenerationSpec
@@ -59,15 +59,21 @@ def reproduce(load: Callable[[GenerationSpec], Any], png, init=None, mask=None, 
     one image per recorded ControlNet unit; ``control_models``: names or directories replacing the recorded ones).
 
     Before ``load``, the model ``load`` will use (``model``, else the one the PNG names, else the shapes world)
-    is located and the regeneration's memory and time on ``device`` estimated (:func:`sdlab.cost.check_spec`):
-    a foreign file asking for more than this machine has is refused in one line unless ``force``."""
+    is located and the regeneration's memory and time on ``device`` estimated (:func:`sdlab.cost.check_spec`;
+    a name only ``load`` knows is estimated as SD 1.x): a foreign file asking for more than this machine has is
+    refused in one line unless ``force``."""
     from .control.recorded import load_recorded_controlnets
     from .cost import check_spec
     from .generate import generate
     from .models import SHAPES_WORLD
 
     spec, original = prepare_reproduction(png, init, mask, adapters, control, control_models)
-    check_spec(model or spec.model or SHAPES_WORLD, spec, device, force)
+    try:
+        check_spec(model or spec.model or SHAPES_WORLD, spec, device, force)
+    except ModelNotFoundError:
+        if model is not None:
+            raise
+        check_spec(None, spec, device, force)  # a name only ``load`` knows: estimated as SD 1.x
     pipe = load(spec)
     spec = load_recorded_controlnets(spec, pipe)
     result = generate(pipe, spec, adapters=adapters)
