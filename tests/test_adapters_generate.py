@@ -205,3 +205,18 @@ def test_a_pipeline_under_offload_hooks_is_refused_not_silently_unchanged(family
     pipe.unet.forward = lambda *a, **k: original(*a, **k)  # what accelerate's add_hook_to_module does
     with pytest.raises(ValidationError, match="CPU-offload hooks or torch.compile"):
         generate(pipe, SPEC.replace(prompt="a cat <lora:x:1>"), adapters=AdapterFolders(lora_dirs=[tmp_path]))
+
+
+def test_two_loras_in_one_prompt_equal_diffusers_set_adapters(pipes, family_dir, tmp_path, monkeypatch):
+    allow_transformers_peft(monkeypatch)
+    pipe = pipes("sd1")
+    make_lora(pipe, "sd1", tmp_path / "a.safetensors", seed=3)
+    make_lora(pipe, "sd1", tmp_path / "b.safetensors", seed=4, targets=CONV_TARGETS)
+    ours = generate(pipe, SPEC.replace(prompt="a cat <lora:a:1> <lora:b:0.5:0.25>"), adapters=AdapterFolders(lora_dirs=[tmp_path]))
+    reference = load_pipeline(str(family_dir("sd1")), device="cpu")
+    reference.load_lora_weights(str(tmp_path / "a.safetensors"), adapter_name="a")
+    reference.load_lora_weights(str(tmp_path / "b.safetensors"), adapter_name="b")
+    reference.set_adapters(["a", "b"], adapter_weights=[{"unet": 1.0, "text_encoder": 1.0}, {"unet": 0.25, "text_encoder": 0.5}])
+    assert np.array_equal(ours.arrays(), generate(reference, SPEC.replace(prompt="a cat  ")).arrays())
+    hashes = ours.specs[0].extra["Lora hashes"]
+    assert hashes == f"a: {lora_hash(tmp_path / 'a.safetensors')}, b: {lora_hash(tmp_path / 'b.safetensors')}"
