@@ -121,7 +121,9 @@ class HypernetworkPipe:
 
         from sdlab.adapters import hypernetwork as hn_lib
 
-        self.pipe = type(pipe)(**{**pipe.components, "unet": copy.deepcopy(pipe.unet)})
+        from sdlab.finetune.common import rebuild
+
+        self.pipe = rebuild(pipe, unet=copy.deepcopy(pipe.unet))
         self.context = hn_lib.applied(self.pipe, hn, strength)
         self.context.__enter__()
 

@@ -135,6 +135,12 @@ def check_family(pipe, method: str) -> str:
     return name
 
 
+def rebuild(pipe, **parts):
+    """A new pipeline of ``pipe``'s class from its components with ``parts`` replaced (``pipe`` is not changed)."""
+    extra = {"requires_safety_checker": False} if "safety_checker" in pipe.components and pipe.components["safety_checker"] is None else {}
+    return type(pipe)(**{**pipe.components, **parts}, **extra)
+
+
 def check_size(pipe, images: np.ndarray) -> None:
     factor = int(getattr(pipe, "vae_scale_factor", 8))
     h, w = images.shape[1:3]

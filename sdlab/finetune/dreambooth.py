@@ -22,7 +22,7 @@ import torch
 
 from ..progress import Callback
 from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, validate_fields
-from .common import BASE_CONSTRAINTS, Dataset, TrainConfig, autocast, check_family, check_size, diffusion_loss, draw
+from .common import BASE_CONSTRAINTS, Dataset, TrainConfig, autocast, check_family, check_size, diffusion_loss, draw, rebuild
 from .common import encode_latents, encode_text, noise_scheduler, sdxl_time_ids, snr_weights, train_loop
 from .embedding import text_parts
 
@@ -61,7 +61,7 @@ class DreamBooth:
 
     def apply(self, pipe):
         """A new pipeline: ``pipe``'s components with this UNet."""
-        return type(pipe)(**{**pipe.components, "unet": self.unet})
+        return rebuild(pipe, unet=self.unet)
 
     def save(self, pipe, path: str | Path, meta: dict | None = None) -> Path:
         """A full diffusers pipeline directory (with ``sdlab.json``: ``meta`` plus this run's history line)."""

@@ -22,7 +22,7 @@ import torch
 
 from ..progress import Callback
 from ..validation import Interval, invalid, validate_fields
-from .common import BASE_CONSTRAINTS, Dataset, TrainConfig, autocast, check_family, check_size, diffusion_loss, draw
+from .common import BASE_CONSTRAINTS, Dataset, TrainConfig, autocast, check_family, check_size, diffusion_loss, draw, rebuild
 from .common import encode_latents, encode_text, noise_scheduler, sdxl_time_ids, snr_weights, train_loop
 
 
@@ -124,7 +124,7 @@ class Embedding:
                 enc.get_input_embeddings().weight[tok.convert_tokens_to_ids(names)] = vec.to(enc.dtype).to(enc.device)
             suffix = "" if i == 0 else "_2"
             new_parts[f"tokenizer{suffix}"], new_parts[f"text_encoder{suffix}"] = tok, enc
-        return type(pipe)(**{**pipe.components, **new_parts})
+        return rebuild(pipe, **new_parts)
 
 
 def train_embedding(pipe, data: Dataset, token: str, init_word: str, out: str | Path, cfg: EmbeddingConfig = EmbeddingConfig(),

@@ -18,7 +18,7 @@ import torch
 
 from ..progress import Callback
 from ..validation import Interval, Options, validate_fields
-from .common import BASE_CONSTRAINTS, Dataset, TrainConfig, autocast, check_family, check_size, diffusion_loss, draw
+from .common import BASE_CONSTRAINTS, Dataset, TrainConfig, autocast, check_family, check_size, diffusion_loss, draw, rebuild
 from .common import encode_latents, encode_text, noise_scheduler, sdxl_time_ids, snr_weights, train_loop
 from .embedding import text_parts
 
@@ -94,7 +94,7 @@ class Lora:
                     encs[i], sd, PeftConfig(r=self.rank, lora_alpha=self.alpha, target_modules=TEXT_TARGETS))
         for model in parts.values():
             _scale(model, strength)
-        return type(pipe)(**{**pipe.components, **parts})
+        return rebuild(pipe, **parts)
 
 
 def add_adapter(model, config) -> None:

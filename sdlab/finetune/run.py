@@ -11,7 +11,7 @@ from typing import Any
 
 from ..progress import Callback
 from ..validation import Options, validate_params
-from .common import Dataset, TrainConfig
+from .common import Dataset, TrainConfig, rebuild
 
 METHODS = ("embedding", "lora", "dreambooth", "hypernetwork")
 
@@ -35,7 +35,7 @@ class Trained:
 
             from ..adapters import hypernetwork as hn_lib
 
-            tuned = type(pipe)(**{**pipe.components, "unet": copy.deepcopy(pipe.unet)})
+            tuned = rebuild(pipe, unet=copy.deepcopy(pipe.unet))
             hn_lib.applied(tuned, self.result, strength).__enter__()  # the copy keeps the processors
             return tuned
         return self.result.apply(pipe)
