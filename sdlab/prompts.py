@@ -42,6 +42,7 @@ than passed on as literal brackets.
 from __future__ import annotations
 
 import re
+import weakref
 from typing import Any
 
 from .errors import ValidationError
@@ -117,8 +118,18 @@ def is_weighted(text: str) -> bool:
     return any(w != 1.0 for _, w in parse(text))
 
 
+_GROUPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # tokenizer -> {first id: run length}
+
+
+def keep_together(tokenizer, groups: dict[int, int]) -> None:
+    """Runs of token ids never split across chunks: ``{first id: length}`` (a textual-inversion embedding's
+    vectors, which A1111 moves whole to the next chunk when they do not fit; see :mod:`sdlab.adapters.apply`)."""
+    _GROUPS[tokenizer] = dict(groups)
+
+
 def tokenize_weighted(tokenizer, text: str) -> list[list[tuple[int, float]]]:
     """Token ids with weights, split into chunks of at most 75 (``BREAK`` starts a new one)."""
+    groups = _GROUPS.get(tokenizer, {})
     chunks: list[list[tuple[int, float]]] = [[]]
     for fragment, weight in parse(text):
         if weight == -1:
@@ -126,10 +137,13 @@ def tokenize_weighted(tokenizer, text: str) -> list[list[tuple[int, float]]]:
                 chunks.append([])
             continue
         ids = tokenizer(fragment, add_special_tokens=False, truncation=False, verbose=False).input_ids
-        for token_id in ids:
-            if len(chunks[-1]) == CHUNK:
+        k = 0
+        while k < len(ids):
+            run = min(groups.get(ids[k], 1), CHUNK)
+            if len(chunks[-1]) + run > CHUNK:
                 chunks.append([])
-            chunks[-1].append((token_id, weight))
+            chunks[-1].extend((token_id, weight) for token_id in ids[k : k + run])
+            k += run
     return chunks
 
 

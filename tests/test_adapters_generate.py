@@ -220,3 +220,17 @@ def test_two_loras_in_one_prompt_equal_diffusers_set_adapters(pipes, family_dir,
     assert np.array_equal(ours.arrays(), generate(reference, SPEC.replace(prompt="a cat  ")).arrays())
     hashes = ours.specs[0].extra["Lora hashes"]
     assert hashes == f"a: {lora_hash(tmp_path / 'a.safetensors')}, b: {lora_hash(tmp_path / 'b.safetensors')}"
+
+
+def test_an_embedding_is_never_split_across_chunks_as_in_a1111(pipes, tmp_path):
+    """sd_hijack_clip.tokenize_line: an embedding that does not fit in the current 75-token chunk starts the next."""
+    from sdlab.prompts import tokenize_weighted
+
+    pipe = pipes("sd1")
+    save_embedding(tmp_path / "shiny.safetensors", "shiny", embedding_vectors(pipe, n=3))
+    prompt = "cat " * 73 + "shiny dog"
+    assert len(tokenize_weighted(pipe.tokenizer, "cat " * 73)[0]) == 73  # one token per word here
+    used = prepare_adapters(pipe, SPEC.replace(prompt=prompt), AdapterFolders(embedding_dirs=[tmp_path]))
+    chunks = tokenize_weighted(used.pipe.tokenizer, used.prompt)
+    assert [len(c) for c in chunks] == [73, 4]  # the 3 vectors moved whole, then "dog"
+    assert [len(c) for c in tokenize_weighted(pipe.tokenizer, "cat " * 76)] == [75, 1]  # plain text still cut at 75

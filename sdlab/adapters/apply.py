@@ -12,7 +12,7 @@ weight tensor shared, so a clone costs no weight memory), and
 2. gives each embedding's vectors new token ids: a copied tokenizer learns placeholder tokens and the
    cloned text encoder a token-embedding table with the vectors appended (what diffusers'
    ``load_textual_inversion`` does to the pipeline itself), and the embedding's name in the prompt
-   becomes its placeholders;
+   becomes its placeholders, kept in one 75-token chunk as A1111 keeps an embedding's vectors;
 3. puts a ``<hypernet:NAME:STRENGTH>`` (:mod:`sdlab.adapters.hypernetwork`) into the cloned UNet's attention;
 4. returns a pipeline of the same class made with ``from_pipe`` from the clones and the user's other
    components. After the call nothing refers to the clones; the user's modules, parameters (their
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ValidationError
 from ..models import family as model_family
+from ..prompts import keep_together
 from .embeddings import Embedding, embedding_hash, read_embedding
 from .lora import load_lora, lora_hash
 from .networks import (HYPERNET, LORA_KINDS, AdapterFolders, find_embedding_names, has_extra_networks, hypernetworks,
@@ -261,6 +262,7 @@ def _apply_embeddings(pipe, embeddings: list[Embedding], parts: dict) -> dict[st
         new[: weight.shape[0]] = weight
         new[ids] = vectors
         encoder.set_input_embeddings(torch.nn.Embedding.from_pretrained(new, freeze=True, padding_idx=table.padding_idx))
+        keep_together(tokenizer, {tokenizer.convert_tokens_to_ids(placeholders[e.name][0]): e.n_vectors for e in embeddings})
         parts[tok_name] = tokenizer
     return replacements
 
