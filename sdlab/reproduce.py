@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import ModelNotFoundError, ValidationError
+from .validation import invalid
 from .images import load_rgb, open_image
 from .metadata import INIT_HASH, MASK_HASH, image_hash, read_parameters, same_image
 from .spec import GenerationSpec
@@ -58,8 +59,8 @@ def reproduce(load: Callable[[GenerationSpec], Any], png, init=None, mask=None, 
     :class:`sdlab.adapters.networks.AdapterFolders` holding the LoRAs and embeddings it records; ``control``:
     one image per recorded ControlNet unit; ``control_models``: names or directories replacing the recorded ones).
 
-    Before ``load``, the model ``load`` will use (``model``, else the one the PNG names, else the shapes world)
-    is located and the regeneration's memory and time on ``device`` estimated (:func:`sdlab.cost.check_spec`;
+    Before ``load``, the model ``load`` will use (``model``, else the one the PNG names; a PNG naming none
+    needs ``model``) is located and the regeneration's memory and time on ``device`` estimated (:func:`sdlab.cost.check_spec`;
     a name only ``load`` knows is estimated as SD 1.x): a foreign file asking for more than this machine has is
     refused in one line unless ``force``."""
     from .control.recorded import load_recorded_controlnets
@@ -68,6 +69,8 @@ def reproduce(load: Callable[[GenerationSpec], Any], png, init=None, mask=None, 
     from .models import SHAPES_WORLD
 
     spec, original = prepare_reproduction(png, init, mask, adapters, control, control_models)
+    if model is None and spec.model is None:  # never a silent fall back to some model: the pixels would mean nothing
+        raise invalid("model", None, "a model to regenerate with: the PNG names none, so pass model= (CLI: --model)")
     try:
         check_spec(model or spec.model or SHAPES_WORLD, spec, device, force)
     except ModelNotFoundError:

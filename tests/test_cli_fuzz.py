@@ -63,7 +63,7 @@ SPEC_ROWS = [
     (["--device", "tpu"], "device: 'tpu' is not valid"),
     (["--size", "4096x4096"], "cost: '"),
     (["-n", "100000"], "100000 image"),
-    (["--steps", "1000000"], "1000000 steps"),
+    (["--steps", "10000000"], "10000000 steps"),
 ]
 DREAMBOOTH = {"dreambooth": ["--class-word", "dog"]}
 SPEC_VERBS = {  # the verb's own argv (before the spec options) and its output option
@@ -98,13 +98,15 @@ ROWS += [
     ("reproduce", ["reproduce", "@/img.png"], "no generation metadata"),
     ("reproduce", ["reproduce", "@/meta_size.png"], "2152x784"),
     ("reproduce", ["reproduce", "@/meta_odd.png"], "width: 2153 is not valid"),
-    ("reproduce", ["reproduce", "@/meta_steps.png"], "1000000 steps"),
+    ("reproduce", ["reproduce", "@/meta_steps.png"], "10000000 steps"),
     ("reproduce", ["reproduce", "@/meta_huge.png"], "4096x4096"),
     ("reproduce", ["reproduce", "@/meta_ok.png", "--out", "@/afile"], "out: '"),
     ("reproduce", ["reproduce", "@/meta_ok.png", "--out", "@/afile/sub"], "is not a directory"),
     ("reproduce", ["reproduce", "@/meta_ok.png", "--model", "@/notamodel"], "model: '"),
     ("reproduce", ["reproduce", "@/meta_ok.png", "--device", "tpu"], "device: 'tpu' is not valid"),
     ("reproduce", ["reproduce", "@/meta_init.png"], "init: this PNG was made from an image"),
+    ("reproduce", ["reproduce", "@/meta_nomodel.png"], "model: None is not valid"),
+    ("reproduce", ["reproduce", "@/meta_foreign.png"], "model: 'v1-5-pruned-emaonly' is not"),
     ("reproduce", ["reproduce", "@/meta_init.png", "--init", "@/img48.png"], "init: "),
     ("reproduce", ["reproduce", "@/meta_init.png", "--init", "@/missing.png"], "init: no such file"),
     # samplers
@@ -423,10 +425,12 @@ def make_fixtures(d: Path) -> None:
     _png_with(d / "meta_ok.png", parameters=a1111.format(steps=4, size="64x64"))
     _png_with(d / "meta_size.png", parameters=a1111.format(steps=4, size="2152x784"))
     _png_with(d / "meta_odd.png", parameters=a1111.format(steps=4, size="2153x788"))
-    _png_with(d / "meta_steps.png", parameters=a1111.format(steps=1000000, size="64x64"))
+    _png_with(d / "meta_steps.png", parameters=a1111.format(steps=10000000, size="64x64"))
     _png_with(d / "meta_huge.png", parameters=a1111.format(steps=20, size="4096x4096") + ", Denoising strength: 0.5")
     _png_with(d / "meta_init.png", parameters=a1111.format(steps=4, size="64x64") + ", Denoising strength: 0.5, Init image hash: 0123456789abcdef0123456789abcdef")
     _png_with(d / "a1111_badsteps.png", parameters=a1111.format(steps="many", size="64x64"))
+    _png_with(d / "meta_nomodel.png", parameters=a1111.format(steps=4, size="64x64").replace(", Model: shapes-world", ""))
+    _png_with(d / "meta_foreign.png", parameters=a1111.format(steps=4, size="64x64").replace("shapes-world", "v1-5-pruned-emaonly"))
     graph = {"3": {"class_type": "KSampler", "inputs": {"seed": "abc", "steps": 20, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal",
                                                         "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
              "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5.safetensors"}},

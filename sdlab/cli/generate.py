@@ -78,10 +78,12 @@ def cmd_info(args) -> int:
 
 def cmd_reproduce(args) -> int:
     from ..io import check_output
+    from ..models import locate
     from ..reproduce import reproduce
 
     def load(spec):
         args.model = args.model or spec.model or "shapes-world"
+        locate(args.model, allow_pickle=args.allow_pickle)  # a name the PNG records but this machine lacks: one line, no import
         return load_model(args)
 
     check_output("out", args.out, "dir")
