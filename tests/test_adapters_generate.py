@@ -71,8 +71,9 @@ def test_lora_equals_plain_diffusers_and_leaves_the_pipe_alone(pipes, family_dir
     assert ours.specs[0].prompt.endswith("<lora:style:0.7>")  # the tag stays in the recorded prompt, as in A1111
 
 
-@pytest.mark.parametrize("name, targets", [("sd1", UNET_TARGETS), ("sdxl", UNET_TARGETS), ("sd1", CONV_TARGETS), ("sdxl", CONV_TARGETS)],
-                         ids=["sd1-attention", "sdxl-attention", "sd1-attention+conv", "sdxl-attention+conv"])
+@pytest.mark.parametrize("name, targets", [("sd1", UNET_TARGETS), ("sd2", UNET_TARGETS), ("sdxl", UNET_TARGETS), ("sd1", CONV_TARGETS),
+                                           ("sdxl", CONV_TARGETS)],
+                         ids=["sd1-attention", "sd2-attention", "sdxl-attention", "sd1-attention+conv", "sdxl-attention+conv"])
 def test_kohya_export_gives_the_same_images_through_diffusers_converter(pipes, family_dir, tmp_path, monkeypatch, name, targets):
     """Also with LoCon-style targets (projections, feed-forward, ResNet convolutions): every layer survives both
     layouts (a diffusers-format file whose attention keys alone were renamed lost them in diffusers' loader)."""
