@@ -110,10 +110,10 @@ def check_budget(name: str, value, memory_bytes: float = 0.0, seconds: float | N
     available = available_memory(device)
     if memory_bytes > MEMORY_SHARE * available:
         raise invalid(name, value, f"work that fits in memory: this needs about {human_bytes(memory_bytes)} (estimated) and "
-                                   f"{device} has {human_bytes(available)} available; ask for less, or pass --force to try anyway")
+                                   f"{device} has {human_bytes(available)} available; ask for less, or force it (CLI: --force) to try anyway")
     if seconds is not None and seconds > TIME_LIMIT_S and not device.startswith(("cuda", "mps")):
         raise invalid(name, value, f"work under {human_seconds(TIME_LIMIT_S)} here: this would take about {human_seconds(seconds)} "
-                                   "on this CPU (estimated); ask for less, or pass --force to run it anyway")
+                                   "on this CPU (estimated); ask for less, or force it (CLI: --force) to run it anyway")
 
 
 # -- a generation's cost from the model's configs -----------------------------------------------
@@ -261,3 +261,15 @@ def check_spec(model, spec, device: str = "auto", force: bool = False, allow_pic
         steps = max(1, int(steps * spec.strength))
     guidance = 5.0 if spec.guidance is None else spec.guidance
     return check_generation(source, width, height, spec.batch_size, steps, guidance, likely_device(device), force)
+
+
+def check_pipeline(pipe, spec, force: bool = False) -> Cost:
+    """:func:`check_spec` for a pipeline already loaded (a panel's): the configs where it came from, its device."""
+    from .errors import ModelNotFoundError
+    from .models import model_info
+
+    device = str(getattr(pipe, "device", "cpu"))
+    try:
+        return check_spec(model_info(pipe).source, spec, device, force)
+    except ModelNotFoundError:  # built in memory or from the hub: estimated as SD 1.x
+        return check_spec(None, spec, device, force)

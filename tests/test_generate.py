@@ -139,6 +139,10 @@ def test_panel_drives_generation_without_a_browser(pipe):
     panel.width.value = 70
     panel.generate(background=False)
     assert panel.last_error.startswith("width: 70 is not valid; valid: a multiple of")
+    panel.width.value = panel.height.value = 8192  # typed into the size boxes: refused with the estimate
+    panel.generate(background=False)
+    assert panel.last_error.startswith("cost: '8192x8192, 2 images, 3 steps' is not valid") and "estimated" in panel.last_error
+    panel.width.value = panel.height.value = 64
     panel.mode.selected_index = 1
     panel.generate(background=False)
     assert "init image" in panel.last_error

@@ -120,12 +120,14 @@ class GenerationPanel(Panel):
 
     # -- actions ---------------------------------------------------------------------
     def generate(self, background: bool = True) -> None:
+        from ..cost import check_pipeline
         from ..generate import generate
 
         if not self.lock.value:
             self.roll_seed()
         try:
             spec, folders = self.spec(), self.adapters.folders()
+            check_pipeline(self.pipe, spec)  # a size or batch this machine cannot afford: refused, not a frozen kernel
         except ValidationError as exc:
             self.show_error(str(exc))
             return
