@@ -112,7 +112,7 @@ def test_hypernetwork_tag_applies_sdlab_hypernetworks_on_a_copy(family_dir, tmp_
         p.data = torch.randn(p.shape, generator=g) * 0.2
     hn.save(network, tmp_path / "h" / "bent.safetensors")
     processors = {k: id(v) for k, v in pipe.unet.attn_processors.items()}
-    spec = SPEC.replace(prompt="a red cat <hypernet:bent:0.6>")
+    spec = SPEC.replace(prompt="a red cat <hypernet:bent:0.6>", model=str(family_dir("sd1")))
     ours = generate(pipe, spec, adapters=AdapterFolders(hypernetwork_dirs=[tmp_path / "h"]))
     reference = load_pipeline(str(family_dir("sd1")), device="cpu")
     with hn.applied(reference, hn.load(tmp_path / "h" / "bent.safetensors"), 0.6):
@@ -120,3 +120,7 @@ def test_hypernetwork_tag_applies_sdlab_hypernetworks_on_a_copy(family_dir, tmp_
     assert np.array_equal(ours.arrays(), theirs)
     assert not np.array_equal(theirs, generate(reference, spec.replace(prompt="a red cat")).arrays())
     assert {k: id(v) for k, v in pipe.unet.attn_processors.items()} == processors
+    png = ours.save(tmp_path / "out")[0]
+    with pytest.raises(ValidationError, match="names a hypernetwork, but no hypernetwork folder was given"):
+        reproduce(lambda spec: (_ for _ in ()).throw(AssertionError("loaded")), png)
+    assert reproduce(lambda spec: pipe, png, adapters=AdapterFolders(hypernetwork_dirs=[tmp_path / "h"])).max_abs_difference == 0

@@ -14,7 +14,7 @@ import re
 from ..errors import ValidationError
 from .embeddings import embedding_hash
 from .lora import lora_hash
-from .networks import LORA_KINDS, AdapterFolders, parse_extra_networks
+from .networks import LORA_KINDS, AdapterFolders, parse_extra_networks, preflight
 
 RE_LORA = re.compile("<lora:([^:]+):")  # A1111's re_lora
 
@@ -43,6 +43,7 @@ def resolve_recorded(spec, folders: AdapterFolders | None):
         if tis:
             raise ValidationError(f"png: it was made with the embedding(s) {', '.join(tis)}; pass the folder that holds them "
                                   "(adapters=AdapterFolders(embedding_dirs=[DIR]) or --embeddings-dir DIR)")
+        preflight(spec.prompt, None)  # a <hypernet:...> tag without a folder
         return spec
     prompt = spec.prompt
     if loras:
@@ -70,4 +71,5 @@ def resolve_recorded(spec, folders: AdapterFolders | None):
             actual = embedding_hash(path)
             if actual != recorded:
                 raise ValidationError(f"embedding: {path.name} has hash {actual}, but the PNG was made with {name} of hash {recorded}")
+    preflight(prompt, folders)  # every tag resolves to a file (a hypernetwork's by name), still before any model loads
     return spec.replace(prompt=prompt) if prompt != spec.prompt else spec
