@@ -194,6 +194,9 @@ ROWS += [
     ("sweep", ["sweep", "a", "--x", "seed=1-2", "--out", "@/afile"], "out: '"),
     ("sweep", ["sweep", "a", "--x", "seed=1-2", "--out", "/proc/sdlab-sweep"], "out: '/proc/sdlab-sweep'"),
     ("sweep", ["sweep", "a", "--x", "seed=1-100000", "--out", "@/sw"], "100000"),
+    ("sweep", ["sweep", "a", "--x", "seed=1-2", "--out", "@/bad-store"], "results.parquet' is unreadable"),
+    ("sweep", ["sweep", "a", "--x", "seed=1-2", "--out", "@/bad-meta"], "sweep.json' is unreadable"),
+    ("watermark battery", ["watermark", "battery", "@/big.png", "--out", "@/bad-rows"], "rows.parquet' is unreadable"),
     # trace: its own options
     ("trace", ["trace", "a circle", "--out", "/proc/sdlab-trace"], "out: '/proc/sdlab-trace'"),
     ("trace", ["trace", "a circle", "--out", "@/afile"], "out: '"),
@@ -455,6 +458,10 @@ def make_fixtures(d: Path) -> None:
     (d / "ragged.csv").write_text("URL,TEXT\nhttps://a.example.com/x,a cat,extra,more\nhttps://b.example.com\n\"unterminated\n")
     (d / "bad.jsonl").write_text('{"URL": "https://a.example.com", "TEXT": "a cat"}\n{not json\n')
     (d / "nocols.csv").write_text("alpha,beta\n1,2\n")
+    for store, file, junk in (("bad-store", "results.parquet", b"PAR1 junk"), ("bad-meta", "sweep.json", b"{not json"),
+                              ("bad-rows", "rows.parquet", b"junk")):  # a result store a crash or a disk left damaged
+        (d / store).mkdir()
+        (d / store / file).write_bytes(junk)
 
 
 @pytest.fixture(scope="module")

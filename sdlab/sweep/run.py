@@ -151,6 +151,7 @@ def run_sweep(
     request = json.loads(json.dumps({"model": model.fingerprint(), "base": spec_row(base), "prompts": prompts or [],
                                      "axes": [{"name": a.name, "values": list(a.values)} for a in axes]}))
     store = ResultStore(out_dir)
+    store.check()
     if store.answers(request, [c.key for c in cells]):
         return store.rows()
     with connect(cluster) as client:

@@ -35,6 +35,20 @@ class ResultStore:
 
         return set(pd.read_parquet(self.table_path, columns=["cell"])["cell"]) if self.table_path.exists() else set()
 
+    def check(self) -> None:
+        """Refuse, before any model loads, a store whose files cannot be read (one StoreError line naming the file)."""
+        import pandas as pd
+
+        meta = self.dir / "sweep.json"
+        for path, read in ((meta, lambda p: json.loads(p.read_text(encoding="utf-8"))),
+                           (self.table_path, lambda p: pd.read_parquet(p, columns=["cell"]))):
+            if path.exists():
+                try:
+                    read(path)
+                except Exception as exc:  # JSON's, pyarrow's and the OS's own errors
+                    raise StoreError(f"out: {str(path)!r} is unreadable ({str(exc).splitlines()[0][:120]}); "
+                                     "delete it, or use another --out") from None
+
     def open(self, arguments: dict, new: bool = False) -> set[str]:
         """Create or reopen the store for ``arguments``; return the keys of finished cells."""
         meta = self.dir / "sweep.json"
