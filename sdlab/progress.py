@@ -80,3 +80,17 @@ class Reporter:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def read_checkpoint(path, **options):
+    """A resumable checkpoint (``torch.load``, weights only), or one StoreError line naming the file when it is
+    truncated or damaged (a disk filled up, a copy cut short): delete it and that stage starts again."""
+    import torch
+
+    from .errors import StoreError
+
+    try:
+        return torch.load(path, weights_only=True, **options)
+    except Exception as exc:  # pickle's, zipfile's and torch's own errors on a damaged file
+        raise StoreError(f"checkpoint: {str(path)!r} is unreadable ({str(exc).splitlines()[0][:120]}); "
+                         "delete it to start that stage again") from None

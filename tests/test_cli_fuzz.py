@@ -137,6 +137,7 @@ ROWS += [
     ("mini train", ["mini", "train", "--out", "@/afile"], "out: '"),
     ("mini train", ["mini", "train", "--out", "@/afile/sub"], "is not a directory"),
     ("mini train", ["mini", "train", "--out", "/proc/sdlab-run"], "out: '/proc/sdlab-run'"),
+    ("mini train", ["mini", "train", "--out", "@/bad-run", "--images", "8"], "checkpoint: '@/bad-run/vae.ckpt' is unreadable"),
     # mini finetune
     ("mini finetune", ["mini", "finetune", "@/notamodel", "--out", "@/never"], "notamodel"),
     ("mini finetune", ["mini", "finetune", "--out", "@/never", "--steps", "0"], "steps: 0 is not valid"),
@@ -459,7 +460,7 @@ def make_fixtures(d: Path) -> None:
     (d / "bad.jsonl").write_text('{"URL": "https://a.example.com", "TEXT": "a cat"}\n{not json\n')
     (d / "nocols.csv").write_text("alpha,beta\n1,2\n")
     for store, file, junk in (("bad-store", "results.parquet", b"PAR1 junk"), ("bad-meta", "sweep.json", b"{not json"),
-                              ("bad-rows", "rows.parquet", b"junk")):  # a result store a crash or a disk left damaged
+                              ("bad-rows", "rows.parquet", b"junk"), ("bad-run", "vae.ckpt", b"PK\x03\x04 cut short")):  # a result store a crash or a disk left damaged
         (d / store).mkdir()
         (d / store / file).write_bytes(junk)
 

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from ...images import to_tensor
 from ...trainlog import append_log
-from ...progress import Callback, Checkpointer
+from ...progress import Callback, Checkpointer, read_checkpoint
 from .. import model as model_lib
 from ..config import TrainConfig
 from .common import DECODER_STAGE, VAE_STAGE, cosine, save_checkpoint, step_generator
@@ -28,7 +28,7 @@ def _autoencoder_stage(
     (and before ``callback`` stops the run by raising)."""
     ckpt_path, start = out / f"{name}.ckpt", 0
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=True)
+        state = read_checkpoint(ckpt_path)
         vae.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
         start = state["step"]
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ...trainlog import append_log
-from ...progress import Callback, Checkpointer
+from ...progress import Callback, Checkpointer, read_checkpoint
 from ...validation import invalid
 from .. import model as model_lib
 from ..config import TrainConfig
@@ -87,7 +87,7 @@ def train_unet(
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
     ckpt_path, start = out / "unet.ckpt", 0
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=True)
+        state = read_checkpoint(ckpt_path)
         unet.load_state_dict(state["unet"]), ema_unet.load_state_dict(state["ema_unet"])
         opt.load_state_dict(state["opt"])
         start = state["step"]

@@ -12,7 +12,7 @@ import numpy as np
 from ...errors import ModelNotFoundError, ValidationError
 from ...images import to_tensor
 from ...io import append_jsonl, atomic_path, atomic_write_text
-from ...progress import Callback, Checkpointer, Reporter
+from ...progress import Callback, Checkpointer, Reporter, read_checkpoint
 from ...validation import Check, invalid, validate_params
 from .augmentations import augment
 from .config import CHECKPOINT, CONFIG, DECODER, EXTRACTOR, Dataset, SignatureConfig
@@ -92,7 +92,7 @@ def train(pipe, out: str | Path, cfg: SignatureConfig | None = None, progress: b
         extractor.load_state_dict(load_file(str(source / EXTRACTOR)))
         start = cfg.extractor_steps
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
+        state = read_checkpoint(ckpt)
         if state["config"] != _checkpoint_key(cfg, source):
             raise ValidationError(f"out: {out} holds a checkpoint of another configuration; use a new directory")
         for name, module in modules.items():
