@@ -49,8 +49,12 @@ CELLS = {
     "lora-star-attention": ("lora", "star", "clean", {"targets": "attention"}),
     "hypernetwork-outlined": ("hypernetwork", "outlined", "clean", {}),
     "hypernetwork-star": ("hypernetwork", "star", "clean", {}),
+    "hypernetwork-outlined-lr1e-2": ("hypernetwork", "outlined", "clean", {"lr": 1e-2}),
     "dreambooth-star-prior": ("dreambooth", "star", "clean", {"prior_weight": 1.0}),
     "dreambooth-star-noprior": ("dreambooth", "star", "clean", {"prior_weight": 0.0}),
+    # prior preservation on the base model's images of general prompts (all shapes), not only the class word's
+    "dreambooth-star-prior-general": ("dreambooth", "star", "clean", {"prior_weight": 1.0, "class_images": "general"}),
+    "dreambooth-star-prior-lr2e-4": ("dreambooth", "star", "clean", {"prior_weight": 1.0, "lr": 2e-4}),
 }
 STEPS = {"embedding": 300, "lora": 400, "hypernetwork": 400, "dreambooth": 400}
 # What each method trains with here (the lab's defaults are for real SD; the 4M-parameter shapes world takes larger steps).
@@ -81,7 +85,7 @@ def train(pipe, name: str, out: Path, quick: bool):
     if data_kind == "lowres":
         images = concepts.degrade(images, 16)
     data, run = Dataset(images, table["TEXT"].tolist(), masks), out / name
-    fields = {**CONFIGS[method], **{k: v for k, v in extra.items() if k != "prior_weight"}, "steps": steps}
+    fields = {**CONFIGS[method], **{k: v for k, v in extra.items() if k not in ("prior_weight", "class_images")}, "steps": steps}
     load = os.getloadavg()[0]
     if method == "embedding":
         result = embedding.train_embedding(pipe, data, c.token, c.init_word, run, embedding.EmbeddingConfig(**fields))
@@ -100,6 +104,8 @@ def train(pipe, name: str, out: Path, quick: bool):
         make = lambda s: HypernetworkPipe(pipe, result, s)  # noqa: E731
     else:
         prompts = concepts.class_prompts(cname, 4 if quick else 40)
+        if extra.get("class_images") == "general":
+            prompts = world.evaluation_prompts(4 if quick else 40, seed=77)["prompt"].tolist()
         class_data = Dataset(dreambooth.class_images(pipe, prompts), prompts) if extra["prior_weight"] > 0 else None
         cfg = dreambooth.DreamBoothConfig(**fields, prior_weight=extra["prior_weight"])
         result = dreambooth.train_dreambooth(pipe, data, run, cfg, class_data)
