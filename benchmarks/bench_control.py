@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", help="also write the figures and tables here")
     parser.add_argument("--lessons", help="also measure the notebook's full figures into this directory")
     parser.add_argument("--lesson-n", type=int, default=30, help="held-out cases per lesson curve (default 30)")
+    parser.add_argument("--conflict-n", type=int, default=12, help="prompt-control conflicts (default 12)")
+    parser.add_argument("--snapshot-stride", type=int, default=500, help="fidelity over training: every this many steps (default 500)")
     parser.add_argument("--skip-headline", action="store_true", help="only the lessons (the headline figures measured already)")
     args = parser.parse_args(argv)
     torch_threads = os.environ.get("OMP_NUM_THREADS", "default")
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def markdown(table: pd.DataFrame) -> str:
     """A DataFrame as a markdown table (index included), numbers to 3 decimals."""
-    flat = table.reset_index()
+    flat = table if isinstance(table.index, pd.RangeIndex) else table.reset_index()
     cell = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
     lines = ["| " + " | ".join(map(str, flat.columns)) + " |", "|" + "---|" * len(flat.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in flat.itertuples(index=False)]
@@ -179,7 +181,7 @@ def lessons(pipe, controlnet, args) -> None:
 
         from sdlab.conditioning.train import snapshots
 
-        kept = [(0, None)] + [(step, ControlNetModel.from_pretrained(path)) for step, path in snapshots(args.run)]
+        kept = [(0, None)] + [(step, ControlNetModel.from_pretrained(path)) for step, path in snapshots(args.run) if step % args.snapshot_stride == 0]
         over = pd.concat([base.assign(step=0)] + [measure.fidelity(pipe, m, cases, shape_region, steps=args.steps, control_type=kind).assign(step=s)
                                                  for s, m in kept[1:]], ignore_index=True)
         _save(measure.summarize(over, by=("step",)), args.lessons, "iou_vs_training_step", f"IoU at scale 1 vs training step ({n} cases)")
@@ -187,7 +189,7 @@ def lessons(pipe, controlnet, args) -> None:
         measure.plot_curve(over, "step", ax=ax, xlabel="training step (batch 32)", title="fidelity over training")
         fig.savefig(os.path.join(args.lessons, "iou_vs_training_step.png"), dpi=90, bbox_inches="tight")
     # 3. prompt against control
-    table = conflict_cases()
+    table = conflict_cases().iloc[:args.conflict_n]  # 12: two colour pairs, six position and six shape conflicts
     maps = condition_maps(scene_images(table.scene), kind, "outline" if kind == "edges" else "mask")
     fights = measure.conflicts(pipe, controlnet, table.drop(columns="scene"), maps, judge=checker.check, scales=(0.0, 0.5, 1.0, 1.5),
                                guidances=(2.0, 5.0, 10.0), steps=args.steps)
