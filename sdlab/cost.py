@@ -23,7 +23,7 @@ from .validation import invalid
 
 TIME_LIMIT_S = 2 * 3600.0  # longer CPU work must be asked for with force
 MEMORY_SHARE = 0.9  # of the memory available now
-EFFICIENCY = 0.5  # share of the matmul rate convolutions and attention reach on a CPU
+EFFICIENCY = 0.33  # share of one core's small-matmul rate a generation reaches (measured: benchmarks/bench_cost.py)
 ACTIVATION_FACTOR = 3.0  # copies the counted tensors have alive at once (measured: benchmarks/bench_cost.py)
 TEXT_TOKENS = {"sd3": 333}  # SD 3's joint attention adds the prompt's tokens to the image's
 SD1_UNET = {"block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2, "transformer_layers_per_block": 1,
@@ -83,13 +83,14 @@ _RATE: list[float] = []
 
 
 def cpu_flops() -> float:
-    """One core's matrix-multiply rate in FLOP/s per CPU-second: the best of five 10 ms bursts, timed in this
-    process's CPU time (measured once), so other processes on a busy machine do not make it look slower."""
+    """One core's matrix-multiply rate in FLOP/s per CPU-second: the best of five 10 ms bursts of 64x64 products
+    (small enough that BLAS keeps them on one thread, whose spinning siblings would otherwise eat CPU time on a
+    busy machine), timed in this process's CPU time, so other processes do not make it look slower."""
     if not _RATE:
         import numpy as np
 
-        a = np.ones((256, 512), np.float32)
-        b = np.ones((512, 512), np.float32)
+        a = np.ones((64, 64), np.float32)
+        b = np.ones((64, 64), np.float32)
         a @ b  # warm up
         rates = []
         for _ in range(5):
@@ -97,22 +98,23 @@ def cpu_flops() -> float:
             while time.process_time() - start < 0.01:
                 a @ b
                 n += 1
-            rates.append(2 * 256 * 512 * 512 * n / (time.process_time() - start))
+            rates.append(2 * 64**3 * n / (time.process_time() - start))
         _RATE.append(max(rates))
     return _RATE[0]
 
 
 def check_budget(name: str, value, memory_bytes: float = 0.0, seconds: float | None = None, device: str = "cpu",
-                 force: bool = False) -> None:
-    """Refuse work that needs more memory than ``device`` has, or more than two hours on the CPU, unless ``force``."""
+                 force: bool = False, limit_s: float = TIME_LIMIT_S) -> None:
+    """Refuse work that needs more memory than ``device`` has, or more than ``limit_s`` (two hours) on the CPU,
+    unless ``force``."""
     if force:
         return
     available = available_memory(device)
     if memory_bytes > MEMORY_SHARE * available:
         raise invalid(name, value, f"work that fits in memory: this needs about {human_bytes(memory_bytes)} (estimated) and "
                                    f"{device} has {human_bytes(available)} available; ask for less, or force it (CLI: --force) to try anyway")
-    if seconds is not None and seconds > TIME_LIMIT_S and not device.startswith(("cuda", "mps")):
-        raise invalid(name, value, f"work under {human_seconds(TIME_LIMIT_S)} here: this would take about {human_seconds(seconds)} "
+    if seconds is not None and seconds > limit_s and not device.startswith(("cuda", "mps")):
+        raise invalid(name, value, f"work under {human_seconds(limit_s)} here: this would take about {human_seconds(seconds)} "
                                    "on this CPU (estimated); ask for less, or force it (CLI: --force) to run it anyway")
 
 
@@ -273,3 +275,13 @@ def check_pipeline(pipe, spec, force: bool = False) -> Cost:
         return check_spec(model_info(pipe).source, spec, device, force)
     except ModelNotFoundError:  # built in memory or from the hub: estimated as SD 1.x
         return check_spec(None, spec, device, force)
+
+
+TRAINING_LIMIT_S = 24 * 3600.0  # training is long by nature: only a run that would not end today is refused
+
+
+def training_seconds(unet_config: dict, h: int, w: int, batch: int, steps: int) -> float:
+    """CPU seconds of ``steps`` UNet training steps at ``batch`` latents of h x w: forward and backward, about
+    three forward passes each (the order of magnitude a step count is checked against)."""
+    flops, _ = unet_cost(unet_config, h, w)
+    return 3.0 * flops * batch * steps / (EFFICIENCY * cpu_flops())

@@ -138,6 +138,10 @@ ROWS += [
     ("mini train", ["mini", "train", "--out", "@/afile/sub"], "is not a directory"),
     ("mini train", ["mini", "train", "--out", "/proc/sdlab-run"], "out: '/proc/sdlab-run'"),
     ("mini train", ["mini", "train", "--out", "@/bad-run", "--images", "8"], "checkpoint: '@/bad-run/vae.ckpt' is unreadable"),
+    ("mini train", ["mini", "train", "--out", "@/never", "--unet-steps", "1000000000"], "unet_steps: 1000000000 is not valid; valid: work under 24 h"),
+    ("mini eval", ["mini", "eval", "--prompts", "1000000"], "--prompts: 1000000 is not valid; valid: work under 2 h"),
+    ("sweep", ["sweep", "a", "--x", "seed=1-1000000000", "--out", "@/sw"], "axis seed: '1-1000000000' is not valid; valid: at most 10000"),
+    ("audit captions", ["audit", "captions", "@/ok.csv", "--n-boot", "1000000000"], "n_boot: 1000000000 is not valid"),
     # mini finetune
     ("mini finetune", ["mini", "finetune", "@/notamodel", "--out", "@/never"], "notamodel"),
     ("mini finetune", ["mini", "finetune", "--out", "@/never", "--steps", "0"], "steps: 0 is not valid"),

@@ -21,7 +21,8 @@ from .results import AuditResult
 from .schema import not_available
 from .terms import TermLists, load_terms, term_regex
 
-CONSTRAINTS = {"n_boot": [Interval(int, 10, None)], "seed": [SEED], "confidence": [Interval(float, 0, 1, closed="neither")]}
+CONSTRAINTS = {"n_boot": [Interval(int, 10, 100_000)],  # more resamples change no interval; 10^9 would not fit in memory
+                "seed": [SEED], "confidence": [Interval(float, 0, 1, closed="neither")]}
 
 
 def _bootstrap(counts: np.ndarray, indicators: dict[str, np.ndarray], n_boot: int, seed: int) -> dict[str, np.ndarray]:

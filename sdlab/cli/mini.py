@@ -93,7 +93,8 @@ def cmd_finetune(args) -> int:
 
 def cmd_eval(args) -> int:
     from ..io import atomic_write_text, check_output
-    from ..mini.evaluate import EVALUATE_CONSTRAINTS, evaluate
+    from ..cost import check_budget, estimate_generation
+    from ..mini.evaluate import EVALUATE_CONSTRAINTS, evaluate, evaluation_images
     from ..models import load_pipeline, locate, model_info
     from ..validation import validate_params
 
@@ -104,7 +105,9 @@ def cmd_eval(args) -> int:
     validate_params({"n_prompts": args.prompts, "n_seeds": args.seeds, "guidance": guidance}, EVALUATE_CONSTRAINTS)
     if args.out:
         check_output("out", args.out, "file")
-    locate(args.model)  # all of it before the model loads
+    source, defaults = locate(args.model)  # all of it before the model loads, the cost too
+    one = estimate_generation(source, defaults.get("width", 64), defaults.get("height", 64), 1, defaults.get("steps", 25))
+    check_budget("--prompts", args.prompts, one.peak_bytes, one.seconds * evaluation_images(args.prompts, guidance, args.seeds))
     pipe = load_pipeline(args.model, device="auto")
     report = evaluate(pipe, n_prompts=args.prompts, guidance=guidance, n_seeds=args.seeds, progress=not args.json)
     report["model"] = model_info(pipe).name

@@ -135,6 +135,12 @@ def seed_similarity(pipe, prompts: list[str] | None = None, n_seeds: int = 8, gu
     return pd.DataFrame(rows)
 
 
+def evaluation_images(n_prompts: int, guidance: tuple[float, ...], n_seeds: int) -> int:
+    """How many images :func:`evaluate` generates: every prompt at every guidance, two shapes' and two negative
+    prompts' seeds, eight seeds of two prompts for the similarity (what its cost is estimated from)."""
+    return n_prompts * len(guidance) + 4 * n_seeds + 2 * 8
+
+
 def evaluate(pipe, n_prompts: int = 320, guidance: tuple[float, ...] = GUIDANCE_VALUES, n_seeds: int = 64, progress: bool = True) -> dict:
     """Everything above, as one JSON-able report (its "diversity" rows are :func:`seed_similarity`'s)."""
     validate_params({"n_prompts": n_prompts, "n_seeds": n_seeds, "guidance": guidance}, EVALUATE_CONSTRAINTS)

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ..cost import TRAINING_LIMIT_S, check_budget, training_seconds
 from ..io import atomic_write_text, check_output
 from ..trainlog import append_log
 from ..progress import Callback
@@ -35,6 +36,11 @@ def train(out_dir: str | Path, cfg: TrainConfig = TrainConfig(), progress: bool 
     the stage in progress checkpoints and a rerun resumes there.
     """
     out = check_output("out", out_dir, "dir")  # a file or an unwritable place fails before the data is made
+    side = world.IMAGE_SIZE // cfg.model.vae_factor
+    unet = {"block_out_channels": list(cfg.model.unet_channels), "layers_per_block": 1,
+            "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in cfg.model.unet_attention]}
+    check_budget("unet_steps", cfg.unet_steps, seconds=training_seconds(unet, side, side, cfg.unet_batch, cfg.unet_steps),
+                 limit_s=TRAINING_LIMIT_S)  # the UNet stage, most of the run: a step count that would not end today
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "train_config.json", json.dumps(asdict(cfg), indent=2))
     started = time.time()

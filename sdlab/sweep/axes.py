@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..errors import ValidationError
 from ..spec import GenerationSpec
+from ..validation import invalid
 
 # Axis names users type -> spec fields. "prompt" is A1111's search/replace (S/R).
 FIELDS = {
@@ -20,6 +21,7 @@ FIELDS = {
     "negative_prompt": "negative_prompt", "model": "model",
 }
 NUMERIC = {"seed": int, "guidance": float, "steps": int, "strength": float}
+MAX_VALUES = 10_000  # per axis: a grid larger than this is a typo (1-1000000000), refused before a list is built
 _RANGE = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)\s*-\s*([+-]?\d+(?:\.\d+)?)\s*(?:\(\s*([+-]\s*\d+(?:\.\d+)?)\s*\)|\[\s*(\d+)\s*\])?\s*$")
 
 
@@ -29,6 +31,11 @@ def _linspace(start: float, end: float, n: int) -> list[float]:
         return [start]
     step = (end - start) / (n - 1)
     return [i * step + start for i in range(n - 1)] + [end]
+
+
+def _check_count(field: str, item: str, count: int) -> None:
+    if count > MAX_VALUES:
+        raise invalid(f"axis {field}", item, f"at most {MAX_VALUES} values per axis (this asks for {count})")
 
 
 def parse_values(field: str, text: str) -> list:
@@ -49,12 +56,14 @@ def parse_values(field: str, text: str) -> list:
                     n = int(m.group(4))
                     if n < 1:
                         raise ValidationError(f"axis {field}: [{n}] must ask for at least 1 value")
+                    _check_count(field, item, len(values) + n)
                     values += _linspace(start, end, n)
                 else:
                     step = float(m.group(3).replace(" ", "")) if m.group(3) else (1.0 if end >= start else -1.0)
                     if step == 0 or (end - start) * step < 0:
                         raise ValidationError(f"axis {field}: step {step:g} never gets from {start:g} to {end:g}")
                     count = math.floor((end - start) / step + 1e-9) + 1
+                    _check_count(field, item, len(values) + count)
                     values += [start + i * step for i in range(count)]
             else:
                 values.append(float(item))
