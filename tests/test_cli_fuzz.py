@@ -262,6 +262,7 @@ ROWS += [
     # watermark calibrate
     ("watermark calibrate", ["watermark", "calibrate", "--out", "@/cal.json", "--images", "0"], "n_images: 0 is not valid"),
     ("watermark calibrate", ["watermark", "calibrate", "--out", "@/dir.png"], "out: '"),
+    ("watermark calibrate", ["watermark", "calibrate", "--out", "@/cal.json", "--images", "10000000"], "n_images: 10000000 is not valid"),
     ("watermark calibrate", ["watermark", "calibrate", "--out", "@/afile/cal.json"], "is not a directory"),
     ("watermark calibrate", ["watermark", "calibrate", "--out", "/proc/cal.json"], "out: '/proc/cal.json'"),
     # audit: the data files

@@ -345,8 +345,9 @@ def measure_fpr(calibration: Calibration, images: Iterable[np.ndarray], fprs: tu
     return records
 
 
-CALIBRATE_CONSTRAINTS = {"n_images": [POSITIVE_INT], "seed": [NON_NEGATIVE_INT], "n_eval": [POSITIVE_INT],
-                         "eval_seed": [NON_NEGATIVE_INT], "rivagan_images": [NON_NEGATIVE_INT]}
+_MOST = Interval(int, 1, 20_000)  # 0.1-0.2 s an image on a 2-core CPU: 20,000 is about an hour; 10^7 would run for weeks
+CALIBRATE_CONSTRAINTS = {"n_images": [_MOST], "seed": [NON_NEGATIVE_INT], "n_eval": [_MOST],
+                         "eval_seed": [NON_NEGATIVE_INT], "rivagan_images": [Interval(int, 0, 20_000)]}
 
 
 def calibrate(n_images: int = 400, seed: int = 0, lengths: dict[str, tuple[int, ...]] | None = None,
