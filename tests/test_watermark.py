@@ -115,7 +115,7 @@ def test_size_guard_names_size_and_offers_upscale():
     found = detect(marked, preset="sd1")
     assert found.detected
     assert "upscaled" in detect(small, preset="sd1", upscale=True).notes[0]
-    with pytest.raises(ValidationError, match="minimum area"):  # enough area, too thin for the block grid
+    with pytest.raises(ValidationError, match=r"one 8x8 block per payload bit \(\d+ bits, this one has 0 blocks\)"):  # enough area, too thin for the block grid
         detect(np.zeros((65536, 2, 3), np.uint8))
 
 
