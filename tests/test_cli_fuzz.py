@@ -464,8 +464,9 @@ def make_fixtures(d: Path) -> None:
     (d / "ragged.csv").write_text("URL,TEXT\nhttps://a.example.com/x,a cat,extra,more\nhttps://b.example.com\n\"unterminated\n")
     (d / "bad.jsonl").write_text('{"URL": "https://a.example.com", "TEXT": "a cat"}\n{not json\n')
     (d / "nocols.csv").write_text("alpha,beta\n1,2\n")
+    # result stores and checkpoints a crash or a full disk left damaged
     for store, file, junk in (("bad-store", "results.parquet", b"PAR1 junk"), ("bad-meta", "sweep.json", b"{not json"),
-                              ("bad-rows", "rows.parquet", b"junk"), ("bad-run", "vae.ckpt", b"PK\x03\x04 cut short")):  # a result store a crash or a disk left damaged
+                              ("bad-rows", "rows.parquet", b"junk"), ("bad-run", "vae.ckpt", b"PK\x03\x04 cut short")):
         (d / store).mkdir()
         (d / store / file).write_bytes(junk)
 
@@ -524,7 +525,7 @@ def _expand(argv: list[str], d: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("verb, argv, fragment", ROWS, ids=[f"{i:03d}-{r[0]}" for i, r in enumerate(ROWS)])
-def test_bad_input_is_one_line_exit_2(verb, argv, fragment, fixtures, no_model_load, capsys):
+def test_bad_input_is_one_line_exit_2(verb, argv, fragment, fixtures, no_model_load):
     code, err, seconds = run_cli(_expand(argv, fixtures))
     err = err.replace(str(fixtures) + "/", "@/")
     lines = err.strip("\n").split("\n")
@@ -556,7 +557,7 @@ def test_every_verb_has_rows():
 
 
 @pytest.mark.parametrize("argv", [["generate", "a", "--steps", "0"], ["info", "@/corrupt.png"], ["audit", "summary", "@/trunc.parquet"],
-                                  ["compress", "@/img.png", "--out", "@/afile/c.jpg"]])
+                                  ["compress", "@/img.png", "--out", "@/afile/c.jpg"], ["generate", "a", "--size", "4096x4096"]])
 def test_no_traceback_reaches_the_terminal(argv, fixtures):
     """A sample in a real process: stderr is one line, whatever the libraries print on the way."""
     proc = subprocess.run([sys.executable, "-m", "sdlab", *_expand(argv, fixtures)], capture_output=True, text=True, timeout=60)
