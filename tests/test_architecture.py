@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "sdlab"
 GROUND = {"errors", "io", "images", "metrics", "progress", "validation", "trainlog", "grid", "threads"}
 CORE = {"models", "spec", "prompts", "samplers", "generate", "denoiser", "prediction", "metadata", "interop", "foreign", "comfyui",
-        "reproduce", "control", "adapters"}
+        "reproduce", "control", "adapters", "cost"}
 TOP = {"cli", "widgets", "__main__"}
 
 
