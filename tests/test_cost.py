@@ -121,3 +121,20 @@ def test_locate(tmp_path):
         with pytest.raises(error, match=words):
             locate(name)
     assert locate(tmp_path / "m.ckpt", allow_pickle=True)[0] == tmp_path / "m.ckpt"
+
+
+def test_force_on_the_command_line_goes_past_the_estimate(machine, monkeypatch, tmp_path):
+    import sdlab.models
+    from sdlab.cli import main
+
+    class Loaded(Exception):
+        pass
+
+    def load(*args, **kwargs):
+        raise Loaded
+
+    monkeypatch.setattr(sdlab.models, "load_pipeline", load)
+    argv = ["generate", "a circle", "--size", "4096x4096", "--out", str(tmp_path)]
+    assert main(argv) == 2  # refused, the model never loaded
+    with pytest.raises(Loaded):
+        main([*argv, "--force"])
