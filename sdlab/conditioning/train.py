@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import ValidationError
 from ..io import atomic_path, atomic_write_text
-from ..progress import Callback, Checkpointer, Reporter
+from ..progress import Callback, Checkpointer, Reporter, read_checkpoint
 from ..trainlog import append_log
 from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SEED, UNIT, Check, invalid, validate_fields
 
@@ -176,7 +176,7 @@ def _encode(pipe, images: np.ndarray, captions: Sequence[str], out: Path):
 
     cache = out / "encoded.pt"
     if cache.exists():
-        return torch.load(cache, weights_only=True)
+        return read_checkpoint(cache)
     with torch.no_grad():
         latents = torch.cat([
             pipe.vae.encode(to_tensor(images[i:i + 256]).to(pipe.vae.device, pipe.vae.dtype)).latent_dist.mean
@@ -249,7 +249,7 @@ def train_controlnet(
     weights = loss_weights(sched.alphas_cumprod, prediction, cfg.min_snr_gamma)
     ckpt_path, start = out / CHECKPOINT, 0
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=True)
+        state = read_checkpoint(ckpt_path)
         controlnet.load_state_dict(state["controlnet"])
         opt.load_state_dict(state["opt"])
         start = state["step"]

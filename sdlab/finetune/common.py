@@ -26,7 +26,7 @@ import torch
 
 from ..errors import Cancelled
 from ..io import atomic_path
-from ..progress import Callback, Checkpointer, Reporter
+from ..progress import Callback, Checkpointer, Reporter, read_checkpoint
 from ..trainlog import append_log
 from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SEED, Interval, Options, invalid, validate_fields
 
@@ -261,7 +261,7 @@ def train_loop(
     scaler = torch.amp.GradScaler(enabled=cfg.mixed_precision == "fp16" and params[0].is_cuda)
     path, start, seconds, recent = out / STATE_FILE, 0, 0.0, []
     if path.exists():
-        saved = torch.load(path, map_location=params[0].device, weights_only=True)
+        saved = read_checkpoint(path, map_location=params[0].device)
         load_state(saved["trainable"])
         opt.load_state_dict(saved["opt"])
         start, seconds, recent = saved["step"], saved["seconds"], list(saved["recent"])
