@@ -319,8 +319,9 @@ def _widget_inputs(cls: str, values: Any) -> dict:
 def prompt_from_workflow(workflow_json: str) -> tuple[dict, list[str]]:
     """The API graph (``prompt``) a saved workflow describes, and what could not be carried over.
 
-    Widget values are named by :data:`WIDGETS`; a linked input becomes ``[origin id, slot]``, followed
-    through Reroute and bypassed nodes; muted nodes are left out (they never run).
+    Widget values are named by :data:`WIDGETS` (other classes' as ``widget_0``, ...: a node the reading
+    walks through and cannot read is reported by :func:`spec_from_comfyui`); a linked input becomes
+    ``[origin id, slot]``, followed through Reroute and bypassed nodes; muted nodes are left out (they never run).
     """
     data = load_json(workflow_json, "ComfyUI workflow")
     nodes = {n.get("id"): n for n in data.get("nodes") or [] if isinstance(n, dict)}
@@ -346,14 +347,14 @@ def prompt_from_workflow(workflow_json: str) -> tuple[dict, list[str]]:
         cls = str(node.get("type", "?"))
         if node.get("mode") in (_MUTED, _BYPASSED) or cls in ("Reroute", "Note", "MarkdownNote"):
             continue
-        if cls not in WIDGETS and node.get("widgets_values"):
-            unmapped.append(f"{cls} (node {nid}): widget names unknown to sdlab")
         inputs = _widget_inputs(cls, node.get("widgets_values"))
         for given in node.get("inputs") or []:
             if isinstance(given, dict) and given.get("link") is not None:
                 link = origin(given["link"])
                 if link is not None:
                     inputs[str(given.get("name"))] = link
+                else:
+                    unmapped.append(f"input {given.get('name')} of {cls} (node {nid}): its link leads to no node that runs")
         prompt[str(nid)] = {"class_type": cls, "inputs": inputs}
     return prompt, unmapped
 

@@ -74,7 +74,7 @@ def _png(tmp_path, **chunks) -> str:
 def test_the_default_workflow_becomes_its_api_graph():
     prompt, unmapped = prompt_from_workflow(json.dumps(default_workflow()))
     assert prompt == {**default_prompt(), "9": {"class_type": "SaveImage", "inputs": {"widget_0": "ComfyUI", "images": ["8", 0]}}}
-    assert unmapped == ["SaveImage (node 9): widget names unknown to sdlab"]
+    assert unmapped == []
 
 
 def test_a_workflow_only_png_reads_like_its_prompt(tmp_path):
@@ -133,6 +133,13 @@ def test_custom_sampling_reroutes_bypasses_and_primitives(link_objects):
     assert (spec.prompt, spec.negative_prompt, spec.model) == ("a lighthouse at dusk", "blurry", "sd_xl_base_1.0")
     assert "second sampler" not in spec.extra.get("unmapped", "")  # the muted KSampler never runs
     assert "LoRA" not in spec.extra.get("unmapped", "")  # the bypassed LoRA does not apply
+
+
+def test_a_link_to_a_missing_node_is_reported():
+    workflow = default_workflow()
+    workflow["links"] = [link for link in workflow["links"] if link[0] != 6]  # the negative prompt's link, lost
+    spec = spec_from_workflow(json.dumps(workflow))
+    assert spec.negative_prompt == "" and "input negative of KSampler (node 3): its link leads to no node" in spec.extra["unmapped"]
 
 
 def test_a_workflow_without_a_sampler_is_one_line(tmp_path, capsys):

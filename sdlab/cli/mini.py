@@ -75,6 +75,9 @@ def cmd_data(args) -> int:
 def cmd_train(args) -> int:
     from dataclasses import replace
 
+    from ..io import check_output
+
+    check_output("out", args.out, "dir")  # before torch and diffusers load (train checks it again)
     from ..mini.train import TrainConfig, train
 
     given = {"seed": args.seed, "n_images": args.images, "vae_steps": args.vae_steps, "unet_steps": args.unet_steps,
