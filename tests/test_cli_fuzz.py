@@ -100,6 +100,7 @@ ROWS += [
     ("reproduce", ["reproduce", "@/meta_odd.png"], "width: 2153 is not valid"),
     ("reproduce", ["reproduce", "@/meta_steps.png"], "10000000 steps"),
     ("reproduce", ["reproduce", "@/meta_huge.png"], "4096x4096"),
+    ("reproduce", ["reproduce", "@/meta_big.png"], "cost: '4096x4096, 1 image, 20 steps' is not valid"),
     ("reproduce", ["reproduce", "@/meta_ok.png", "--out", "@/afile"], "out: '"),
     ("reproduce", ["reproduce", "@/meta_ok.png", "--out", "@/afile/sub"], "is not a directory"),
     ("reproduce", ["reproduce", "@/meta_ok.png", "--model", "@/notamodel"], "model: '"),
@@ -401,7 +402,7 @@ ROWS += [
 
 
 # -- fixtures ----------------------------------------------------------------------------------
-def _png_with(path: Path, size: int = 64, **text: str) -> None:
+def _png_with(path: Path, size: int = 64, **text: str) -> None:  # a flat colour: a 4096 px PNG is a few KB
     from PIL import Image, PngImagePlugin
 
     info = PngImagePlugin.PngInfo()
@@ -436,6 +437,7 @@ def make_fixtures(d: Path) -> None:
     _png_with(d / "meta_odd.png", parameters=a1111.format(steps=4, size="2153x788"))
     _png_with(d / "meta_steps.png", parameters=a1111.format(steps=10000000, size="64x64"))
     _png_with(d / "meta_huge.png", parameters=a1111.format(steps=20, size="4096x4096") + ", Denoising strength: 0.5")
+    _png_with(d / "meta_big.png", 4096, parameters=a1111.format(steps=20, size="4096x4096"))  # really that size: the cost refuses
     _png_with(d / "meta_init.png", parameters=a1111.format(steps=4, size="64x64") + ", Denoising strength: 0.5, Init image hash: 0123456789abcdef0123456789abcdef")
     _png_with(d / "a1111_badsteps.png", parameters=a1111.format(steps="many", size="64x64"))
     _png_with(d / "meta_nomodel.png", parameters=a1111.format(steps=4, size="64x64").replace(", Model: shapes-world", ""))
