@@ -265,16 +265,16 @@ def check_spec(model, spec, device: str = "auto", force: bool = False, allow_pic
     return check_generation(source, width, height, spec.batch_size, steps, guidance, likely_device(device), force)
 
 
-def check_pipeline(pipe, spec, force: bool = False) -> Cost:
+def check_pipeline(pipe, spec, force: bool = False, scale: float = 1.0) -> Cost:
     """:func:`check_spec` for a pipeline already loaded (a panel's): the configs where it came from, its device."""
     from .errors import ModelNotFoundError
     from .models import model_info
 
     device = str(getattr(pipe, "device", "cpu"))
     try:
-        return check_spec(model_info(pipe).source, spec, device, force)
+        return check_spec(model_info(pipe).source, spec, device, force, scale=scale)
     except ModelNotFoundError:  # built in memory or from the hub: estimated as SD 1.x
-        return check_spec(None, spec, device, force)
+        return check_spec(None, spec, device, force, scale=scale)
 
 
 TRAINING_LIMIT_S = 24 * 3600.0  # training is long by nature: only a run that would not end today is refused

@@ -120,6 +120,9 @@ def test_sweep_panel_runs_and_shows_the_grid(pipe, tmp_path):
     panel.axes[0][1].value = "1-x"
     panel.start(background=False)
     assert "not a number or a range" in panel.last_error
+    panel.axes[0][1].value, panel.axes[1][1].value = "1-9000", "1-9000"  # 81 million cells: refused with the estimate
+    panel.start(background=False)
+    assert panel.last_error.startswith("cells: '81000000 cells' is not valid; valid: work under 2 h here")
 
 
 def test_saturation_metric_counts_clipped_pixels():

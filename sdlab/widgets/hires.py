@@ -39,10 +39,12 @@ class HiresPanel(Panel):
         ])
 
     def start(self, background: bool = True) -> None:
+        from ..cost import check_pipeline
         from ..spec import GenerationSpec
 
         try:
             spec = GenerationSpec(self.prompt.value, seed=int(self.seed.value))
+            check_pipeline(self.pipe, spec, scale=float(self.scale.value))  # the second pass, at the target size
         except SdlabError as exc:
             self.show_error(str(exc))
             return

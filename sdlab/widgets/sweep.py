@@ -43,6 +43,9 @@ class SweepPanel(Panel):
         return [Axis.parse(f"{name.value}={values.value}") for name, values in self.axes if name.value != "(none)"]
 
     def start(self, background: bool = True) -> None:
+        import math
+
+        from ..cost import check_budget, check_pipeline
         from ..spec import GenerationSpec
         from ..mini.metrics import sweep_metrics
         from ..sweep import run_sweep
@@ -50,6 +53,8 @@ class SweepPanel(Panel):
         try:
             axes = self.axis_list()
             base = GenerationSpec(self.prompt.value, seed=1, steps=int(self.steps.value))
+            one, cells = check_pipeline(self.pipe, base), math.prod(len(a.values) for a in axes)
+            check_budget("cells", f"{cells} cells", one.peak_bytes, one.seconds * cells if one.seconds is not None else None, one.device)
         except SdlabError as exc:
             self.show_error(str(exc))
             return
