@@ -192,26 +192,6 @@ def _hub_cached(repo_id: str) -> str | None:
         return None
 
 
-def _hub_like(name: str) -> bool:
-    """``owner/name`` as the Hugging Face hub spells a repository (not a path: no leading ``/``, ``.`` or ``~``)."""
-    parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and "\\" not in name
-
-
-def check_model_source(model: str | os.PathLike) -> None:
-    """Refuse, without importing torch or diffusers, a model that names nothing sdlab could load."""
-    name = os.fspath(model)
-    path = Path(name).expanduser()
-    if name == SHAPES_WORLD or name in HUB_ALIASES or path.exists():
-        return
-    if path.suffix.lower() in (*PICKLE_SUFFIXES, ".safetensors"):
-        raise ModelNotFoundError(f"model: no such file {name!r}")
-    if not _hub_like(name):
-        valid = ", ".join([SHAPES_WORLD, *HUB_ALIASES])
-        raise ModelNotFoundError(f"model: {name!r} is not valid; valid: a registered name ({valid}), an existing diffusers "
-                                 "directory or checkpoint file, or a hub id owner/name in the local cache")
-
-
 def config_size_factor(model: str | os.PathLike) -> int | None:
     """What :func:`sdlab.generate.size_factor` will say, read from a local pipeline's configs without loading it
     (None when the configs are not on disk here: a hub id, a single checkpoint file)."""
@@ -258,7 +238,8 @@ def locate(model: str | os.PathLike = SHAPES_WORLD, allow_pickle: bool = False) 
     if path.exists():
         raise ModelNotFoundError(f"model: {name!r} is not a diffusers directory, a .safetensors file or a checkpoint")
     valid = ", ".join([SHAPES_WORLD, *HUB_ALIASES])
-    raise ModelNotFoundError(f"model: {name!r} is not a registered name ({valid}), a diffusers directory, or a checkpoint file")
+    raise ModelNotFoundError(f"model: {name!r} is not valid; valid: a registered name ({valid}), an existing diffusers "
+                             "directory or checkpoint file, or a hub id owner/name in the local cache")
 
 
 def load_pipeline(
@@ -287,7 +268,7 @@ def load_pipeline(
 
     Its :class:`ModelInfo` is registered for :func:`model_info`.
     """
-    check_model_source(model)  # a path that is not there fails here, before diffusers (seconds of import) loads
+    locate(model, allow_pickle)  # what cannot be loaded fails here, before diffusers (seconds of import) loads
     from diffusers import DiffusionPipeline
 
     device = resolve_device(device)
@@ -323,7 +304,7 @@ def load_pipeline(
             raise ModelNotFoundError(f"model: no such file {name!r}")
         pipe = _from_single_file(path, torch_dtype, parts)
         info = ModelInfo(name=path.stem, source=str(path))
-    elif name in HUB_ALIASES or "/" in name:
+    else:  # a registered name or a hub id (locate refused anything else)
         hub = HUB_ALIASES.get(name, HubModel(name, dict(MODEL_DEFAULTS), None))
         local = _hub_cached(hub.repo_id)
         if local is None and not download:
@@ -334,9 +315,6 @@ def load_pipeline(
         pipe = DiffusionPipeline.from_pretrained(local or hub.repo_id, dtype=torch_dtype, **parts,
                                                  **_without_depth_estimator(Path(local) if local else None))
         info = ModelInfo(name=name, source=local or hub.repo_id, defaults={**MODEL_DEFAULTS, **hub.defaults}, preview=hub.preview)
-    else:
-        valid = ", ".join([SHAPES_WORLD, *HUB_ALIASES])
-        raise ModelNotFoundError(f"model: {name!r} is not a registered name ({valid}), a diffusers directory, or a checkpoint file")
 
     if vae is not None:
         info.extra["vae"] = os.fspath(vae)

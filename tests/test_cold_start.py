@@ -10,7 +10,7 @@ from PIL import Image
 
 from sdlab.errors import ModelNotFoundError, ValidationError
 from sdlab.generate import check_sizes_early, size_factor
-from sdlab.models import check_model_source, config_size_factor, load_pipeline
+from sdlab.models import config_size_factor, load_pipeline, locate
 from sdlab.spec import GenerationSpec
 
 PROBE = """
@@ -55,9 +55,9 @@ def test_shapes_world_factor_and_sources():
     assert config_size_factor("shapes-world") == size_factor(load_pipeline("shapes-world", device="cpu")) == 4
     assert config_size_factor("sd15") is None  # a hub id: its configs are not on disk here
     for ok in ("shapes-world", "sd15", "owner/repo"):
-        check_model_source(ok)
+        locate(ok)
     with pytest.raises(ModelNotFoundError, match=r"^model: '\./here' is not valid"):
-        check_model_source("./here")
+        locate("./here")
 
 
 def test_early_size_checks_match_generate(tmp_path):

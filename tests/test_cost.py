@@ -117,7 +117,7 @@ def test_locate(tmp_path):
     for name, error, words in ((tmp_path / "missing.safetensors", ModelNotFoundError, "no such file"),
                                (tmp_path / "empty", ModelNotFoundError, "not a diffusers pipeline"),
                                (tmp_path / "m.ckpt", UnsafeCheckpointError, "pickle"),
-                               ("nothing-known", ModelNotFoundError, "not a registered name")):
+                               ("nothing-known", ModelNotFoundError, r"^model: .nothing-known. is not valid; valid: a registered name")):
         with pytest.raises(error, match=words):
             locate(name)
     assert locate(tmp_path / "m.ckpt", allow_pickle=True)[0] == tmp_path / "m.ckpt"

@@ -86,11 +86,10 @@ def preflight(args: argparse.Namespace, spec=None, out: str | None = None, out_k
     ``scale`` times the size for a hires fix). Returns the estimate (:class:`sdlab.cost.Cost`) or None."""
     from ..cost import check_spec, likely_device
     from ..io import check_output
-    from ..models import check_model_source, config_size_factor, locate
+    from ..models import config_size_factor, locate
 
     if out is not None:
         check_output("out", out, out_kind, inputs=inputs)
-    check_model_source(args.model)
     locate(args.model, allow_pickle=getattr(args, "allow_pickle", False))
     likely_device(args.device)
     if spec is None:
