@@ -101,7 +101,7 @@ def train(pipe, name: str, out: Path, quick: bool):
         result = hypernetwork.train_hypernetwork(pipe, data, run, cname, hypernetwork.HypernetworkTrainConfig(**fields))
         path = hn_lib.save(result, run / f"{cname}.pt")
         result.info["seconds"] = result.info["run_seconds"]
-        make = lambda s: HypernetworkPipe(pipe, result, s)  # noqa: E731
+        make = lambda s: hn_lib.with_hypernetwork(pipe, result, s)  # noqa: E731
     else:
         prompts = concepts.class_prompts(cname, 4 if quick else 40)
         if extra.get("class_images") == "general":
@@ -117,21 +117,6 @@ def train(pipe, name: str, out: Path, quick: bool):
     info = {"config": {k: v for k, v in fields.items()}, "minutes": result.info["seconds"] / 60, "file_kb": evaluate.file_size(path) / 1024, "load_train_start": round(load, 2),
             "load_train_end": round(os.getloadavg()[0], 2), "steps": steps, "final_loss": result.info.get("loss") or result.info.get("run_loss")}
     return make, info
-
-
-class HypernetworkPipe:
-    """A pipeline-like object: generating with it applies the hypernetwork to a copy of the UNet for the call."""
-
-    def __init__(self, pipe, hn, strength: float) -> None:
-        import copy
-
-        from sdlab.adapters import hypernetwork as hn_lib
-
-        from sdlab.finetune.common import rebuild
-
-        self.pipe = rebuild(pipe, unet=copy.deepcopy(pipe.unet))
-        self.context = hn_lib.applied(self.pipe, hn, strength)
-        self.context.__enter__()
 
 
 def _pipe_of(made):

@@ -98,3 +98,17 @@ def test_applied_changes_images_and_restores_the_unet_exactly(pipe):
 def test_bad_structure_is_one_line():
     with pytest.raises(ValidationError, match=r"^layer_structure: \(2, 1\) is not valid; valid: multipliers starting and ending with 1"):
         hn_lib.HypernetworkConfig(layer_structure=(2, 1))
+
+
+def test_with_hypernetwork_keeps_it_on_a_copy(pipe):
+    hn = _noisy(hn_lib.new(pipe, seed=3))
+    processors = dict(pipe.unet.attn_processors)
+    base = _images(pipe)
+    tuned = hn_lib.with_hypernetwork(pipe, hn, 1.0)
+    import gc
+
+    gc.collect()  # nothing it returns may depend on an object the caller drops
+    assert tuned.unet is not pipe.unet and tuned.vae is pipe.vae
+    assert any(not np.array_equal(a, b) for a, b in zip(_images(tuned), base))
+    assert all(np.array_equal(a, b) for a, b in zip(_images(hn_lib.with_hypernetwork(pipe, hn, 0.0)), base))
+    assert all(pipe.unet.attn_processors[k] is v for k, v in processors.items())

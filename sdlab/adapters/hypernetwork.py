@@ -206,6 +206,23 @@ def applied(pipe_or_unet, hypernetwork: Hypernetwork, strength: float = 1.0):
             module.processor = saved[name]
 
 
+def with_hypernetwork(pipe, hypernetwork: Hypernetwork, strength: float = 1.0):
+    """A new pipeline sharing ``pipe``'s components except the UNet: a copy of it that always runs through
+    ``hypernetwork`` at ``strength`` (``pipe`` is not changed). For keeping a hypernetwork on beyond a ``with``
+    block (a panel's preview, an evaluation); costs one UNet's memory."""
+    import copy
+
+    if not Interval(float, 0, None).accepts(strength):
+        raise invalid("strength", strength, "a number >= 0")
+    unet = copy.deepcopy(pipe.unet)
+    weight = next(unet.parameters())
+    processor = HypernetworkAttnProcessor(copy.deepcopy(hypernetwork).to(device=weight.device, dtype=weight.dtype), float(strength))
+    for module in _attention_modules(unet).values():
+        module.processor = processor
+    extra = {"requires_safety_checker": False} if pipe.components.get("safety_checker", 0) is None else {}
+    return type(pipe)(**{**pipe.components, "unet": unet}, **extra)
+
+
 def to_a1111(hn: Hypernetwork) -> dict:
     """The dict A1111's ``Hypernetwork.save`` writes with ``torch.save``."""
     state: dict = {int(size): tuple({k: v.detach().cpu().clone() for k, v in m.state_dict().items()} for m in pair)

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..progress import Callback
 from ..validation import Options, validate_params
-from .common import Dataset, TrainConfig, rebuild
+from .common import Dataset, TrainConfig
 
 METHODS = ("embedding", "lora", "dreambooth", "hypernetwork")
 
@@ -26,18 +26,13 @@ class Trained:
     info: dict
 
     def apply(self, pipe, strength: float = 1.0):
-        """A new pipeline that draws with the result (``pipe`` is not changed). A hypernetwork is applied to a
-        copy of the UNet for as long as the returned pipeline lives."""
+        """A new pipeline that draws with the result (``pipe`` is not changed; a hypernetwork runs in a copy of the UNet)."""
         if self.method == "lora":
             return self.result.apply(pipe, strength)
         if self.method == "hypernetwork":
-            import copy
+            from ..adapters.hypernetwork import with_hypernetwork
 
-            from ..adapters import hypernetwork as hn_lib
-
-            tuned = rebuild(pipe, unet=copy.deepcopy(pipe.unet))
-            hn_lib.applied(tuned, self.result, strength).__enter__()  # the copy keeps the processors
-            return tuned
+            return with_hypernetwork(pipe, self.result, strength)
         return self.result.apply(pipe)
 
 
