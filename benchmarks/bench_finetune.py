@@ -220,7 +220,8 @@ def report(done: dict, out: Path) -> None:
             print(f"  {r['cell']:<26} sun seen {r['success_seen']:.2f} held-out {r['success_held_out']:.2f}  target >= 0.90  {'PASS' if ok else 'MISS'}")
         if r["method"] == "dreambooth":
             ok = r["base_drop"] <= 0.03 if r.get("prior_weight", 0) > 0 else True
-            print(f"  {r['cell']:<26} base drop {r['base_drop']:+.3f}  target <= 0.03 with prior preservation  {'PASS' if ok else ('MISS' if r.get('prior_weight', 0) > 0 else 'measured')}")
+            verdict = ("PASS" if ok else "MISS") if r.get("prior_weight", 0) > 0 else "measured (no prior preservation)"
+            print(f"  {r['cell']:<26} base drop {r['base_drop']:+.3f}  target <= 0.03 with prior preservation  {verdict}")
 
 
 if __name__ == "__main__":
