@@ -55,6 +55,9 @@ CELLS = {
     # prior preservation on the base model's images of general prompts (all shapes), not only the class word's
     "dreambooth-star-prior-general": ("dreambooth", "star", "clean", {"prior_weight": 1.0, "class_images": "general"}),
     "dreambooth-star-prior-lr2e-4": ("dreambooth", "star", "clean", {"prior_weight": 1.0, "lr": 2e-4}),
+    "dreambooth-star-prior-lr1e-4": ("dreambooth", "star", "clean", {"prior_weight": 1.0, "lr": 1e-4}),
+    "embedding-sun-600": ("embedding", "sun", "clean", {"steps": 600}),
+    "lora-star-lr1e-3": ("lora", "star", "clean", {"lr": 1e-3}),
 }
 STEPS = {"embedding": 300, "lora": 400, "hypernetwork": 400, "dreambooth": 400}
 # What each method trains with here (the lab's defaults are for real SD; the 4M-parameter shapes world takes larger steps).
@@ -79,7 +82,7 @@ def train(pipe, name: str, out: Path, quick: bool):
 
     method, cname, data_kind, extra = CELLS[name]
     c = concepts.CONCEPTS[cname]
-    steps = 3 if quick else STEPS[method]
+    steps = 3 if quick else extra.get("steps", STEPS[method])
     images, table = concepts.make_set(cname, 20, seed=0, trigger=trigger(method, c), size=96 if data_kind == "size96" else 64)
     masks = concepts.shape_masks(images)
     if data_kind == "lowres":
