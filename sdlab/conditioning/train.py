@@ -57,7 +57,7 @@ def _channels_ok(value) -> bool:
 class ControlNetConfig:
     """What decides a ControlNet run (with the base model and the data, it is reproducible)."""
 
-    steps: int = 2000  # optimiser steps
+    steps: int = 2500  # optimiser steps
     batch: int = 32  # images per step
     lr: float = 5e-4  # AdamW learning rate after warm-up (constant, as ControlNet's recipe)
     warmup_steps: int = 50  # linear warm-up from 0
