@@ -27,6 +27,7 @@ def folders(tmp_path):
     (["lora", "--images", "{mixed}", "--token", "sks"], "images: 'mixed sizes 32x32, 64x64' is not valid"),
     (["embedding", "--concept", "star", "--token", "red"], "token: 'red' is not valid; valid: a word not already in the tokenizer's vocabulary"),
     (["lora", "--concept", "star", "--token", "star", "--rank", "0"], "rank: 0 is not valid; valid: a whole number >= 1"),
+    (["embedding", "--concept", "star", "--token", "<star>"], "token: '<star>' is not valid; valid: one word without spaces or the characters"),
     (["lora", "--concept", "moon", "--token", "moon"], "--concept: 'moon' is not valid; valid: one of star, sun, outlined"),
     (["dreambooth", "--images", "{good}", "--token", "sks"], "--class-word: None is not valid"),
     (["hypernetwork", "--concept", "outlined", "--layer-structure", "2,1"], "layer_structure: (2.0, 1.0) is not valid"),

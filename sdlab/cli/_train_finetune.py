@@ -138,6 +138,9 @@ def cmd_finetune(args) -> int:
         if cfg.mask_weight:
             raise invalid("--mask-weight", cfg.mask_weight, "0 with --images (masks come with a --concept)")
     if method == "embedding":
+        from ..finetune.embedding import check_token_text
+
+        check_token_text(token)
         _tokenizer_check(args.model, token)
     recorded = {"method": method, "model": args.model, "images": args.images, "concept": args.concept, "token": token,
                 "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}}

@@ -57,16 +57,22 @@ def expand(text: str, token: str, num_vectors: int) -> str:
     return text.replace(token, " ".join(placeholder_tokens(token, num_vectors))) if num_vectors > 1 else text
 
 
+def check_token_text(token: str) -> None:
+    """Refuse a token that is not one word A1111's prompt syntax leaves alone."""
+    if not isinstance(token, str) or not token.strip() or any(c.isspace() or c in "<>:,()[]" for c in token):
+        # A1111's prompt syntax gives these characters meaning (<lora:...>, (word:1.2), [a:b:0.5])
+        raise invalid("token", token, "one word without spaces or the characters < > : , ( ) [ ]")
+
+
 def check_token(tokenizer, token: str) -> None:
     """Refuse a token the tokenizer already has (a whole vocabulary entry, with or without ``</w>``, or an
     added token): its vector belongs to the model's own word."""
-    if not isinstance(token, str) or not token.strip() or any(c.isspace() for c in token):
-        raise invalid("token", token, "one word without spaces")
+    check_token_text(token)
     vocab = tokenizer.get_vocab()
     pieces = tokenizer.tokenize(token)
     if token in vocab or f"{token}</w>" in vocab or token.lower() in vocab or f"{token.lower()}</w>" in vocab or (
             len(pieces) == 1 and pieces[0] in (f"{token.lower()}</w>", token.lower())):
-        raise invalid("token", token, "a word not already in the tokenizer's vocabulary (e.g. <my-concept>)")
+        raise invalid("token", token, "a word not already in the tokenizer's vocabulary (e.g. my-concept)")
 
 
 def init_ids(tokenizer, word: str) -> list[int]:
