@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", help="also write the figures and tables here")
     parser.add_argument("--lessons", help="also measure the notebook's full figures into this directory")
     parser.add_argument("--lesson-n", type=int, default=30, help="held-out cases per lesson curve (default 30)")
+    parser.add_argument("--also-guidance", type=lambda t: [float(v) for v in t.split(",") if v], default=[],
+                        help="also measure the IoU at these CFG scales, e.g. 2,3 (the headline uses the model's default)")
     parser.add_argument("--conflict-n", type=int, default=12, help="prompt-control conflicts (default 12)")
     parser.add_argument("--snapshot-stride", type=int, default=500, help="fidelity over training: every this many steps (default 500)")
     parser.add_argument("--skip-headline", action="store_true", help="only the lessons (the headline figures measured already)")
@@ -107,13 +109,20 @@ def main(argv: list[str] | None = None) -> dict:
     without = measure.fidelity(pipe, None, cases, shape_region, steps=args.steps)
     figures["iou_scale_1"], figures["iou_no_control"] = float(with_control.iou.mean()), float(without.iou.mean())
     figures["share_iou_ge_0.85"] = float((with_control.iou >= 0.85).mean())
+    for g in args.also_guidance:  # the prompt's pull grows with CFG while the control's does not (both halves get it)
+        at = measure.fidelity(pipe, controlnet, cases, shape_region, scales=(1.0,), steps=args.steps, guidance=g, control_type=args.condition)
+        base_at = measure.fidelity(pipe, None, cases, shape_region, steps=args.steps, guidance=g)
+        figures[f"iou_scale_1_cfg_{g:g}"], figures[f"iou_no_control_cfg_{g:g}"] = float(at.iou.mean()), float(base_at.iou.mean())
     plain, controlled = time_per_image(pipe, controlnet, cases, args.repeat, args.steps)
     figures.update(seconds_uncontrolled=plain, seconds_controlled=controlled, control_time_ratio=controlled / plain)
     figures["load_at_end"] = load()
     print(f"{args.n} held-out {args.condition} cases, ControlNet {args.controlnet}; {load()} at end")
-    rows = [("IoU, ControlNet at scale 1", figures["iou_scale_1"], ">= 0.85", figures["iou_scale_1"] >= 0.85),
-            ("IoU, no control (same prompts, seeds)", figures["iou_no_control"], "(baseline)", True),
+    rows = [("IoU, ControlNet at scale 1 (model's CFG)", figures["iou_scale_1"], ">= 0.85", figures["iou_scale_1"] >= 0.85),
+            ("IoU, no control (same prompts, seeds, CFG)", figures["iou_no_control"], "(baseline)", True),
             ("controlled / uncontrolled seconds", figures["control_time_ratio"], "<= 1.6", figures["control_time_ratio"] <= 1.6)]
+    for g in args.also_guidance:
+        rows += [(f"IoU, ControlNet at scale 1, CFG {g:g}", figures[f"iou_scale_1_cfg_{g:g}"], ">= 0.85", figures[f"iou_scale_1_cfg_{g:g}"] >= 0.85),
+                 (f"IoU, no control, CFG {g:g}", figures[f"iou_no_control_cfg_{g:g}"], "(baseline)", True)]
     if "train_minutes" in figures:
         load_note = f"mean load {figures['train_mean_load']:.1f}" if figures.get("train_mean_load") else "load not logged"
         rows.insert(0, (f"training minutes ({figures['train_steps']} steps, {load_note})", figures["train_minutes"], "<= 30",

@@ -55,7 +55,7 @@ def test_zero_convolutions_change_no_pixel_and_scale_0_neither(world, edges, cas
     assert table.loc["trained ControlNet, scale 1", "pixels_changed"] > 100  # the trained one does act
 
 
-@pytest.mark.parametrize("kind", ["edges"])
+@pytest.mark.parametrize("kind", ["edges", "mask"])
 def test_shipped_controlnet_in_plain_diffusers_gives_sdlabs_image(world, kind):
     """The shipped weights load with ControlNetModel.from_pretrained and run in StableDiffusionControlNetPipeline:
     same scheduler, noise and prompt -> the same pixels as sdlab's generate."""
