@@ -118,6 +118,10 @@ def test_keep_layout_rows_per_method(world, edges, cases):
     table = measure.keep_layout(world, edges, layout, shape_region, judge=lambda image: {"colour": "blue"}, strengths=(0.5,), steps=STEPS)
     assert list(table.method) == ["txt2img", "img2img 0.5", "ControlNet 1"]
     assert table.colour_ok.all() and table.layout_iou.between(0, 1).all()
+    from sdlab.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="^strength: 1.5 is not valid"):
+        measure.keep_layout(world, edges, layout, shape_region, judge=lambda image: {}, strengths=(0.5, 1.5))
 
 
 @pytest.mark.slow

@@ -167,10 +167,11 @@ def keep_layout(
     (each input's subject). Per method, the layout kept (IoU with the input's subject) and whether the image
     shows what the prompt asked for. Methods: txt2img (no input), img2img per strength, ControlNet per scale.
     """
-    n = _check_cases(cases)
-    validate_params({"strength": min(strengths, default=0.5)}, {"strength": [Interval(float, 0, 1)]})
+    n, strengths = _check_cases(cases), [float(s) for s in strengths]
+    for s in strengths:
+        validate_params({"strength": s}, {"strength": [Interval(float, 0, 1)]})
     wanted = [c for c in cases["table"].columns if c.startswith("want_")]
-    methods = [("txt2img", {})] + [(f"img2img {s:g}", {"strength": float(s), "img2img": True}) for s in strengths]
+    methods = [("txt2img", {})] + [(f"img2img {s:g}", {"strength": s, "img2img": True}) for s in strengths]
     methods += [(f"ControlNet {s:g}", {"scale": float(s), "control": True}) for s in scales]
     rows, total = [], n * len(methods)
     for name, how in methods:

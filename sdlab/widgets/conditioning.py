@@ -34,6 +34,7 @@ class ConditioningPanel(Panel):
         self.lr = W.FloatText(value=default.lr, description="lr")
         self.images = W.BoundedIntText(value=8000, min=1, max=1_000_000, description="Images")
         self.seed = W.IntText(value=default.seed, description="Seed")
+        self.focus_weight = W.FloatText(value=12.0, description="Shape weight", tooltip="extra loss weight on the shape's latent cells (0: plain loss)")
         self.train_button = W.Button(description="Train", button_style="primary", icon="play")
         self.train_button.on_click(lambda _: self.start_training())
         self.controlnet = W.Text(value=controlnet, description="ControlNet", layout=W.Layout(width="60%"),
@@ -46,7 +47,7 @@ class ConditioningPanel(Panel):
         self.samples = W.HBox([])
         self.widget = W.VBox([
             W.HTML("<b>Train a ControlNet</b> (the shapes world's own captions; the map carries the layout)"),
-            W.HBox([self.condition, self.out_dir]), W.HBox([self.steps, self.lr]), W.HBox([self.images, self.seed]), self.train_button,
+            W.HBox([self.condition, self.out_dir]), W.HBox([self.steps, self.lr]), W.HBox([self.images, self.seed]), self.focus_weight, self.train_button,
             W.HTML("<b>Measure control fidelity</b> (IoU of the outline's region and the generated shape)"),
             self.controlnet, W.HBox([self.cases, self.scales, self.measure_button]),
             self.progress_row(), self.status, self.plot, self.samples,
@@ -56,7 +57,8 @@ class ConditioningPanel(Panel):
     def config(self):
         from ..conditioning.train import ControlNetConfig
 
-        return ControlNetConfig(steps=int(self.steps.value), lr=float(self.lr.value), seed=int(self.seed.value))
+        return ControlNetConfig(steps=int(self.steps.value), lr=float(self.lr.value), seed=int(self.seed.value),
+                                focus_weight=float(self.focus_weight.value))
 
     def start_training(self, background: bool = True) -> None:
         try:
@@ -72,7 +74,7 @@ class ConditioningPanel(Panel):
 
             data = training_data(n, condition, seed=cfg.seed)
             return train_controlnet(self.pipe, data["images"], data["captions"], data["maps"], out_dir, cfg, callback=callback,
-                                    progress=False, describe={"condition": condition, "dataset": "shapes world", "data_seed": cfg.seed})
+                                    progress=False, focus=data["masks"], describe={"condition": condition, "dataset": "shapes world", "data_seed": cfg.seed})
 
         self.run(work, self._trained, background)
 
