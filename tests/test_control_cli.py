@@ -87,3 +87,18 @@ def test_generate_and_reproduce_with_control(family_dir, scene_png, tmp_path, ca
     assert main(["reproduce", png, "--model", str(model), "--device", "cpu", "--out", str(tmp_path / "again"),
                  "--control", str(scene_png), "--control-model", str(net_dir)]) == 0
     assert capsys.readouterr().out.strip().endswith("max abs pixel difference: 0")
+
+
+def test_the_shipped_controlnet_by_name_from_generate_to_reproduce(scene_png, tmp_path, capsys):
+    from sdlab.control.nets import WEIGHTS, a1111_hash
+    from sdlab.metadata import read_parameters
+
+    argv = ["generate", "a large yellow square on a teal background", "--device", "cpu", "--seed", "2", "--steps", "8",
+            "--control", str(scene_png), "--control-model", "shapes-world-edges", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    png = capsys.readouterr().out.strip()
+    unit = read_parameters(png).control[0]
+    shipped = WEIGHTS / "shapes-world-controlnet-edges" / "diffusion_pytorch_model.safetensors"
+    assert (unit.model, unit.model_hash) == ("shapes-world-edges", a1111_hash(shipped))
+    assert main(["reproduce", png, "--device", "cpu", "--control", str(scene_png), "--out", str(tmp_path / "again")]) == 0
+    assert capsys.readouterr().out.strip().endswith("max abs pixel difference: 0")  # found again by its registered name and hash
