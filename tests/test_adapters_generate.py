@@ -235,3 +235,17 @@ def test_an_embedding_is_never_split_across_chunks_as_in_a1111(pipes, tmp_path):
     chunks = tokenize_weighted(used.pipe.tokenizer, used.prompt)
     assert [len(c) for c in chunks] == [73, 4]  # the 3 vectors moved whole, then "dog"
     assert [len(c) for c in tokenize_weighted(pipe.tokenizer, "cat " * 76)] == [75, 1]  # plain text still cut at 75
+
+
+@pytest.mark.parametrize("name", ["sd1", "sdxl"])
+def test_a_lora_call_leaves_a_half_precision_pipeline_half_precision(family_dir, tmp_path, monkeypatch, name):
+    """diffusers' from_pipe casts to float32 unless given a dtype; the call's pipeline shares the user's modules."""
+    allow_transformers_peft(monkeypatch)
+    pipe = load_pipeline(str(family_dir(name)), device="cpu", dtype="bf16")
+    loras = tmp_path / "loras"
+    make_lora(pipe, family(pipe), loras / "style.safetensors")
+    generate(pipe, SPEC.replace(prompt=SPEC.prompt + " <lora:style:0.7>"), adapters=AdapterFolders(lora_dirs=[loras]))
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        if getattr(pipe, part, None) is not None:
+            assert getattr(pipe, part).dtype == torch.bfloat16, part
+

@@ -125,7 +125,9 @@ def prepare_adapters(pipe, spec, folders: AdapterFolders | None) -> Applied:
         applied.embeddings = [(e.name, e.path, embedding_hash(e.path)) for e in embeddings]
     if hypers:
         applied.entered.append(_apply_hypernetwork(pipe, hypers[0], folders, parts))
-    applied.pipe = type(pipe).from_pipe(pipe, **parts)
+    # from_pipe ends with .to(dtype=...), float32 unless told: it would cast the user's shared fp16/bf16 modules
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer")
+    applied.pipe = type(pipe).from_pipe(pipe, dtype=denoiser.dtype, **parts)
     applied.pipe.set_progress_bar_config(disable=True)
     return applied
 
