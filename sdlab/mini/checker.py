@@ -10,7 +10,7 @@ tested on the generator's ground truth (>= 99% per attribute).
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -93,21 +93,23 @@ def check(image: np.ndarray) -> dict[str, str | None]:
     return result
 
 
-def score(images: Iterable[np.ndarray], expected: pd.DataFrame) -> pd.DataFrame:
+def score(images: Iterable[np.ndarray], expected: pd.DataFrame, read: Callable[[np.ndarray], dict] | None = None,
+          attributes: tuple[str, ...] = ATTRIBUTES, more: Callable[[dict, pd.Series], dict] | None = None) -> pd.DataFrame:
     """One row per image: the checker's reading, and per attribute whether it matches ``expected``.
 
     ``expected`` has one row per image and a column per attribute; a missing or
-    NaN attribute (left out of the prompt) is not scored.
+    NaN attribute (left out of the prompt) is not scored. ``read`` (default :func:`check`)
+    reads ``attributes``; ``more(found, want)`` adds columns (the fine-tuning concepts' verdict).
     """
     rows = []
     for image, (_, want) in zip(images, expected.iterrows()):
-        found = check(np.asarray(image))
-        row = {f"found_{a}": found[a] for a in ATTRIBUTES}
+        found = (read or check)(np.asarray(image))
+        row = {f"found_{a}": found[a] for a in attributes}
         scored = []
-        for a in ATTRIBUTES:
+        for a in attributes:
             if a in want and isinstance(want[a], str):
                 row[f"{a}_ok"] = found[a] == want[a]
                 scored.append(row[f"{a}_ok"])
         row["all_ok"] = bool(all(scored)) if scored else None
-        rows.append(row)
+        rows.append({**row, **(more(found, want) if more else {})})
     return pd.DataFrame(rows, index=expected.index)

@@ -250,23 +250,15 @@ def _area(shape: str) -> float:
 _AREA = {s: _area(s) for s in ALL_SHAPES}
 
 
+def _concept_ok(found: dict, want: pd.Series) -> dict:
+    return {"concept_ok": bool(found["shape"] == want.get("shape") and found["style"] == want.get("style", "filled")
+                               and (want.get("concept") != "sun" or found["colour"] == "yellow"))}
+
+
 def score(images, expected: pd.DataFrame) -> pd.DataFrame:
     """As :func:`.checker.score` with :func:`check` (star and style read), plus ``concept_ok``:
     the shape and style right, and the colour too for a concept that fixes it (the sun)."""
-    rows = []
-    for image, (_, want) in zip(images, expected.iterrows()):
-        found = check(np.asarray(image))
-        row = {f"found_{a}": found[a] for a in ATTRIBUTES}
-        scored = []
-        for a in ATTRIBUTES:
-            if a in want and isinstance(want[a], str):
-                row[f"{a}_ok"] = found[a] == want[a]
-                scored.append(row[f"{a}_ok"])
-        row["all_ok"] = bool(all(scored)) if scored else None
-        row["concept_ok"] = bool(found["shape"] == want.get("shape") and found["style"] == want.get("style", "filled")
-                                 and (want.get("concept") != "sun" or found["colour"] == "yellow"))
-        rows.append(row)
-    return pd.DataFrame(rows, index=expected.index)
+    return checker.score(images, expected, read=check, attributes=ATTRIBUTES, more=_concept_ok)
 
 
 def shape_masks(images: np.ndarray) -> np.ndarray:
