@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelNotFoundError, ValidationError
@@ -124,7 +124,6 @@ class AdapterFolders:
     embedding_dirs: tuple = ()  # folders searched (recursively) for embedding names in the prompts
     hypernetwork_dirs: tuple = ()  # folders searched for <hypernet:NAME:STRENGTH> (A1111 .pt or sdlab .safetensors)
     allow_pickle: bool = False  # read .pt/.bin/.ckpt files (pickle runs code from the file)
-    _index: dict = field(default_factory=dict, compare=False, repr=False)
 
     _parameter_constraints = {
         "lora_dirs": [Check(lambda ds: all(Path(d).is_dir() for d in ds), "existing folders")],
@@ -140,17 +139,15 @@ class AdapterFolders:
         validate_fields(self)
 
     def _files(self, kind: str) -> dict[str, Path]:
-        """``{name: path}``: stems (lower-cased keys for lookup) of files with the kind's suffixes; first folder wins."""
-        if kind not in self._index:
-            dirs, suffixes = {"lora": (self.lora_dirs, LORA_SUFFIXES), "embedding": (self.embedding_dirs, EMBEDDING_SUFFIXES),
-                              HYPERNET: (self.hypernetwork_dirs, (".pt", ".safetensors"))}[kind]
-            files: dict[str, Path] = {}
-            for d in dirs:
-                for path in sorted(Path(d).rglob("*")):
-                    if path.is_file() and path.suffix.lower() in suffixes and path.stat().st_size > 0:
-                        files.setdefault(path.stem, path)
-            self._index[kind] = files
-        return self._index[kind]
+        """``{stem: path}`` of the files with the kind's suffixes, listed afresh (files added since are seen); first folder wins."""
+        dirs, suffixes = {"lora": (self.lora_dirs, LORA_SUFFIXES), "embedding": (self.embedding_dirs, EMBEDDING_SUFFIXES),
+                          HYPERNET: (self.hypernetwork_dirs, (".pt", ".safetensors"))}[kind]
+        files: dict[str, Path] = {}
+        for d in dirs:
+            for path in sorted(Path(d).rglob("*")):
+                if path.is_file() and path.suffix.lower() in suffixes and path.stat().st_size > 0:
+                    files.setdefault(path.stem, path)
+        return files
 
     def loras(self) -> dict[str, Path]:
         return dict(self._files("lora"))
@@ -182,10 +179,6 @@ class AdapterFolders:
                                   "valid: AdapterFolders(hypernetwork_dirs=[DIR]) or --hypernetwork-dir DIR")
         raise ModelNotFoundError(f"hypernet: no hypernetwork named {name!r} in {', '.join(self.hypernetwork_dirs)}; "
                                  f"found: {', '.join(sorted(files)[:8]) or 'none'}")
-
-    def forget(self) -> None:
-        """Drop the cached listing (after files were added to a folder)."""
-        self._index.clear()
 
 
 def _alias(path: Path) -> str | None:
