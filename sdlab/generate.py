@@ -34,7 +34,7 @@ from PIL import Image, ImageFilter
 
 from .errors import ValidationError
 from .images import load_rgb
-from .models import ModelInfo, model_info
+from .models import ModelInfo, model_info, share_pipeline
 from .progress import Callback
 from .samplers import make_scheduler, scheduler_config
 from .spec import GenerationSpec, check_size
@@ -178,11 +178,9 @@ def call_pipeline(pipe, mode: str, scheduler, hooks=(), guidance: float = 1.0, c
         name = denoiser_name(pipe)
         parts[name] = Denoiser(getattr(pipe, name), list(hooks), scheduler, guidance)
     own = needs_depth(pipe) or mode == "txt2img" and type(pipe).__name__ in TEXT_TO_IMAGE  # depth2img has no auto class;
-    # from_pipe ends with new_pipeline.to(dtype=...), float32 unless told: it would cast the user's (shared) fp16/bf16 modules
-    dtype = getattr(pipe, denoiser_name(pipe)).dtype
-    runner = (type(pipe) if own else _auto(mode)).from_pipe(pipe, dtype=dtype, **parts)  # a text-to-image pipeline is its own txt2img class
+    runner = share_pipeline(type(pipe) if own else _auto(mode), pipe, **parts)  # a text-to-image pipeline is its own txt2img class
     if controlnet is not None:  # from the mode's own pipeline, whose constructor settled the scheduler's config
-        runner = _auto(mode).from_pipe(runner, controlnet=controlnet, dtype=dtype)  # (SD 1.x DDIM without clipping), as without control
+        runner = share_pipeline(_auto(mode), runner, controlnet=controlnet)  # (SD 1.x DDIM without clipping), as without control
     runner.set_progress_bar_config(disable=True)
     return runner
 

@@ -377,6 +377,21 @@ def _load_vae(vae: str | os.PathLike, torch_dtype, download: bool):
     raise ModelNotFoundError(f"vae: {name!r} is not a VAE directory (config.json), a pipeline directory with vae/, or a cached hub id")
 
 
+def share_pipeline(cls, pipe, **parts):
+    """A ``cls`` pipeline sharing ``pipe``'s components (diffusers' ``from_pipe``) with ``parts`` replaced, in the
+    denoiser's dtype: ``from_pipe`` ends with ``.to(dtype)``, float32 unless told, which would cast the user's shared
+    fp16/bf16 modules. Its notice about modules kept in float32 (there are none) is silenced for the call."""
+    from diffusers.utils import logging as diffusers_logging
+
+    denoiser = parts.get("unet") or parts.get("transformer") or getattr(pipe, "unet", None) or getattr(pipe, "transformer")
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        return cls.from_pipe(pipe, dtype=denoiser.dtype, **parts)
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+
+
 _INFOS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # pipeline -> ModelInfo, dropped with the pipeline
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ValidationError
 from ..models import family as model_family
+from ..models import share_pipeline
 from ..prompts import keep_together
 from .embeddings import Embedding, embedding_hash, read_embedding
 from .lora import load_lora, lora_hash
@@ -125,9 +126,7 @@ def prepare_adapters(pipe, spec, folders: AdapterFolders | None) -> Applied:
         applied.embeddings = [(e.name, e.path, embedding_hash(e.path)) for e in embeddings]
     if hypers:
         applied.entered.append(_apply_hypernetwork(pipe, hypers[0], folders, parts))
-    # from_pipe ends with .to(dtype=...), float32 unless told: it would cast the user's shared fp16/bf16 modules
-    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer")
-    applied.pipe = type(pipe).from_pipe(pipe, dtype=denoiser.dtype, **parts)
+    applied.pipe = share_pipeline(type(pipe), pipe, **parts)  # in the pipeline's dtype (from_pipe casts to fp32 otherwise)
     applied.pipe.set_progress_bar_config(disable=True)
     return applied
 
