@@ -74,3 +74,20 @@ def sdxl_dir(family_dir) -> Path:
 @pytest.fixture(scope="session")
 def sd3_dir(family_dir) -> Path:
     return family_dir("sd3")
+
+
+@pytest.fixture(scope="module")
+def loaded(family_dir):
+    """``loaded(name) -> (pipeline, directory)``: a family's tiny pipeline, loaded once per test module
+    (each module gets its own, so a test that checks a pipeline is left unchanged sees only its module's calls)."""
+    from sdlab.models import load_pipeline
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = (load_pipeline(str(family_dir(name)), device="cpu"), family_dir(name))
+        return cache[name]
+
+    return get
+

@@ -24,18 +24,6 @@ CONTROL_FAMILIES = ["sd1", "sd2", "sd2-inpaint", "sdxl", "sd3"]
 MAP = Image.fromarray(np.where(np.random.default_rng(7).random((64, 64)) > 0.8, 255, 0).astype(np.uint8)).convert("RGB")
 
 
-@pytest.fixture(scope="module")
-def loaded(family_dir):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = (load_pipeline(str(family_dir(name)), device="cpu"), family_dir(name))
-        return cache[name]
-
-    return get
-
-
 def tiny_controlnet(pipe, trained: bool = True, seed: int = 0):
     """A ControlNet for ``pipe``'s denoiser: diffusers' ``from_unet`` copy (zero convolutions at zero), or,
     with ``trained``, every weight nudged so that the control changes the image."""

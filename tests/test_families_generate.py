@@ -13,25 +13,13 @@ from PIL import Image
 
 from sdlab.errors import ValidationError
 from sdlab.generate import generate, generate_many
-from sdlab.models import family, load_pipeline
+from sdlab.models import family
 from sdlab.prompts import encode_prompts
 from sdlab.spec import GenerationSpec
 from sdlab.trace import trace, trace_many
 
 FAMILIES = ["sd1", "sd2", "sd2-inpaint", "sdxl", "sd3"]
 PROMPT, NEGATIVE = "a red circle on a blue background", "blurry"
-
-
-@pytest.fixture(scope="module")
-def loaded(family_dir):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = (load_pipeline(str(family_dir(name)), device="cpu"), family_dir(name))
-        return cache[name]
-
-    return get
 
 
 def _px(image) -> np.ndarray:
