@@ -164,6 +164,15 @@ def encode_latents(pipe, images: np.ndarray, batch: int = 16) -> torch.Tensor:
     return (z - shift) * vae.config.scaling_factor
 
 
+def encode_set(pipe, data: Dataset, encoders: list, tokenizers: list, mask_weight: float, device, sdxl: bool):
+    """A fine-tuning set through the frozen VAE and text encoders: latents, per-cell loss weights (None when
+    ``mask_weight`` is 0), text states and pooled embeddings (SDXL)."""
+    with torch.no_grad():
+        latents = encode_latents(pipe, data.images).to(device)
+        states, pooled = encode_text(encoders, tokenizers, data.captions, sdxl)
+    return latents, data.cell_weights(tuple(latents.shape[-2:]), mask_weight), states, pooled
+
+
 def token_ids(tokenizer, captions: list[str]) -> torch.Tensor:
     return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
 

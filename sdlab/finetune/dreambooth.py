@@ -23,7 +23,7 @@ import torch
 from ..progress import Callback
 from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, validate_fields
 from .common import BASE_CONSTRAINTS, Dataset, TrainConfig, autocast, check_family, check_size, diffusion_loss, draw, rebuild
-from .common import encode_latents, encode_text, noise_scheduler, sdxl_time_ids, snr_weights, train_loop
+from .common import encode_latents, encode_set, encode_text, noise_scheduler, sdxl_time_ids, snr_weights, train_loop
 from .embedding import text_parts
 
 
@@ -98,15 +98,11 @@ def train_dreambooth(pipe, data: Dataset, out: str | Path, cfg: DreamBoothConfig
     sched, device = noise_scheduler(pipe), unet.device
     weights = snr_weights(sched, cfg.min_snr_gamma)
     sdxl = fam == "sdxl"
-    with torch.no_grad():
-        latents = encode_latents(pipe, data.images).to(device)
-        cells = data.cell_weights(tuple(latents.shape[-2:]), cfg.mask_weight)
-        states, pooled = encode_text(encs, toks, data.captions, sdxl)
-        if use_prior:
-            check_size(pipe, class_data.images)
-            c_latents = encode_latents(pipe, class_data.images).to(device)
-            c_cells = class_data.cell_weights(tuple(c_latents.shape[-2:]), cfg.mask_weight) if class_data.masks is not None else None
-            c_states, c_pooled = encode_text(encs, toks, class_data.captions, sdxl)
+    latents, cells, states, pooled = encode_set(pipe, data, encs, toks, cfg.mask_weight, device, sdxl)
+    if use_prior:
+        check_size(pipe, class_data.images)
+        class_weight = cfg.mask_weight if class_data.masks is not None else 0.0  # class images without masks: plain loss
+        c_latents, c_cells, c_states, c_pooled = encode_set(pipe, class_data, encs, toks, class_weight, device, sdxl)
     h, w = data.images.shape[1:3]
     unet.train()
     last = {}

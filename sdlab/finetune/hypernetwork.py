@@ -19,7 +19,7 @@ from ..adapters import hypernetwork as hn_lib
 from ..progress import Callback
 from ..validation import Check, Options, validate_fields
 from .common import BASE_CONSTRAINTS, Dataset, TrainConfig, autocast, check_family, check_size, diffusion_loss, draw
-from .common import encode_latents, encode_text, noise_scheduler, sdxl_time_ids, snr_weights, train_loop
+from .common import encode_set, noise_scheduler, sdxl_time_ids, snr_weights, train_loop
 from .embedding import text_parts
 
 
@@ -61,10 +61,7 @@ def train_hypernetwork(pipe, data: Dataset, out: str | Path, name: str = "hypern
     hn.to(device).train()
     weights = snr_weights(sched, cfg.min_snr_gamma)
     sdxl = fam == "sdxl"
-    with torch.no_grad():
-        latents = encode_latents(pipe, data.images).to(device)
-        cells = data.cell_weights(tuple(latents.shape[-2:]), cfg.mask_weight)
-        states, pooled = encode_text(encs, toks, data.captions, sdxl)
+    latents, cells, states, pooled = encode_set(pipe, data, encs, toks, cfg.mask_weight, device, sdxl)
     h, w = data.images.shape[1:3]
     params = list(hn.parameters())
 

@@ -155,7 +155,10 @@ def train_lora(pipe, data: Dataset, out: str | Path, cfg: LoraConfig = LoraConfi
     latents = encode_latents(pipe, data.images).to(device)
     cells = data.cell_weights(tuple(latents.shape[-2:]), cfg.mask_weight)
     h, w = data.images.shape[1:3]
-    cached = None if cfg.train_text_encoder else _encode_all(encs, toks, data.captions, fam == "sdxl")
+    cached = None
+    if not cfg.train_text_encoder:  # frozen encoders: every caption's states once
+        with torch.no_grad():
+            cached = encode_text(encs, toks, data.captions, fam == "sdxl")
     unet.train()
 
     def loss(step: int, g: torch.Generator) -> torch.Tensor:
@@ -178,8 +181,3 @@ def train_lora(pipe, data: Dataset, out: str | Path, cfg: LoraConfig = LoraConfi
     info = train_loop(out, cfg, params, loss, state, load_state, None, callback, progress, "lora")
     adapters = [{k: v.detach().float().cpu().clone() for k, v in get_peft_model_state_dict(m).items()} for m in models]
     return Lora(adapters[0], adapters[1:], cfg.rank, alpha, fam, {**info, "method": "lora"}, cfg.targets)
-
-
-@torch.no_grad()
-def _encode_all(encs, toks, captions: list[str], sdxl: bool):
-    return encode_text(encs, toks, captions, sdxl)
