@@ -27,7 +27,6 @@ import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -113,25 +112,6 @@ def prepare(pipe, spec: GenerationSpec) -> GenerationSpec:
         if value < smallest:
             raise ValidationError(f"{name}: {value} is too small for {info.name}; the smallest valid size is {smallest}")
     return spec
-
-
-def check_sizes_early(spec: GenerationSpec, factor: int) -> None:
-    """The size checks :func:`generate` makes, made before any model is loaded, given the model's size factor
-    (``models.config_size_factor``): the spec's width/height and the (extended) init image's, read from its header."""
-    for name in ("width", "height"):
-        if getattr(spec, name) is not None:
-            check_size(name, getattr(spec, name), factor)
-    if spec.init_image is None:
-        return
-    if isinstance(spec.init_image, (str, Path)):
-        from .images import open_image
-
-        size = open_image(spec.init_image, "init").size
-    else:
-        size = spec.init_image.size if isinstance(spec.init_image, Image.Image) else np.asarray(spec.init_image).shape[1::-1]
-    left, top, right, bottom = spec.outpaint or (0, 0, 0, 0)
-    for name, value in (("width", size[0] + left + right), ("height", size[1] + top + bottom)):
-        check_size(f"{name} of the {'extended ' if spec.outpaint else ''}init image", value, factor)
 
 
 def generators(seed: int, n: int) -> list:

@@ -122,11 +122,17 @@ class GenerationSpec:
         return self.replace(**changes) if changes else self
 
 
-def check_inputs(spec: GenerationSpec) -> None:
+def check_inputs(spec: GenerationSpec, factor: int | None = None) -> None:
     """Open a spec's init image and mask given as paths (one line if either is missing or not an image) and check
-    the mask is the init image's size, before any model is loaded."""
+    the mask is the init image's size, before any model is loaded. Given the model's size ``factor``
+    (``models.config_size_factor``), also make generate's size checks: the spec's width/height and the
+    (extended) init image's."""
     from .images import open_image
 
+    if factor is not None:
+        for name in ("width", "height"):
+            if getattr(spec, name) is not None:
+                check_size(name, getattr(spec, name), factor)
     sizes = {}
     for name, value in (("init", spec.init_image), ("mask", spec.mask)):
         if isinstance(value, (str, bytes)) or hasattr(value, "__fspath__"):
@@ -136,3 +142,7 @@ def check_inputs(spec: GenerationSpec) -> None:
             sizes[name] = tuple(value.size) if not hasattr(value, "shape") else (int(value.shape[1]), int(value.shape[0]))
     if "mask" in sizes and "init" in sizes and spec.outpaint is None and sizes["mask"] != sizes["init"]:
         raise invalid("mask", f"{sizes['mask'][0]}x{sizes['mask'][1]}", f"the init image's size, {sizes['init'][0]}x{sizes['init'][1]}")
+    if factor is not None and "init" in sizes:
+        left, top, right, bottom = spec.outpaint or (0, 0, 0, 0)
+        for name, value in (("width", sizes["init"][0] + left + right), ("height", sizes["init"][1] + top + bottom)):
+            check_size(f"{name} of the {'extended ' if spec.outpaint else ''}init image", value, factor)

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from sdlab.errors import ModelNotFoundError, ValidationError
-from sdlab.generate import check_sizes_early, size_factor
+from sdlab.generate import size_factor
 from sdlab.models import config_size_factor, load_pipeline, locate
-from sdlab.spec import GenerationSpec
+from sdlab.spec import GenerationSpec, check_inputs
 
 PROBE = """
 import sys
@@ -62,7 +62,7 @@ def test_shapes_world_factor_and_sources():
 
 def test_early_size_checks_match_generate(tmp_path):
     with pytest.raises(ValidationError, match=r"^height: 72 is not valid; valid: a multiple of 16; nearest: 64 or 80"):
-        check_sizes_early(GenerationSpec("a", width=64, height=72), 16)  # SD 3: VAE 8 x patch 2
-    check_sizes_early(GenerationSpec("a", init_image=Image.new("RGB", (64, 48))), 4)  # passes: generate accepts it too
+        check_inputs(GenerationSpec("a", width=64, height=72), 16)  # SD 3: VAE 8 x patch 2
+    check_inputs(GenerationSpec("a", init_image=Image.new("RGB", (64, 48))), 4)  # passes: generate accepts it too
     with pytest.raises(ValidationError, match=r"^width of the init image: 62 is not valid"):
-        check_sizes_early(GenerationSpec("a", init_image=Image.new("RGB", (62, 64))), 4)
+        check_inputs(GenerationSpec("a", init_image=Image.new("RGB", (62, 64))), 4)

@@ -94,12 +94,8 @@ def preflight(args: argparse.Namespace, spec=None, out: str | None = None, out_k
     likely_device(args.device)
     if spec is None:
         return None
-    from ..generate import check_sizes_early
     from ..spec import check_inputs
 
-    check_inputs(spec)
-    factor = config_size_factor(args.model)
-    if factor is not None:
-        check_sizes_early(spec, factor)
+    check_inputs(spec, config_size_factor(args.model))
     return check_spec(args.model, spec, args.device, force=getattr(args, "force", False),
                       allow_pickle=getattr(args, "allow_pickle", False), scale=scale)
