@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import report  # noqa: E402
+from _common import best_of, report  # noqa: E402
 
 PY = sys.executable
 PROMPT = "a small green cross at the bottom on a pink background"
@@ -35,8 +35,8 @@ def timed(argv: list[str], env: dict | None = None) -> tuple[float, subprocess.C
     return time.perf_counter() - started, done
 
 
-def best(argv: list[str], repeat: int, env: dict | None = None) -> float:
-    return min(timed(argv, env)[0] for _ in range(repeat))
+def best(argv: list[str], repeat: int) -> float:
+    return best_of(lambda: subprocess.run(argv, capture_output=True), repeat=repeat, warmup=0)
 
 
 def cold_start(tmp: Path, repeat: int) -> list[tuple]:
