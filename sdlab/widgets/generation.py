@@ -69,6 +69,7 @@ class GenerationPanel(Panel):
         self.generate_button = W.Button(description="Generate", button_style="primary", icon="play")
         self.generate_button.on_click(lambda _: self.generate())
         self.gallery = W.HBox(layout=W.Layout(flex_flow="row wrap"))
+        self.gallery.add_class("sdlab-gallery")  # the results, apart from the control previews above them
         self.clipboard = W.Textarea(description="A1111 text", layout=wide, rows=3)
         self.widget = W.VBox([
             self.prompt, self.negative, self.adapters.widget,
