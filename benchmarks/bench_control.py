@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lesson-n", type=int, default=30, help="held-out cases per lesson curve (default 30)")
     parser.add_argument("--also-guidance", type=lambda t: [float(v) for v in t.split(",") if v], default=[],
                         help="also measure the IoU at these CFG scales, e.g. 2,3 (the headline uses the model's default)")
+    parser.add_argument("--also-guess-mode", action="store_true",
+                        help="also measure the IoU in guess mode (A1111's 'ControlNet is more important') at each CFG measured")
     parser.add_argument("--conflict-n", type=int, default=12, help="prompt-control conflicts (default 12)")
     parser.add_argument("--snapshot-stride", type=int, default=500, help="fidelity over training: every this many steps (default 500)")
     parser.add_argument("--skip-headline", action="store_true", help="only the lessons (the headline figures measured already)")
@@ -113,6 +115,11 @@ def main(argv: list[str] | None = None) -> dict:
         at = measure.fidelity(pipe, controlnet, cases, shape_region, scales=(1.0,), steps=args.steps, guidance=g, control_type=args.condition)
         base_at = measure.fidelity(pipe, None, cases, shape_region, steps=args.steps, guidance=g)
         figures[f"iou_scale_1_cfg_{g:g}"], figures[f"iou_no_control_cfg_{g:g}"] = float(at.iou.mean()), float(base_at.iou.mean())
+    if args.also_guess_mode:  # control on the conditional half only: CFG then amplifies the control with the prompt
+        for g in [None] + list(args.also_guidance):
+            at = measure.fidelity(pipe, controlnet, cases, shape_region, scales=(1.0,), steps=args.steps, guidance=g, control_type=args.condition,
+                                  guess_mode=True)
+            figures[f"iou_scale_1_guess_mode_cfg_{'model' if g is None else f'{g:g}'}"] = float(at.iou.mean())
     plain, controlled = time_per_image(pipe, controlnet, cases, args.repeat, args.steps)
     figures.update(seconds_uncontrolled=plain, seconds_controlled=controlled, control_time_ratio=controlled / plain)
     figures["load_at_end"] = load()
@@ -123,6 +130,10 @@ def main(argv: list[str] | None = None) -> dict:
     for g in args.also_guidance:
         rows += [(f"IoU, ControlNet at scale 1, CFG {g:g}", figures[f"iou_scale_1_cfg_{g:g}"], ">= 0.85", figures[f"iou_scale_1_cfg_{g:g}"] >= 0.85),
                  (f"IoU, no control, CFG {g:g}", figures[f"iou_no_control_cfg_{g:g}"], "(baseline)", True)]
+    if args.also_guess_mode:
+        for g in ["model"] + [f"{g:g}" for g in args.also_guidance]:
+            value = figures[f"iou_scale_1_guess_mode_cfg_{g}"]
+            rows.append((f"IoU, ControlNet at scale 1, guess mode, CFG {g}", value, ">= 0.85", value >= 0.85))
     if "train_minutes" in figures:
         load_note = f"mean load {figures['train_mean_load']:.1f}" if figures.get("train_mean_load") else "load not logged"
         rows.insert(0, (f"training minutes ({figures['train_steps']} steps, {load_note})", figures["train_minutes"], "<= 30",

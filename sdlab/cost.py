@@ -18,6 +18,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from .validation import invalid
 
@@ -131,8 +132,11 @@ def _per_level(value, n: int) -> list[int]:
     return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)] * n
 
 
-def unet_cost(config: dict, h: int, w: int) -> tuple[float, float]:
-    """(FLOPs, activation elements alive at once) of one UNet evaluation on one latent of h x w."""
+def unet_cost(config: dict, h: int, w: int, encoder_only: bool = False) -> tuple[float, float]:
+    """(FLOPs, activation elements alive at once) of one UNet evaluation on one latent of h x w.
+
+    ``encoder_only``: the down blocks and the middle block alone, what a ControlNet (a copy of them, read from
+    its own config) runs; its activations are the residuals it hands the UNet."""
     channels = [int(c) for c in config["block_out_channels"]]
     levels = len(channels)
     per_block = _per_level(config.get("layers_per_block", 2), levels)
@@ -141,7 +145,8 @@ def unet_cost(config: dict, h: int, w: int) -> tuple[float, float]:
     flops = skips = widest = 0.0
     for i, c in enumerate(channels):
         t = max(1, h >> i) * max(1, w >> i)
-        resnets = 2 * per_block[i] + 1 + (2 if i == levels - 1 else 0)  # down, up (one more), the middle block
+        middle = 2 if i == levels - 1 else 0
+        resnets = per_block[i] + middle if encoder_only else 2 * per_block[i] + 1 + middle  # down, up (one more), the middle block
         flops += resnets * 2 * (2 * 9 * c * c * t)
         skips += (per_block[i] + 1) * c * t
         if attention[i] or i == levels - 1:
@@ -184,9 +189,11 @@ def _weight_bytes(directory: Path | None, file: Path | None) -> float:
 
 
 def estimate_generation(source: Path | None, width: int, height: int, batch: int = 1, steps: int = 25,
-                        guidance: float = 5.0, device: str = "cpu", bytes_per_value: int | None = None) -> Cost:
+                        guidance: float = 5.0, device: str = "cpu", bytes_per_value: int | None = None,
+                        controlnets: Sequence[tuple[dict, float, float]] = ()) -> Cost:
     """The cost of ``batch`` images of ``width`` x ``height`` in ``steps`` steps on a model at ``source``
-    (a pipeline directory, a checkpoint file, or None: read as SD 1.x)."""
+    (a pipeline directory, a checkpoint file, or None: read as SD 1.x), with ``controlnets`` as
+    (config, weight bytes, share of the steps it acts in) beside the UNet."""
     directory = source if source is not None and source.is_dir() else None
     file = source if source is not None and source.is_file() else None
     vae = _config(directory, "vae") or SD1_VAE
@@ -194,10 +201,13 @@ def estimate_generation(source: Path | None, width: int, height: int, batch: int
     h, w = max(1, height // factor), max(1, width // factor)
     transformer = _config(directory, "transformer")
     flops, elements = transformer_cost(transformer, h, w) if transformer else unet_cost(_config(directory, "unet") or SD1_UNET, h, w)
+    for config, _, share in controlnets:
+        net_flops, net_elements = unet_cost(config, h, w, encoder_only=True)
+        flops, elements = flops + share * net_flops, elements + net_elements
     evaluations = 2 if guidance > 1 else 1  # classifier-free guidance runs the conditional and unconditional halves
     decode_flops, decode_elements = vae_decode_cost(vae, h, w)
     size = bytes_per_value or (2 if device.startswith(("cuda", "mps")) else 4)
-    weights = _weight_bytes(directory, file)
+    weights = _weight_bytes(directory, file) + sum(b for _, b, _ in controlnets)
     peak = weights + ACTIVATION_FACTOR * size * batch * max(evaluations * elements, decode_elements)
     total = steps * evaluations * batch * flops + batch * decode_flops
     seconds = None if device.startswith(("cuda", "mps")) else total / (EFFICIENCY * cpu_flops())
@@ -205,10 +215,12 @@ def estimate_generation(source: Path | None, width: int, height: int, batch: int
 
 
 def check_generation(source: Path | None, width: int, height: int, batch: int = 1, steps: int = 25, guidance: float = 5.0,
-                     device: str = "cpu", force: bool = False, name: str = "cost") -> Cost:
+                     device: str = "cpu", force: bool = False, name: str = "cost",
+                     controlnets: Sequence[tuple[dict, float, float]] = ()) -> Cost:
     """:func:`estimate_generation`, refused in one line when it would not fit or not finish (unless ``force``)."""
-    cost = estimate_generation(source, width, height, batch, steps, guidance, device)
+    cost = estimate_generation(source, width, height, batch, steps, guidance, device, controlnets=controlnets)
     value = f"{width}x{height}, {batch} image{'s' if batch != 1 else ''}, {steps} steps"
+    value += f", {len(controlnets)} ControlNet{'s' if len(controlnets) != 1 else ''}" if controlnets else ""
     check_budget(name, value, cost.peak_bytes, cost.seconds, device, force)
     return cost
 
@@ -262,7 +274,38 @@ def check_spec(model, spec, device: str = "auto", force: bool = False, allow_pic
     if spec.mode == "img2img":
         steps = max(1, int(steps * spec.strength))
     guidance = 5.0 if spec.guidance is None else spec.guidance
-    return check_generation(source, width, height, spec.batch_size, steps, guidance, likely_device(device), force)
+    return check_generation(source, width, height, spec.batch_size, steps, guidance, likely_device(device), force,
+                            controlnets=controlnet_costs(spec.control))
+
+
+def controlnet_costs(control) -> list[tuple[dict, float, float]]:
+    """(config, weight bytes, share of the steps) of each of a spec's ControlNet units whose model can be read
+    here: a loaded model, a directory or a shipped name (one sdlab cannot find is refused later, in its own words)."""
+    from .control.unit import as_units
+    from .errors import ModelNotFoundError
+
+    found = []
+    for unit in as_units(control):
+        if unit.model is None:  # depth2img: the UNet reads the map itself
+            continue
+        if not isinstance(unit.model, (str, os.PathLike)):
+            config = dict(unit.model.config)
+            weights = float(sum(p.numel() * p.element_size() for p in unit.model.parameters()))
+        else:
+            from .control.nets import resolve, weights_file
+
+            try:
+                directory = Path(resolve(unit.model)[1])
+            except ModelNotFoundError:
+                continue
+            config = _config(directory.parent, directory.name)
+            if config is None or "block_out_channels" not in config:  # SD 3 ControlNets: transformer blocks, not estimated
+                continue
+            file = weights_file(directory)
+            weights = float(file.stat().st_size) if file else 0.0
+        if "block_out_channels" in config:
+            found.append((config, weights, float(unit.end) - float(unit.start)))
+    return found
 
 
 def check_pipeline(pipe, spec, force: bool = False, scale: float = 1.0) -> Cost:

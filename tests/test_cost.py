@@ -64,6 +64,30 @@ def test_check_spec_reads_the_model_defaults_and_the_init_image(machine, tmp_pat
         cost.check_spec("shapes-world", GenerationSpec("a"), device="tpu")
 
 
+def test_a_controlnet_adds_its_encoder_for_the_steps_it_acts(machine):
+    """The shipped edge ControlNet is the UNet's encoder and middle block: estimated at 1.39x an uncontrolled image
+    (bench_control.py measures 1.48x), its file in the weights, half the extra time with a half window."""
+    import numpy as np
+    import torch
+
+    from sdlab.control.nets import load_controlnet
+    from sdlab.control.unit import ControlUnit
+    from sdlab.spec import GenerationSpec
+
+    unit = ControlUnit(image=np.zeros((64, 64, 3), np.uint8), model="shapes-world-edges", preprocessed=True)
+    plain = cost.check_spec("shapes-world", GenerationSpec("a"))
+    full = cost.check_spec("shapes-world", GenerationSpec("a", control=unit))
+    half = cost.check_spec("shapes-world", GenerationSpec("a", control=unit.replace(start=0.5)))
+    file = SHIPPED_DIR.parent / "shapes-world-controlnet-edges" / "diffusion_pytorch_model.safetensors"
+    assert full.weight_bytes - plain.weight_bytes == file.stat().st_size
+    assert 1.2 < full.seconds / plain.seconds < 1.6
+    assert half.seconds - plain.seconds == pytest.approx((full.seconds - plain.seconds) / 2, rel=0.02)  # the decoder is shared
+    loaded = load_controlnet("shapes-world-edges", dtype=torch.float32)  # a model object reads the same from its config
+    assert cost.check_spec("shapes-world", GenerationSpec("a", control=unit.replace(model=loaded))).seconds == pytest.approx(full.seconds)
+    with pytest.raises(ValidationError, match=r"^cost: '4096x4096, 1 image, 25 steps, 1 ControlNet' is not valid"):
+        cost.check_spec("shapes-world", GenerationSpec("a", width=4096, height=4096, control=unit))
+
+
 def test_reproduce_refuses_a_costly_file_before_loading(machine, tmp_path):
     from sdlab.reproduce import reproduce
 

@@ -66,10 +66,12 @@ def _check_cases(cases: dict) -> int:
 def fidelity(
     pipe, controlnet, cases: dict, region: Region, scales: Iterable[float] = (1.0,), windows: Iterable[tuple[float, float]] = ((0.0, 1.0),),
     guidance: float | None = None, steps: int | None = None, control_type: str = "edges", callback: Callback | None = None,
+    guess_mode: bool = False,
 ) -> pd.DataFrame:
     """IoU of each case's truth mask and the generated subject, per scale and window (tidy: one row per image).
 
     ``controlnet=None`` measures the model without control on the same prompts and seeds (``scale`` NaN).
+    ``guess_mode`` is A1111's "ControlNet is more important": the ControlNet acts on the conditional half only.
     """
     n = _check_cases(cases)
     scales = [float("nan")] if controlnet is None else [float(s) for s in scales]
@@ -78,10 +80,12 @@ def fidelity(
     for s in scales:
         for start, end in windows:
             for i, case in enumerate(cases["table"].itertuples()):
-                image = generate_one(pipe, case.prompt, case.seed, controlnet, cases["maps"][i], s, start, end, guidance, steps, control_type)
+                image = generate_one(pipe, case.prompt, case.seed, controlnet, cases["maps"][i], s, start, end, guidance, steps, control_type,
+                                     guess_mode=guess_mode and controlnet is not None)
                 found = region(image)
                 rows.append({"case": i, "prompt": case.prompt, "seed": int(case.seed), "control": controlnet is not None, "scale": s,
-                             "start": start, "end": end, "guidance": guidance, "iou": iou(found, cases["masks"][i]),
+                             "start": start, "end": end, "guidance": guidance, "guess_mode": guess_mode and controlnet is not None,
+                             "iou": iou(found, cases["masks"][i]),
                              "truth_area": int(np.asarray(cases["masks"][i]).sum()), "found_area": int(found.sum())})
                 if callback is not None:
                     callback(len(rows), total)
