@@ -56,6 +56,10 @@ CELLS = {
     "dreambooth-star-prior-general": ("dreambooth", "star", "clean", {"prior_weight": 1.0, "class_images": "general"}),
     "dreambooth-star-prior-lr2e-4": ("dreambooth", "star", "clean", {"prior_weight": 1.0, "lr": 2e-4}),
     "dreambooth-star-prior-lr1e-4": ("dreambooth", "star", "clean", {"prior_weight": 1.0, "lr": 1e-4}),
+    # class images weighted as the subject's are: their shape's latent cells 13x (masks from the same foreground reading)
+    "dreambooth-star-prior-masked": ("dreambooth", "star", "clean", {"prior_weight": 1.0, "class_masks": True}),
+    "dreambooth-star-prior-masked-both": ("dreambooth", "star", "clean", {"prior_weight": 1.0, "class_masks": True, "class_images": "both",
+                                                                          "n_class": 80}),
     "embedding-sun-600": ("embedding", "sun", "clean", {"steps": 600}),
     "lora-star-lr1e-3": ("lora", "star", "clean", {"lr": 1e-3}),
     # the search for the quality targets with the time left (up to 50 images, more steps, lower lr)
@@ -83,7 +87,7 @@ CONFIGS = {
     "dreambooth": dict(lr=5e-4, mask_weight=12.0),
 }
 # extra keys that are the cell's data, not its method's config: fine-tuning images, class images and their prompts
-NOT_CONFIG = ("prior_weight", "class_images", "n_class", "images")
+NOT_CONFIG = ("prior_weight", "class_images", "n_class", "images", "class_masks")
 TARGETS = {"minutes": {"embedding": 10, "lora": 10, "hypernetwork": 10, "dreambooth": 20}}
 
 
@@ -128,7 +132,10 @@ def train(pipe, name: str, out: Path, quick: bool):
             prompts = world.evaluation_prompts(n_class, seed=77)["prompt"].tolist()
         elif extra.get("class_images") == "both":  # half the class word's, half general prompts (every shape)
             prompts = prompts[:n_class // 2] + world.evaluation_prompts(n_class - n_class // 2, seed=77)["prompt"].tolist()
-        class_data = Dataset(dreambooth.class_images(pipe, prompts), prompts) if extra["prior_weight"] > 0 else None
+        class_data = None
+        if extra["prior_weight"] > 0:
+            made = dreambooth.class_images(pipe, prompts)
+            class_data = Dataset(made, prompts, concepts.shape_masks(made) if extra.get("class_masks") else None)
         cfg = dreambooth.DreamBoothConfig(**fields, prior_weight=extra["prior_weight"])
         result = dreambooth.train_dreambooth(pipe, data, run, cfg, class_data)
         path = run / "unet.safetensors"
