@@ -299,7 +299,7 @@ def _batch_key(spec: GenerationSpec) -> tuple:
 
 
 def generate_many(
-    pipe, specs: list[GenerationSpec], max_batch: int = 32, callback: Callback | None = None, hooks=()
+    pipe, specs: list[GenerationSpec], max_batch: int = 32, callback: Callback | None = None, hooks=(), adapters=None
 ) -> list[tuple[Image.Image, GenerationSpec]]:
     """Text-to-image for many specs, batched: specs that share steps, sampler, size and
     clip skip run in one pipeline call, each image from its own seed's generator, its own
@@ -307,61 +307,77 @@ def generate_many(
     before ``hooks``). Returns (image, resolved spec) in input order; each image equals
     ``generate``'s for its spec.
 
-    ``callback(done, total)`` counts images.
+    ``callback(done, total)`` counts images. ``adapters`` (:class:`sdlab.adapters.networks.AdapterFolders`)
+    as in :func:`generate`: a spec whose prompt names LoRAs, a hypernetwork or embeddings runs as its own
+    ``generate`` call (a call's adapters are built for its prompt), and its resolved spec records their hashes.
     """
-    import torch
-
-    from .denoiser import per_sample_guidance
-    from .prompts import encode_prompts
-
-    from .adapters.apply import check_plain
+    from .adapters.apply import uses_adapters
+    from .adapters.networks import preflight
 
     resolved = []
     for spec in specs:
-        check_plain(spec)
+        preflight(spec.prompt, adapters)  # a LoRA tag without its folder or file: refused before any image
         if spec.mode != "txt2img":
             raise ValidationError(f"generate_many: only text-to-image specs batch; got a {spec.mode} spec (use generate)")
         spec = prepare(pipe, spec)
         resolved += [spec.replace(seed=spec.seed + k, batch_size=1) for k in range(spec.batch_size)]
     order: dict[tuple, list[int]] = {}
     for i, spec in enumerate(resolved):
-        order.setdefault(_batch_key(spec), []).append(i)
+        order.setdefault(_batch_key(spec) + (uses_adapters(spec, adapters),), []).append(i)
     out: list[Image.Image | None] = [None] * len(resolved)
     embeddings: dict[tuple[str, str], dict] = {}
     done = 0
     for indices in order.values():
         for start in range(0, len(indices), max_batch):
             chunk = [resolved[i] for i in indices[start : start + max_batch]]
-            first = chunk[0]
-            parts = []
-            for spec in chunk:
-                key = (spec.prompt, spec.negative_prompt)
-                if key not in embeddings:
-                    embeddings[key] = encode_prompts(pipe, spec.prompt, spec.negative_prompt, 1, first.clip_skip)
-                parts.append(embeddings[key])
-            shapes = {tuple((k, tuple(v.shape)) for k, v in p.items()) for p in parts if all(torch.is_tensor(v) for v in p.values())}
-            if first.control or needs_depth(pipe) or len(shapes) != 1 or len([p for p in parts if all(torch.is_tensor(v) for v in p.values())]) != len(parts):
-                # controlled specs, prompts of different chunk counts (or text handed to the pipeline): one call each
-                images = [generate(pipe, spec, hooks=hooks).images[0] for spec in chunk]
+            if uses_adapters(chunk[0], adapters):  # this call's LoRAs and embeddings: one generate each, hashes recorded
+                made = [generate(pipe, spec, hooks=hooks, adapters=adapters) for spec in chunk]
+                images = [result.images[0] for result in made]
+                for i, result in zip(indices[start : start + max_batch], made):
+                    resolved[i] = result.specs[0]
             else:
-                weights = [float(s.guidance) for s in chunk]
-                same = len(set(weights)) == 1
-                scale = weights[0] if same else max(2.0, max(weights))
-                call_hooks = list(hooks) if same else [per_sample_guidance(weights, scale), *hooks]
-                scheduler = make_scheduler(first.sampler, scheduler_config(pipe), seeds=[s.seed for s in chunk])
-                kwargs = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-                kwargs.update(num_inference_steps=first.steps, guidance_scale=scale, width=first.width, height=first.height,
-                              generator=[torch.Generator("cpu").manual_seed(s.seed) for s in chunk], output_type="pil",
-                              callback_on_step_end=_step_end(None, first.steps))
-                mode = "txt2img"
-                if needs_mask(pipe):
-                    extra, mode = _blank_canvas(first.width, first.height)
-                    kwargs.update(extra, image=[extra["image"]] * len(chunk), mask_image=[extra["mask_image"]] * len(chunk))
-                runner = call_pipeline(pipe, mode, scheduler, call_hooks, scale)
-                images = runner(**kwargs).images
+                images = _chunk_images(pipe, chunk, hooks, embeddings)
             for i, image in zip(indices[start : start + max_batch], images):
                 out[i] = image
             done += len(chunk)
             if callback is not None:
                 callback(done, len(resolved))
     return list(zip(out, resolved))
+
+
+def _chunk_images(pipe, chunk: list[GenerationSpec], hooks, embeddings: dict) -> list[Image.Image]:
+    """One chunk of :func:`generate_many` (same steps, sampler, size, clip skip): one batched pipeline call, or one
+    ``generate`` each where a batch cannot hold them; ``embeddings`` caches each (prompt, negative)'s encoding."""
+    import torch
+
+    from .denoiser import per_sample_guidance
+    from .prompts import encode_prompts
+
+    first = chunk[0]
+    parts = []
+    for spec in chunk:
+        key = (spec.prompt, spec.negative_prompt)
+        if key not in embeddings:
+            embeddings[key] = encode_prompts(pipe, spec.prompt, spec.negative_prompt, 1, first.clip_skip)
+        parts.append(embeddings[key])
+    shapes = {tuple((k, tuple(v.shape)) for k, v in p.items()) for p in parts if all(torch.is_tensor(v) for v in p.values())}
+    if first.control or needs_depth(pipe) or len(shapes) != 1 or len([p for p in parts if all(torch.is_tensor(v) for v in p.values())]) != len(parts):
+        # controlled specs, prompts of different chunk counts (or text handed to the pipeline): one call each
+        images = [generate(pipe, spec, hooks=hooks).images[0] for spec in chunk]
+    else:
+        weights = [float(s.guidance) for s in chunk]
+        same = len(set(weights)) == 1
+        scale = weights[0] if same else max(2.0, max(weights))
+        call_hooks = list(hooks) if same else [per_sample_guidance(weights, scale), *hooks]
+        scheduler = make_scheduler(first.sampler, scheduler_config(pipe), seeds=[s.seed for s in chunk])
+        kwargs = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        kwargs.update(num_inference_steps=first.steps, guidance_scale=scale, width=first.width, height=first.height,
+                      generator=[torch.Generator("cpu").manual_seed(s.seed) for s in chunk], output_type="pil",
+                      callback_on_step_end=_step_end(None, first.steps))
+        mode = "txt2img"
+        if needs_mask(pipe):
+            extra, mode = _blank_canvas(first.width, first.height)
+            kwargs.update(extra, image=[extra["image"]] * len(chunk), mask_image=[extra["mask_image"]] * len(chunk))
+        runner = call_pipeline(pipe, mode, scheduler, call_hooks, scale)
+        images = runner(**kwargs).images
+    return images

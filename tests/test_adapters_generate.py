@@ -187,7 +187,7 @@ def test_refusals_are_one_line(pipes, tmp_path):
         generate(sd1, SPEC.replace(prompt="a cat <lora:x:1>"))
     with pytest.raises(ValidationError, match="has 8-wide vectors for text_encoder; this model's takes 32"):
         generate(sd1, SPEC.replace(prompt="a shiny cat"), adapters=AdapterFolders(embedding_dirs=[tmp_path]))
-    with pytest.raises(ValidationError, match="LoRAs apply in generate"):
+    with pytest.raises(ValidationError, match="no LoRA folder was given"):  # batched generation reads the same folders
         generate_many(sd1, [SPEC.replace(prompt="a cat <lora:x:1>")])
     with pytest.raises(ValidationError, match="lora_dirs: .* valid: existing folders"):
         AdapterFolders(lora_dirs=[tmp_path / "missing"])

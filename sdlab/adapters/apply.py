@@ -268,9 +268,11 @@ def _apply_embeddings(pipe, embeddings: list[Embedding], parts: dict) -> dict[st
     return replacements
 
 
-def check_plain(spec) -> None:
-    """Refuse a spec whose prompt names extra networks where sdlab cannot apply them (batched generation)."""
+def uses_adapters(spec, folders: AdapterFolders | None) -> bool:
+    """Whether :func:`prepare_adapters` would change anything for ``spec``: an extra-network tag in the prompt (any
+    kind: unknown ones are cut from the text) or, with embedding folders, an embedding's name in either prompt."""
     if has_extra_networks(spec.prompt):
-        _, uses = parse_extra_networks(spec.prompt)
-        if any(u.kind in LORA_KINDS + (HYPERNET,) for u in uses):
-            raise ValidationError(f"prompt: {uses[0].text} — LoRAs apply in generate(..., adapters=...), not in batched generation")
+        return True
+    if folders is None or not folders.embedding_dirs:
+        return False
+    return bool(find_embedding_names(spec.prompt + "\n" + spec.negative_prompt, folders.embeddings()))

@@ -1,5 +1,5 @@
 """``sdlab lora info | export-kohya`` and ``sdlab embedding info | convert``; ``--lora-dir`` / ``--embeddings-dir``
-for the verbs that make images (``generate``, ``reproduce``)."""
+for the verbs that make images (``generate``, ``reproduce``, ``sweep``)."""
 from __future__ import annotations
 
 import json

@@ -8,6 +8,7 @@ loading the model.
 from __future__ import annotations
 
 from ._options import add_cluster_options, add_spec_options, cluster_from_args, preflight, spec_from_args
+from .adapters import adapter_folders, add_adapter_options
 
 
 def register(sub) -> None:
@@ -19,6 +20,7 @@ def register(sub) -> None:
     p.add_argument("--prompts", help="a text file with one prompt per line (each is swept)")
     p.add_argument("--out", required=True, help="the result store directory")
     p.add_argument("--new", action="store_true", help="archive an existing store made with other arguments and start again")
+    add_adapter_options(p)  # an X/Y/Z plot over LoRA weights: --x "sr=<lora:NAME:0>,<lora:NAME:0.5>,<lora:NAME:1>"
     add_cluster_options(p, "cells")
     p.set_defaults(func=cmd_sweep)
 
@@ -56,6 +58,7 @@ def cmd_sweep(args) -> int:
     from ..sweep import grid, run_sweep
 
     spec = spec_from_args(args)
+    folders = adapter_folders(args)  # each cell's LoRA tags are resolved in run_sweep, before the model loads
     one = preflight(args, spec, out=args.out)  # the model, the inputs, one cell's cost: before anything loads
     cells = len(prompts or [spec.prompt])
     for axis in axes:
@@ -64,7 +67,7 @@ def cmd_sweep(args) -> int:
     check_budget("cells", f"{cells} cells", one.peak_bytes, seconds, one.device, args.force)
     model = ModelSource(args.model, device=args.device, allow_pickle=args.allow_pickle)
     table = run_sweep(model, spec, axes, args.out, prompts=prompts, new=args.new, metrics=shapes_world_metrics,
-                      cluster=cluster_from_args(args))
+                      cluster=cluster_from_args(args), adapters=folders)
     x, y = axes[0].name, axes[1].name if len(axes) > 1 else None
     z = axes[2] if len(axes) > 2 else None
     for z_value in (z.values if z else [None]):

@@ -79,9 +79,9 @@ def describe(pipe, base: GenerationSpec, axes: list[Axis], prompts: list[str] | 
     }
 
 
-def run_batch(pipe, cells: list[Cell], metrics, max_batch: int) -> list[dict]:
+def run_batch(pipe, cells: list[Cell], metrics, max_batch: int, adapters=None) -> list[dict]:
     """One batch in one ``generate_many`` call: per cell its key, resolved spec row, PNG bytes (with the
-    A1111 ``parameters`` chunk) and measurements. Runs wherever the pipeline is."""
+    A1111 ``parameters`` chunk, LoRA and embedding hashes included) and measurements. Runs wherever the pipeline is."""
     from io import BytesIO
 
     import numpy as np
@@ -92,7 +92,7 @@ def run_batch(pipe, cells: list[Cell], metrics, max_batch: int) -> list[dict]:
 
     metrics = resolve_metrics(metrics, pipe)
     out = []
-    for cell, (image, spec) in zip(cells, generate_many(pipe, [c.spec for c in cells], max_batch=max_batch)):
+    for cell, (image, spec) in zip(cells, generate_many(pipe, [c.spec for c in cells], max_batch=max_batch, adapters=adapters)):
         chunk = PngImagePlugin.PngInfo()
         chunk.add_text("parameters", format_parameters(spec))
         png = BytesIO()
@@ -124,7 +124,7 @@ def _save(store: ResultStore, cells: list[Cell], outcomes: list[dict], done: set
 def run_sweep(
     pipe, base: GenerationSpec, axes: list[Axis], out_dir: str | Path, prompts: list[str] | None = None,
     metrics=None, new: bool = False, max_batch: int = 32,
-    progress: bool = True, callback: Callable[[int, int], None] | None = None, cluster=None,
+    progress: bool = True, callback: Callable[[int, int], None] | None = None, cluster=None, adapters=None,
 ) -> pd.DataFrame:
     """Run (or finish) a sweep into ``out_dir``; return the store's table, one row per image.
 
@@ -139,17 +139,25 @@ def run_sweep(
     number of local worker processes. Workers load the model by its source; a
     pipeline passed in is loaded there from its source, device and dtype, so changes
     made to it in memory are not seen. The batches and seeds are a local run's.
+    ``adapters``: the :class:`~sdlab.adapters.networks.AdapterFolders` where the cells' ``<lora:NAME:W>``
+    tags and embedding names are found (A1111's X/Y/Z plot over LoRA weights is a prompt S/R axis); every
+    tag is resolved before the model loads; on a cluster the folders must be at the same paths on the workers.
     """
+    from ..adapters.networks import preflight
     from ..cluster import ModelSource, call_on_worker, connect, map_on_workers
 
     validate_params({"max_batch": max_batch}, {"max_batch": [Interval(int, 1, None)]})
     if base.mode != "txt2img":
         raise ValidationError("sweep: only text-to-image sweeps are supported; the base spec has an init image")
     cells = expand(base, axes, prompts)
+    for prompt in sorted({c.spec.prompt for c in cells}):
+        preflight(prompt, adapters)  # a LoRA tag without its folder or file: refused before the model loads
+    folders = None if adapters is None else {k: [str(d) for d in getattr(adapters, k)] for k in ("lora_dirs", "embedding_dirs", "hypernetwork_dirs")}
     loaded = None if isinstance(pipe, (str, Path, ModelSource)) else pipe
     model = ModelSource.of(pipe)
     request = json.loads(json.dumps({"model": model.fingerprint(), "base": spec_row(base), "prompts": prompts or [],
-                                     "axes": [{"name": a.name, "values": list(a.values)} for a in axes]}))
+                                     "axes": [{"name": a.name, "values": list(a.values)} for a in axes],
+                                     **({"adapters": folders} if folders else {})}))
     store = ResultStore(out_dir)
     store.check()
     if store.answers(request, [c.key for c in cells]):
@@ -162,13 +170,15 @@ def run_sweep(
             arguments = describe(loaded, base, axes, prompts, checks)
         else:
             arguments = call_on_worker(client, model, describe, base, axes, prompts, checks)
+        if folders:
+            arguments["adapters"] = folders
         done = store.open(arguments, new=new)
         store.remember(request)
         batches = plan([c for c in cells if c.key not in done], max_batch)
         if client is None:
-            results: Iterator = ((i, run_batch(loaded, batch, metrics, max_batch)) for i, batch in enumerate(batches))
+            results: Iterator = ((i, run_batch(loaded, batch, metrics, max_batch, adapters)) for i, batch in enumerate(batches))
         else:
-            results = map_on_workers(client, model, run_batch, [(batch, metrics, max_batch) for batch in batches])
+            results = map_on_workers(client, model, run_batch, [(batch, metrics, max_batch, adapters) for batch in batches])
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(cells), initial=len(done), desc="sweep", disable=not progress)

@@ -5,6 +5,7 @@ import ipywidgets as W
 
 from ..models import model_info
 from ..errors import SdlabError
+from .adapters import AdapterSection
 from .base import Panel
 from .base import figure_png, png_bytes
 
@@ -17,6 +18,7 @@ class SweepPanel(Panel):
         self.pipe = pipe
         self.table = None
         self.prompt = W.Text(value="a small red circle in the center on a white background", description="Prompt", layout=W.Layout(width="100%"))
+        self.adapters = AdapterSection(self.prompt)  # LoRA / embedding folders: a prompt axis can sweep <lora:NAME:W>
         self.axes = []
         for label, name, values in (("X", "seed", "1-4"), ("Y", "cfg", "1,3,7.5"), ("Z", "(none)", "")):
             self.axes.append((W.Dropdown(options=AXIS_NAMES, value=name, description=label, layout=W.Layout(width="200px")),
@@ -33,7 +35,7 @@ class SweepPanel(Panel):
         self.plot = W.Image(format="png")  # an image, not an Output: the plot is drawn from the worker thread
         self.metric.observe(lambda _: self.draw_plot(), names="value")
         self.widget = W.VBox([
-            self.prompt, *[W.HBox(list(pair)) for pair in self.axes], W.HBox([self.steps, self.out_dir, self.new]),
+            self.prompt, self.adapters.widget, *[W.HBox(list(pair)) for pair in self.axes], W.HBox([self.steps, self.out_dir, self.new]),
             W.HBox([self.run_button, self.progress_row()]), self.status, W.HBox([self.grid_view, W.VBox([self.metric, self.plot])]),
         ])
 
@@ -51,7 +53,7 @@ class SweepPanel(Panel):
         from ..sweep import run_sweep
 
         try:
-            axes = self.axis_list()
+            axes, folders = self.axis_list(), self.adapters.folders()
             base = GenerationSpec(self.prompt.value, seed=1, steps=int(self.steps.value))
             one, cells = check_pipeline(self.pipe, base), math.prod(len(a.values) for a in axes)
             check_budget("cells", f"{cells} cells", one.peak_bytes, one.seconds * cells if one.seconds is not None else None, one.device)
@@ -64,7 +66,8 @@ class SweepPanel(Panel):
             self.refresh_grid(axes)
 
         def work(callback):
-            return run_sweep(self.pipe, base, axes, self.out_dir.value, new=self.new.value, progress=False, metrics=sweep_metrics(self.pipe), callback=lambda d, t: on_progress(d, t))
+            return run_sweep(self.pipe, base, axes, self.out_dir.value, new=self.new.value, progress=False, metrics=sweep_metrics(self.pipe),
+                             callback=lambda d, t: on_progress(d, t), adapters=folders)
 
         self.run(work, self._finished, background)
 

@@ -1,0 +1,115 @@
+"""LoRAs and embeddings in batched generation and sweeps: A1111's X/Y/Z plot over LoRA weights (a prompt S/R axis
+over ``<lora:NAME:W>``), each cell the image ``generate`` makes for its spec, with A1111's ``Lora hashes``."""
+import numpy as np
+import pytest
+from adapters_kit import embedding_vectors, make_lora
+from PIL import Image
+
+from sdlab.adapters.embeddings import save_embedding
+from sdlab.adapters.lora import lora_hash
+from sdlab.adapters.networks import AdapterFolders
+from sdlab.cli import main
+from sdlab.errors import ModelNotFoundError, ValidationError
+from sdlab.generate import generate, generate_many
+from sdlab.metadata import parse_parameters
+from sdlab.models import load_pipeline
+from sdlab.spec import GenerationSpec
+from sdlab.sweep import Axis, run_sweep
+
+PROMPT = "a small red circle in the center on a white background"
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_pipeline_dir):
+    return load_pipeline(str(tiny_pipeline_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def folders(pipe, tmp_path_factory):
+    """A folder with a random LoRA (``rnd``) and a random embedding (``shiny``) for the tiny shapes world."""
+    root = tmp_path_factory.mktemp("adapters")
+    make_lora(pipe, "sd1", root / "loras" / "rnd.safetensors")
+    save_embedding(root / "embeddings" / "shiny.safetensors", "shiny", embedding_vectors(pipe, n=2))
+    return AdapterFolders(lora_dirs=[root / "loras"], embedding_dirs=[root / "embeddings"])
+
+
+def _pixels(image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def test_generate_many_gives_each_adapter_spec_generates_image_and_hashes(pipe, folders):
+    base = GenerationSpec(PROMPT, seed=5, steps=4)
+    specs = [base, base.replace(prompt=PROMPT + " <lora:rnd:1>"), base.replace(prompt=PROMPT + " <lora:rnd:0.5>", seed=6),
+             base.replace(prompt="shiny " + PROMPT), base.replace(seed=7), base.replace(prompt=PROMPT + " <lora:rnd:0>")]
+    made = generate_many(pipe, specs, adapters=folders)
+    alone = [generate(pipe, s, adapters=folders) for s in specs]
+    for (image, spec), result in zip(made, alone):
+        assert np.array_equal(_pixels(image), _pixels(result.images[0])), spec.prompt
+        assert spec.extra == result.specs[0].extra, spec.prompt
+    lora_file = folders.lora("rnd")
+    assert made[1][1].extra["Lora hashes"] == f"rnd: {lora_hash(lora_file)}"
+    assert "Lora hashes" not in made[0][1].extra and "TI hashes" in made[3][1].extra
+    assert not np.array_equal(_pixels(made[1][0]), _pixels(made[0][0]))  # the LoRA acts...
+    assert np.array_equal(_pixels(made[5][0]), _pixels(made[0][0]))  # ...and at weight 0 changes no pixel
+
+
+def test_generate_many_refuses_a_lora_without_its_folder_before_any_image(pipe, monkeypatch):
+    import sdlab.generate as gen
+
+    monkeypatch.setattr(gen, "prepare", lambda *a, **k: pytest.fail("an image was started"))
+    with pytest.raises(ValidationError, match=r"^prompt: <lora:rnd:1> names a LoRA, but no LoRA folder was given"):
+        generate_many(pipe, [GenerationSpec(PROMPT + " <lora:rnd:1>")])
+
+
+def test_a_sweep_over_lora_weights_is_a1111s_xyz_plot(pipe, folders, tmp_path):
+    weights = ["<lora:rnd:0>", "<lora:rnd:0.5>", "<lora:rnd:1>"]
+    base = GenerationSpec(f"{PROMPT} {weights[0]}", seed=3, steps=4)
+    axes = [Axis.parse("sr=" + ",".join(weights)), Axis.parse("seed=3,4")]
+    table = run_sweep(pipe, base, axes, tmp_path / "store", progress=False, adapters=folders)
+    assert len(table) == 6
+    assert sorted(table.prompt.unique()) == sorted(f"{PROMPT} {w}" for w in weights)
+    for row in table.itertuples():
+        spec = base.replace(prompt=row.prompt, seed=int(row.seed))
+        stored = Image.open(tmp_path / "store" / row.file)
+        assert np.array_equal(_pixels(stored), _pixels(generate(pipe, spec, adapters=folders).images[0])), spec.prompt
+        _, _, fields = parse_parameters(stored.text["parameters"])
+        assert fields["Lora hashes"] == f"rnd: {lora_hash(folders.lora('rnd'))}"  # reproduce finds the file again
+    again = run_sweep(pipe, base, axes, tmp_path / "store", progress=False, adapters=folders)  # answered from the store
+    assert again.equals(table)
+
+
+def test_a_sweep_refuses_a_missing_lora_before_the_model_loads(folders, tmp_path, monkeypatch):
+    from sdlab.cluster import ModelSource
+
+    monkeypatch.setattr(ModelSource, "load", lambda self: pytest.fail("the model was loaded"))
+    axes = [Axis.parse("sr=<lora:rnd:1>,<lora:missing:1>")]
+    with pytest.raises(ModelNotFoundError, match="^lora: no LoRA named 'missing' in .*; found: rnd"):
+        run_sweep("shapes-world", GenerationSpec(f"{PROMPT} <lora:rnd:1>"), axes, tmp_path / "s", progress=False, adapters=folders)
+    with pytest.raises(ValidationError, match="no LoRA folder was given"):
+        run_sweep("shapes-world", GenerationSpec(f"{PROMPT} <lora:rnd:1>"), [Axis.parse("seed=1,2")], tmp_path / "s", progress=False)
+
+
+def test_sdlab_sweep_takes_lora_dir(folders, tmp_path, capsys):
+    lora_dir = str(folders.lora_dirs[0])
+    argv = ["sweep", f"{PROMPT} <lora:rnd:0>", "--x", "sr=<lora:rnd:0>,<lora:rnd:1>", "--steps", "3",
+            "--out", str(tmp_path / "cli")]
+    assert main(argv + ["--lora-dir", lora_dir]) == 0
+    assert (tmp_path / "cli" / "grid.png").is_file()
+    capsys.readouterr()
+    assert main(argv[:-1] + [str(tmp_path / "cli2")]) == 2  # no --lora-dir: one line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no LoRA folder was given" in err[0]
+
+
+def test_sweep_panel_passes_its_folders(pipe, folders, tmp_path):
+    from sdlab.widgets.sweep import SweepPanel
+
+    panel = SweepPanel(pipe, out_dir=str(tmp_path / "panel"))
+    panel.steps.value = 2
+    panel.adapters.lora_dir.value = str(folders.lora_dirs[0])
+    panel.prompt.value = f"{PROMPT} <lora:rnd:0>"
+    panel.axes[0][0].value, panel.axes[0][1].value = "prompt", "<lora:rnd:0>,<lora:rnd:1>"
+    panel.axes[1][0].value = "(none)"
+    panel.start(background=False)
+    assert panel.last_error is None and len(panel.table) == 2
+    assert panel.table.prompt.str.contains("<lora:rnd:1>").any()
