@@ -14,7 +14,7 @@ from sdlab.generate import generate, generate_many
 from sdlab.metadata import parse_parameters
 from sdlab.models import load_pipeline
 from sdlab.spec import GenerationSpec
-from sdlab.sweep import Axis, run_sweep
+from sdlab.sweep import Axis, grid, run_sweep
 
 PROMPT = "a small red circle in the center on a white background"
 
@@ -76,6 +76,9 @@ def test_a_sweep_over_lora_weights_is_a1111s_xyz_plot(pipe, folders, tmp_path):
         assert fields["Lora hashes"] == f"rnd: {lora_hash(folders.lora('rnd'))}"  # reproduce finds the file again
     again = run_sweep(pipe, base, axes, tmp_path / "store", progress=False, adapters=folders)  # answered from the store
     assert again.equals(table)
+    assert list(table.sr.unique()) == weights  # the grid's columns: the replacements, one per weight
+    three, one = grid(table, tmp_path / "store", "sr", "seed"), grid(table[table.sr == weights[0]], tmp_path / "store", "sr", "seed")
+    assert three.size[1] == one.size[1] and three.size[0] > 2.5 * (one.size[0] - 40)
 
 
 def test_a_sweep_refuses_a_missing_lora_before_the_model_loads(folders, tmp_path, monkeypatch):

@@ -49,6 +49,8 @@ def test_cells_and_search_replace():
     assert len(cells) == 6
     assert [c.spec.prompt for c in cells[:2]] == ["a red circle", "a red circle"]  # X (seed) varies fastest
     assert {c.spec.prompt for c in cells} == {"a red circle", "a blue circle", "a green circle"}
+    # the S/R values get their own column: prompt_index stays the place in the prompts list
+    assert [(c.coords["prompt_index"], c.coords["sr"], c.coords["sr_index"]) for c in cells[::2]] == [(0, "red", 0), (0, "blue", 1), (0, "green", 2)]
     with pytest.raises(ValidationError, match="does not occur"):
         expand(GenerationSpec("a circle"), [Axis.parse("prompt=red,blue")])
 

@@ -68,11 +68,11 @@ def cmd_sweep(args) -> int:
     model = ModelSource(args.model, device=args.device, allow_pickle=args.allow_pickle)
     table = run_sweep(model, spec, axes, args.out, prompts=prompts, new=args.new, metrics=shapes_world_metrics,
                       cluster=cluster_from_args(args), adapters=folders)
-    x, y = axes[0].name, axes[1].name if len(axes) > 1 else None
+    x, y = axes[0].column, axes[1].column if len(axes) > 1 else None
     z = axes[2] if len(axes) > 2 else None
     for z_value in (z.values if z else [None]):
-        path = Path(args.out) / (f"grid-{z.name}-{z_value}.png" if z else "grid.png")
-        image = grid(table, args.out, x, y, z_value=z_value, z=z.name if z else None)
+        path = Path(args.out) / (f"grid-{z.column}-{z_value}.png" if z else "grid.png")
+        image = grid(table, args.out, x, y, z_value=z_value, z=z.column if z else None)
         with atomic_path(path) as tmp:
             image.save(tmp)
         print(path)

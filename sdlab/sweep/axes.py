@@ -97,6 +97,13 @@ class Axis:
         field = FIELDS[key]
         return cls(field, tuple(parse_values(field, values)))
 
+    @property
+    def column(self) -> str:
+        """The table's column for this axis's values (and ``<column>_index``): the field's name, except ``sr`` for the
+        prompt's search/replace, whose values are the replacements (the ``prompt`` column holds each cell's whole prompt,
+        ``prompt_index`` the place in a ``prompts`` list)."""
+        return "sr" if self.name == "prompt" else self.name
+
     def apply(self, spec: GenerationSpec, value) -> GenerationSpec:
         if self.name == "prompt":
             search = self.values[0]
@@ -136,8 +143,8 @@ def expand(base: GenerationSpec, axes: list[Axis], prompts: list[str] | None = N
             coords = {"prompt_index": p_index}
             for axis, (index, value) in zip(axes, combo):
                 spec = axis.apply(spec, value)
-                coords[axis.name] = value
-                coords[f"{axis.name}_index"] = index
+                coords[axis.column] = value
+                coords[f"{axis.column}_index"] = index
             key = "p{}-".format(p_index) + "-".join(f"{i}" for i, _ in combo)
             cells.append(Cell(key, coords, spec))
     return cells

@@ -15,6 +15,12 @@ def grid(table: pd.DataFrame, store_dir: str | Path, x: str, y: str | None = Non
 
     from ..grid import labelled_grid
 
+    missing = [c for c in (x, y, z, f"{x}_index", f"{y}_index" if y else None) if c is not None and c not in table]
+    if missing:  # a store written before its axis's column existed (a prompt S/R axis's is ``sr`` now)
+        from ..errors import ValidationError
+
+        raise ValidationError(f"grid: the sweep's table has no column {missing[0]!r}; columns: {', '.join(map(str, table.columns))} "
+                              "(rerun the sweep with --new / new=True to rebuild an older store)")
     rows = table[table["prompt_index"] == prompt_index]
     if z is not None:
         rows = rows[rows[z] == z_value]

@@ -79,8 +79,8 @@ class SweepPanel(Panel):
         if table.empty:
             return
         try:
-            image = grid(table, self.out_dir.value, axes[0].name, axes[1].name if len(axes) > 1 else None,
-                         z_value=axes[2].values[0] if len(axes) > 2 else None, z=axes[2].name if len(axes) > 2 else None, cell=64)
+            image = grid(table, self.out_dir.value, axes[0].column, axes[1].column if len(axes) > 1 else None,
+                         z_value=axes[2].values[0] if len(axes) > 2 else None, z=axes[2].column if len(axes) > 2 else None, cell=64)
         except (IndexError, KeyError):  # some cells still missing
             return
         self.grid_view.value = png_bytes(image)
@@ -103,6 +103,6 @@ class SweepPanel(Panel):
             return
         axes = self.axis_list()
         fig, ax = plt.subplots(figsize=(4.5, 3))
-        x = axes[1].name if len(axes) > 1 and axes[0].name == "seed" else axes[0].name
+        x = axes[1].column if len(axes) > 1 and axes[0].name == "seed" else axes[0].column
         plot_metric(self.table, self.metric.value, x, ax=ax)
         self.plot.value = figure_png(fig)
