@@ -30,6 +30,8 @@ def folders(tmp_path):
     (["embedding", "--concept", "star", "--token", "<star>"], "token: '<star>' is not valid; valid: one word without spaces or the characters"),
     (["lora", "--concept", "moon", "--token", "moon"], "--concept: 'moon' is not valid; valid: one of star, sun, outlined"),
     (["dreambooth", "--images", "{good}", "--token", "sks"], "--class-word: None is not valid"),
+    (["lora", "--images", "{good}", "--token", "sks", "--prior-weight", "1"], "--class-word: None is not valid"),
+    (["lora", "--concept", "star", "--token", "star", "--prior-weight", "-1"], "prior_weight: -1.0 is not valid"),
     (["hypernetwork", "--concept", "outlined", "--layer-structure", "2,1"], "layer_structure: (2.0, 1.0) is not valid"),
     (["lora", "--concept", "star", "--token", "star", "--steps", "0"], "steps: 0 is not valid; valid: a whole number >= 1"),
     (["embedding", "--concept", "star", "--token", "star", "--model", "{empty}"], "--model: "),
@@ -55,6 +57,16 @@ def test_lora_run_writes_a_file_and_a_rerun_resumes(folders, tmp_path, capsys):
     assert "lora:" in capsys.readouterr().out
     changed = [a if a != "2" else "3" for a in argv]
     assert main(changed) == 2  # another run's directory is refused
+
+
+def test_lora_with_prior_preservation_generates_class_images_of_the_class_word(tmp_path, capsys):
+    out = tmp_path / "prior"
+    argv = ["train", "lora", "--concept", "star", "--token", "star", "-n", "4", "--steps", "2", "--batch", "2", "--quiet",
+            "--prior-weight", "1", "--class-images", "3", "--out", str(out)]
+    assert main(argv) == 0
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert records and all(np.isfinite(r["loss"]) for r in records if "loss" in r)
+    assert json.loads((out / "finetune_config.json").read_text())["config"]["prior_weight"] == 1.0
 
 
 def test_embedding_from_a_folder_uses_sidecar_captions(folders, tmp_path):

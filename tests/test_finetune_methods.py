@@ -143,6 +143,23 @@ def test_dreambooth_prior_term_is_computed_and_changes_the_result(pipe, data, tm
         dreambooth.train_dreambooth(pipe, data, tmp_path / "x", cfg)
 
 
+@pytest.mark.parametrize("text_encoder", [False, True])
+def test_lora_prior_preservation_is_kohyas_regularisation(pipe, data, tmp_path, text_encoder):
+    prompts = concepts.class_prompts("star", 3)
+    class_data = Dataset(dreambooth.class_images(pipe, prompts), prompts)
+    before = snapshot(pipe)
+    base = dict(steps=2, batch=2, class_batch=2, lr=1e-2, train_text_encoder=text_encoder)
+    with_prior = lora.train_lora(pipe, data, tmp_path / "prior", lora.LoraConfig(**base, prior_weight=1.0), class_data=class_data)
+    without = lora.train_lora(pipe, data, tmp_path / "none", lora.LoraConfig(**base))
+    ignored = lora.train_lora(pipe, data, tmp_path / "ignored", lora.LoraConfig(**base), class_data=class_data)
+    assert same(before, pipe)
+    assert with_prior.info["n_class"] == 3 and with_prior.info["last_prior_loss"] > 0 and without.info["prior_weight"] == 0.0
+    assert any(not torch.equal(with_prior.unet[k], without.unet[k]) for k in without.unet)  # the class images' loss moved it
+    assert all(torch.equal(ignored.unet[k], without.unet[k]) for k in without.unet)  # weight 0: class images change nothing
+    with pytest.raises(ValidationError, match=r"^class_data: None is not valid"):
+        lora.train_lora(pipe, data, tmp_path / "x", lora.LoraConfig(**base, prior_weight=1.0))
+
+
 def test_bad_data_is_one_line():
     with pytest.raises(ValidationError, match=r"^images: 'no images' is not valid"):
         check_images([])

@@ -45,3 +45,17 @@ def test_panel_shows_a_bad_field_in_one_line(pipe, tmp_path):
     panel.concept.value, panel.folder.value = "folder", str(tmp_path / "none")
     panel.start(background=False)
     assert panel.last_error.startswith("--images: ")
+
+
+def test_panel_prior_weight_follows_the_method_and_reaches_the_run(pipe, tmp_path):
+    from sdlab.widgets.finetuning import FinetuningPanel
+
+    panel = FinetuningPanel(pipe, out_dir=str(tmp_path))
+    panel.method.value = "dreambooth"
+    assert panel.prior.value == 1.0  # DreamBooth preserves the prior by default; a LoRA does not
+    panel.method.value = "lora"
+    assert panel.prior.value == 0.0
+    panel.prior.value, panel.steps.value = 0.5, 1
+    panel.start(background=False)
+    assert panel.last_error is None
+    assert panel.trained.info["prior_weight"] == 0.5 and panel.trained.info["n_class"] == 20

@@ -50,9 +50,10 @@ def register(methods) -> None:
             p.add_argument("--rank", type=int, default=4)
             p.add_argument("--alpha", type=float)
             p.add_argument("--train-text-encoder", action="store_true")
-        if method == "dreambooth":
+        if method in ("dreambooth", "lora"):  # prior preservation: DreamBooth's class images, kohya's regularisation images
             p.add_argument("--class-word", help="the class in 'a TOKEN CLASS' (default: the concept's)")
-            p.add_argument("--prior-weight", type=float, default=1.0, help="prior-preservation loss weight (0: off)")
+            p.add_argument("--prior-weight", type=float, default=1.0 if method == "dreambooth" else 0.0,
+                           help=f"prior-preservation loss weight (0: off; default {1.0 if method == 'dreambooth' else 0.0:g})")
             p.add_argument("--class-images", type=int, default=50, help="class images the base model generates (default 50)")
         if method == "hypernetwork":
             p.add_argument("--layer-structure", default="1,2,1", help="A1111's layer structure (default 1,2,1)")
@@ -73,7 +74,7 @@ def _config(args):
     if args.finetune_method == "lora":
         from ..finetune.lora import LoraConfig
 
-        return LoraConfig(**given, rank=args.rank, alpha=args.alpha, train_text_encoder=args.train_text_encoder)
+        return LoraConfig(**given, rank=args.rank, alpha=args.alpha, train_text_encoder=args.train_text_encoder, prior_weight=args.prior_weight)
     if args.finetune_method == "dreambooth":
         from ..finetune.dreambooth import DreamBoothConfig
 
@@ -116,7 +117,9 @@ def cmd_finetune(args) -> int:
 
         validate_params({"--concept": args.concept}, {"--concept": [Options(concepts.CONCEPTS)]})
         concept = concepts.CONCEPTS[args.concept]
-    if method == "dreambooth":
+    prior = method in ("dreambooth", "lora") and cfg.prior_weight > 0  # class images of the class word
+    class_word = None
+    if method == "dreambooth" or prior:
         class_word = args.class_word or (concept.class_word if concept else None)
         if not class_word:
             raise invalid("--class-word", args.class_word, "the subject's class word, e.g. dog (needed with --images)")
@@ -158,7 +161,7 @@ def cmd_finetune(args) -> int:
     data = Dataset(images, captions, masks)
     pipe = load_pipeline(args.model, device=args.device)
     class_data = None
-    if method == "dreambooth" and cfg.prior_weight > 0:
+    if prior:
         from ..finetune.dreambooth import class_images
 
         prompts = concepts.class_prompts(concept.name, args.class_images) if concept else [f"a {class_word}"] * args.class_images

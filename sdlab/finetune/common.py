@@ -309,4 +309,28 @@ def draw(n: int, batch: int, g: torch.Generator) -> torch.Tensor:
     return torch.randint(n, (batch,), generator=g)
 
 
-__all__ = ["Cancelled", "Dataset", "TrainConfig", "train_loop", "encode_latents", "encode_text", "diffusion_loss"]
+class PriorSet:
+    """Prior preservation's class images (DreamBooth's, kohya's regularisation images for a LoRA), encoded once
+    through the frozen VAE and text encoders; :meth:`loss` is their diffusion loss on one seeded draw, the term
+    that keeps what the base model drew for the class while the subject is learned."""
+
+    def __init__(self, pipe, data: Dataset, encoders: list, tokenizers: list, mask_weight: float, device, sdxl: bool) -> None:
+        check_size(pipe, data.images)
+        weight = mask_weight if data.masks is not None else 0.0  # class images without masks: plain loss
+        self.latents, self.cells, self.states, self.pooled = encode_set(pipe, data, encoders, tokenizers, weight, device, sdxl)
+        self.captions, self.sdxl, self.size = list(data.captions), sdxl, tuple(data.images.shape[1:3])
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def loss(self, unet, scheduler, weights: torch.Tensor, batch: int, g: torch.Generator, encode=None) -> torch.Tensor:
+        """The class images' loss on ``batch`` drawn with ``g``; ``encode(captions) -> (states, pooled)`` re-encodes
+        their captions (a text encoder being trained), else the states encoded once are used."""
+        idx = draw(len(self.latents), batch, g)
+        states, pooled = (self.states[idx], self.pooled[idx] if self.pooled is not None else None) if encode is None \
+            else encode([self.captions[i] for i in idx])
+        added = {"text_embeds": pooled, "time_ids": sdxl_time_ids(*self.size, len(idx), self.latents.device)} if self.sdxl else None
+        return diffusion_loss(unet, scheduler, weights, self.latents[idx], states, g, added, cells=None if self.cells is None else self.cells[idx])
+
+
+__all__ = ["Cancelled", "Dataset", "PriorSet", "TrainConfig", "train_loop", "encode_latents", "encode_text", "diffusion_loss"]

@@ -22,8 +22,8 @@ import torch
 
 from ..progress import Callback
 from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, validate_fields
-from .common import BASE_CONSTRAINTS, Dataset, TrainConfig, autocast, check_family, check_size, diffusion_loss, draw, rebuild
-from .common import encode_latents, encode_set, encode_text, noise_scheduler, sdxl_time_ids, snr_weights, train_loop
+from .common import BASE_CONSTRAINTS, Dataset, PriorSet, TrainConfig, autocast, check_family, check_size, diffusion_loss, draw, rebuild
+from .common import encode_set, noise_scheduler, sdxl_time_ids, snr_weights, train_loop
 from .embedding import text_parts
 
 
@@ -99,27 +99,21 @@ def train_dreambooth(pipe, data: Dataset, out: str | Path, cfg: DreamBoothConfig
     weights = snr_weights(sched, cfg.min_snr_gamma)
     sdxl = fam == "sdxl"
     latents, cells, states, pooled = encode_set(pipe, data, encs, toks, cfg.mask_weight, device, sdxl)
-    if use_prior:
-        check_size(pipe, class_data.images)
-        class_weight = cfg.mask_weight if class_data.masks is not None else 0.0  # class images without masks: plain loss
-        c_latents, c_cells, c_states, c_pooled = encode_set(pipe, class_data, encs, toks, class_weight, device, sdxl)
+    prior = PriorSet(pipe, class_data, encs, toks, cfg.mask_weight, device, sdxl) if use_prior else None
     h, w = data.images.shape[1:3]
     unet.train()
     last = {}
 
-    def part(z, s, p, idx, g, c):
-        added = {"text_embeds": p[idx], "time_ids": sdxl_time_ids(h, w, len(idx), device)} if sdxl else None
-        return diffusion_loss(unet, sched, weights, z[idx], s[idx], g, added, cells=None if c is None else c[idx])
-
     def loss(step: int, g: torch.Generator) -> torch.Tensor:
         idx = draw(len(latents), cfg.batch, g)
         with autocast(cfg, device):
-            instance = part(latents, states, pooled, idx, g, cells)
-            if not use_prior:
+            added = {"text_embeds": pooled[idx], "time_ids": sdxl_time_ids(h, w, len(idx), device)} if sdxl else None
+            instance = diffusion_loss(unet, sched, weights, latents[idx], states[idx], g, added, cells=None if cells is None else cells[idx])
+            if prior is None:
                 return instance
-            prior = part(c_latents, c_states, c_pooled, draw(len(c_latents), cfg.class_batch, g), g, c_cells)
-        last["prior"] = float(prior.detach())
-        return instance + cfg.prior_weight * prior
+            prior_term = prior.loss(unet, sched, weights, cfg.class_batch, g)
+        last["prior"] = float(prior_term.detach())
+        return instance + cfg.prior_weight * prior_term
 
     info = train_loop(out, cfg, [p for p in unet.parameters()], loss, lambda: {"unet": unet.state_dict()},
                       lambda d: unet.load_state_dict(d["unet"]), None, callback, progress, "dreambooth")
@@ -134,9 +128,5 @@ def prior_loss(pipe, unet, class_data: Dataset, seed: int = 0, batch: int = 4) -
     toks, encs = text_parts(pipe)
     sched = noise_scheduler(pipe)
     with torch.no_grad():
-        z = encode_latents(pipe, class_data.images)
-        s, p = encode_text(encs, toks, class_data.captions, fam == "sdxl")
-        g = torch.Generator().manual_seed(seed)
-        idx = draw(len(z), batch, g)
-        added = {"text_embeds": p[idx], "time_ids": sdxl_time_ids(*class_data.images.shape[1:3], len(idx), z.device)} if fam == "sdxl" else None
-        return float(diffusion_loss(unet, sched, snr_weights(sched, None), z[idx], s[idx], g, added))
+        prior = PriorSet(pipe, class_data, encs, toks, 0.0, unet.device, fam == "sdxl")
+        return float(prior.loss(unet, sched, snr_weights(sched, None), batch, torch.Generator().manual_seed(seed)))

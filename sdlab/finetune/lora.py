@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from ..progress import Callback
-from ..validation import Interval, Options, validate_fields
-from .common import BASE_CONSTRAINTS, Dataset, TrainConfig, autocast, check_family, check_size, diffusion_loss, draw, rebuild
+from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, Interval, Options, invalid, validate_fields
+from .common import BASE_CONSTRAINTS, Dataset, PriorSet, TrainConfig, autocast, check_family, check_size, diffusion_loss, draw, rebuild
 from .common import encode_latents, encode_text, noise_scheduler, sdxl_time_ids, snr_weights, train_loop
 from .embedding import text_parts
 
@@ -40,9 +40,12 @@ class LoraConfig(TrainConfig):
     alpha: float | None = None  # lora_alpha (None: = rank, scale 1)
     train_text_encoder: bool = False
     targets: str = "attention"  # or "attention+conv" (CONV_TARGETS)
+    prior_weight: float = 0.0  # weight of the class images' loss (kohya's regularisation images; 0: none)
+    class_batch: int = 4  # class images per step when prior_weight > 0
 
     _parameter_constraints = {**BASE_CONSTRAINTS, "rank": [Interval(int, 1, None)], "targets": [Options(TARGETS)],
-                              "alpha": [Interval(float, 0, None, closed="neither"), None], "train_text_encoder": [bool]}
+                              "alpha": [Interval(float, 0, None, closed="neither"), None], "train_text_encoder": [bool],
+                              "prior_weight": [NON_NEGATIVE], "class_batch": [NON_NEGATIVE_INT]}
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -129,13 +132,18 @@ def _scale(model, strength: float) -> None:
 
 
 def train_lora(pipe, data: Dataset, out: str | Path, cfg: LoraConfig = LoraConfig(), callback: Callback | None = None,
-               progress: bool = False) -> Lora:
-    """Train a LoRA on copies of ``pipe``'s UNet (and text encoders); resumable from ``out``."""
+               progress: bool = False, class_data: Dataset | None = None) -> Lora:
+    """Train a LoRA on copies of ``pipe``'s UNet (and text encoders); resumable from ``out``. With
+    ``cfg.prior_weight > 0``, ``class_data`` (the base model's images of the class: kohya's regularisation
+    images) adds DreamBooth's prior-preservation loss."""
     from peft import LoraConfig as PeftConfig
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     fam = check_family(pipe, "LoRA")
     check_size(pipe, data.images)
+    use_prior = cfg.prior_weight > 0 and cfg.class_batch > 0
+    if use_prior and class_data is None:
+        raise invalid("class_data", None, "class images and prompts (dreambooth.class_images(pipe, prompts)) when prior_weight > 0")
     torch.manual_seed(cfg.seed)
     alpha = float(cfg.alpha or cfg.rank)
     unet = copy.deepcopy(pipe.unet).requires_grad_(False)
@@ -159,17 +167,25 @@ def train_lora(pipe, data: Dataset, out: str | Path, cfg: LoraConfig = LoraConfi
     if not cfg.train_text_encoder:  # frozen encoders: every caption's states once
         with torch.no_grad():
             cached = encode_text(encs, toks, data.captions, fam == "sdxl")
+    prior = PriorSet(pipe, class_data, encs, toks, cfg.mask_weight, device, fam == "sdxl") if use_prior else None
+    encode = None if cached is not None else (lambda captions: encode_text(encs, toks, captions, fam == "sdxl"))  # noqa: E731
     unet.train()
+    last = {}
 
     def loss(step: int, g: torch.Generator) -> torch.Tensor:
         idx = draw(len(latents), cfg.batch, g)
         with autocast(cfg, device):
             if cached is None:
-                states, pooled = encode_text(encs, toks, [data.captions[i] for i in idx], fam == "sdxl")
+                states, pooled = encode([data.captions[i] for i in idx])
             else:
                 states, pooled = cached[0][idx], (cached[1][idx] if cached[1] is not None else None)
             added = {"text_embeds": pooled, "time_ids": sdxl_time_ids(h, w, len(idx), device)} if fam == "sdxl" else None
-            return diffusion_loss(unet, sched, weights, latents[idx], states, g, added, cells=None if cells is None else cells[idx])
+            instance = diffusion_loss(unet, sched, weights, latents[idx], states, g, added, cells=None if cells is None else cells[idx])
+            if prior is None:
+                return instance
+            prior_term = prior.loss(unet, sched, weights, cfg.class_batch, g, encode)  # through the adapted text encoder when it trains
+        last["prior"] = float(prior_term.detach())
+        return instance + cfg.prior_weight * prior_term
 
     def state() -> dict:
         return {f"m{i}": get_peft_model_state_dict(m) for i, m in enumerate(models)}
@@ -180,4 +196,6 @@ def train_lora(pipe, data: Dataset, out: str | Path, cfg: LoraConfig = LoraConfi
 
     info = train_loop(out, cfg, params, loss, state, load_state, None, callback, progress, "lora")
     adapters = [{k: v.detach().float().cpu().clone() for k, v in get_peft_model_state_dict(m).items()} for m in models]
-    return Lora(adapters[0], adapters[1:], cfg.rank, alpha, fam, {**info, "method": "lora"}, cfg.targets)
+    info.update(method="lora", prior_weight=cfg.prior_weight if use_prior else 0.0, n_class=len(prior) if prior else 0,
+                last_prior_loss=last.get("prior"))
+    return Lora(adapters[0], adapters[1:], cfg.rank, alpha, fam, info, cfg.targets)

@@ -53,7 +53,8 @@ def train_and_save(method: str, pipe, data: Dataset, out: str | Path, cfg: Train
                    meta: dict | None = None, callback: Callback | None = None, progress: bool = False) -> Trained:
     """Train ``method`` on ``data`` (resumable from ``out``) and write its file into ``out``:
     ``<token>.safetensors`` (embedding), ``pytorch_lora_weights.safetensors`` (LoRA), ``pipeline/``
-    (DreamBooth, with ``meta`` as its ``sdlab.json``), ``<token>.pt|.safetensors`` (hypernetwork)."""
+    (DreamBooth, with ``meta`` as its ``sdlab.json``), ``<token>.pt|.safetensors`` (hypernetwork).
+    ``class_data``: the class images of prior preservation (DreamBooth, and a LoRA with ``prior_weight > 0``)."""
     validate_params({"method": method}, {"method": [Options(METHODS)]})
     out = Path(out)
     name = token.strip("<>") or method
@@ -65,7 +66,7 @@ def train_and_save(method: str, pipe, data: Dataset, out: str | Path, cfg: Train
     if method == "lora":
         from .lora import train_lora
 
-        result = train_lora(pipe, data, out, cfg, callback, progress)
+        result = train_lora(pipe, data, out, cfg, callback, progress, class_data)
         return Trained(method, result, result.save(out / "pytorch_lora_weights.safetensors"), result.info)
     if method == "dreambooth":
         from .dreambooth import train_dreambooth

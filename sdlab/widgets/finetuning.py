@@ -32,9 +32,12 @@ class FinetuningPanel(TrainingPanel):
         self.lr = W.FloatText(value=1e-3, description="lr")
         self.rank = W.BoundedIntText(value=4, min=1, max=1024, description="Rank")
         self.strength = W.FloatSlider(value=1.0, min=0.0, max=1.5, step=0.25, description="Strength")
+        # prior preservation's weight (DreamBooth: on by default; LoRA: kohya's regularisation images, off by default)
+        self.prior = W.BoundedFloatText(value=0.0, min=0.0, max=100.0, description="Prior weight")
+        self.method.observe(lambda change: setattr(self.prior, "value", 1.0 if change["new"] == "dreambooth" else 0.0), names="value")
         self.base_sample = W.Image(format="png", width=192)
         self.widget = self.layout(W.HBox([self.method, self.concept, self.token]), self.folder, self.out_dir,
-                                  W.HBox([self.steps, self.lr, self.rank]), self.strength)
+                                  W.HBox([self.steps, self.lr, self.rank]), W.HBox([self.strength, self.prior]))
         self.widget.children += (W.HBox([W.Label("base"), self.base_sample]),)
 
     def data(self):
@@ -62,14 +65,14 @@ class FinetuningPanel(TrainingPanel):
         method = self.method.value
         data, c = self.data()
         cfg = default_config(method, steps=int(self.steps.value), lr=float(self.lr.value), rank=int(self.rank.value),
-                             mask_weight=12.0 if c is not None else None)  # a concept's shape weighs 13x, as in the benchmark
+                             prior_weight=float(self.prior.value), mask_weight=12.0 if c is not None else None)  # a concept's shape weighs 13x, as in the benchmark
         pipe = self.pipe if self.pipe is not None else load_pipeline("shapes-world")
         out = Path(self.out_dir.value) / method
         init = c.init_word if c is not None else "a"
 
         def run(callback):
             class_data = None
-            if method == "dreambooth" and cfg.prior_weight > 0:
+            if getattr(cfg, "prior_weight", 0) > 0:
                 from ..finetune.dreambooth import class_images
                 from ..finetune.common import Dataset
                 from ..mini.concepts import class_prompts
