@@ -30,8 +30,8 @@ from ..models import share_pipeline
 from ..prompts import keep_together
 from .embeddings import Embedding, embedding_hash, read_embedding
 from .lora import load_lora, lora_hash
-from .networks import (HYPERNET, LORA_KINDS, AdapterFolders, find_embedding_names, has_extra_networks, hypernetworks,
-                       parse_extra_networks, preflight, replace_embedding_names)
+from .networks import (AdapterFolders, find_embedding_names, has_extra_networks, hypernetworks, parse_extra_networks, preflight,
+                       replace_embedding_names)
 
 TEXT_ENCODERS = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))
 _ADAPTER_PREFIX = "sdlab_call_"
