@@ -9,7 +9,7 @@ from sdlab.adapters.embeddings import save_embedding
 from sdlab.adapters.lora import lora_hash
 from sdlab.adapters.networks import AdapterFolders
 from sdlab.cli import main
-from sdlab.errors import ModelNotFoundError, ValidationError
+from sdlab.errors import ModelNotFoundError, StoreError, ValidationError
 from sdlab.generate import generate, generate_many
 from sdlab.metadata import parse_parameters
 from sdlab.models import load_pipeline
@@ -79,6 +79,23 @@ def test_a_sweep_over_lora_weights_is_a1111s_xyz_plot(pipe, folders, tmp_path):
     assert list(table.sr.unique()) == weights  # the grid's columns: the replacements, one per weight
     three, one = grid(table, tmp_path / "store", "sr", "seed"), grid(table[table.sr == weights[0]], tmp_path / "store", "sr", "seed")
     assert three.size[1] == one.size[1] and three.size[0] > 2.5 * (one.size[0] - 40)
+
+
+def test_a_retrained_lora_is_not_answered_from_the_store(pipe, tmp_path):
+    """The store remembers each LoRA's hash: the same file name with other weights is another sweep."""
+    folder = tmp_path / "loras"
+    make_lora(pipe, "sd1", folder / "rnd.safetensors", seed=1)
+    folders = AdapterFolders(lora_dirs=[folder])
+    base, axes = GenerationSpec(f"{PROMPT} <lora:rnd:1>", seed=3, steps=3), [Axis.parse("seed=3,4")]
+    first = run_sweep(pipe, base, axes, tmp_path / "store", progress=False, adapters=folders)
+    make_lora(pipe, "sd1", folder / "rnd.safetensors", seed=2)  # retrained under the same name
+    with pytest.raises(StoreError, match="differs in: adapters"):
+        run_sweep(pipe, base, axes, tmp_path / "store", progress=False, adapters=folders)
+    old_image = _pixels(Image.open(tmp_path / "store" / first.file.iloc[0]))
+    again = run_sweep(pipe, base, axes, tmp_path / "store", progress=False, adapters=folders, new=True)  # archived, made anew
+    new_image = _pixels(Image.open(tmp_path / "store" / again.file.iloc[0]))
+    assert np.array_equal(new_image, _pixels(generate(pipe, base, adapters=folders).images[0]))
+    assert not np.array_equal(new_image, old_image)
 
 
 def test_a_sweep_refuses_a_missing_lora_before_the_model_loads(folders, tmp_path, monkeypatch):

@@ -143,6 +143,7 @@ def run_sweep(
     tags and embedding names are found (A1111's X/Y/Z plot over LoRA weights is a prompt S/R axis); every
     tag is resolved before the model loads; on a cluster the folders must be at the same paths on the workers.
     """
+    from ..adapters.lora import lora_hash
     from ..adapters.networks import preflight
     from ..cluster import ModelSource, call_on_worker, connect, map_on_workers
 
@@ -150,9 +151,11 @@ def run_sweep(
     if base.mode != "txt2img":
         raise ValidationError("sweep: only text-to-image sweeps are supported; the base spec has an init image")
     cells = expand(base, axes, prompts)
+    loras = {}  # every cell's LoRA tags resolved before the model loads (a missing folder or file: one line)
     for prompt in sorted({c.spec.prompt for c in cells}):
-        preflight(prompt, adapters)  # a LoRA tag without its folder or file: refused before the model loads
-    folders = None if adapters is None else {k: [str(d) for d in getattr(adapters, k)] for k in ("lora_dirs", "embedding_dirs", "hypernetwork_dirs")}
+        loras.update((use.name, lora_hash(path)) for use, path in preflight(prompt, adapters))
+    folders = None if adapters is None else {**{k: [str(d) for d in getattr(adapters, k)] for k in ("lora_dirs", "embedding_dirs", "hypernetwork_dirs")},
+                                             "lora_hashes": dict(sorted(loras.items()))}  # a retrained LoRA is not answered from the store
     loaded = None if isinstance(pipe, (str, Path, ModelSource)) else pipe
     model = ModelSource.of(pipe)
     request = json.loads(json.dumps({"model": model.fingerprint(), "base": spec_row(base), "prompts": prompts or [],
