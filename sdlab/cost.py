@@ -274,8 +274,10 @@ def check_spec(model, spec, device: str = "auto", force: bool = False, allow_pic
     if spec.mode == "img2img":
         steps = max(1, int(steps * spec.strength))
     guidance = 5.0 if spec.guidance is None else spec.guidance
-    return check_generation(source, width, height, spec.batch_size, steps, guidance, likely_device(device), force,
-                            controlnets=controlnet_costs(spec.control))
+    nets = controlnet_costs(spec.control)
+    if spec.guess_mode and guidance > 1:  # guess mode runs the ControlNets on CFG's conditional half only
+        nets = [(config, weights, share / 2) for config, weights, share in nets]
+    return check_generation(source, width, height, spec.batch_size, steps, guidance, likely_device(device), force, controlnets=nets)
 
 
 def controlnet_costs(control) -> list[tuple[dict, float, float]]:

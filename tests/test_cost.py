@@ -82,6 +82,8 @@ def test_a_controlnet_adds_its_encoder_for_the_steps_it_acts(machine):
     assert full.weight_bytes - plain.weight_bytes == file.stat().st_size
     assert 1.2 < full.seconds / plain.seconds < 1.6
     assert half.seconds - plain.seconds == pytest.approx((full.seconds - plain.seconds) / 2, rel=0.02)  # the decoder is shared
+    guess = cost.check_spec("shapes-world", GenerationSpec("a", control=unit, guess_mode=True))  # conditional half only
+    assert guess.seconds == pytest.approx(half.seconds)
     loaded = load_controlnet("shapes-world-edges", dtype=torch.float32)  # a model object reads the same from its config
     assert cost.check_spec("shapes-world", GenerationSpec("a", control=unit.replace(model=loaded))).seconds == pytest.approx(full.seconds)
     with pytest.raises(ValidationError, match=r"^cost: '4096x4096, 1 image, 25 steps, 1 ControlNet' is not valid"):
