@@ -1,6 +1,7 @@
 """LoRAs and embeddings in batched generation and sweeps: A1111's X/Y/Z plot over LoRA weights (a prompt S/R axis
 over ``<lora:NAME:W>``), each cell the image ``generate`` makes for its spec, with A1111's ``Lora hashes``."""
 import numpy as np
+import pandas as pd
 import pytest
 from adapters_kit import embedding_vectors, make_lora
 from PIL import Image
@@ -115,6 +116,10 @@ def test_sdlab_sweep_takes_lora_dir(folders, tmp_path, capsys):
             "--out", str(tmp_path / "cli")]
     assert main(argv + ["--lora-dir", lora_dir]) == 0
     assert (tmp_path / "cli" / "grid.png").is_file()
+    table = pd.read_parquet(tmp_path / "cli" / "results.parquet").sort_values("sr_index")
+    off, on = (Image.open(tmp_path / "cli" / f) for f in table.file)
+    assert not np.array_equal(_pixels(off), _pixels(on))  # the LoRA acts at weight 1 on the shipped model too
+    assert parse_parameters(on.text["parameters"])[2]["Lora hashes"] == f"rnd: {lora_hash(folders.lora('rnd'))}"
     capsys.readouterr()
     assert main(argv[:-1] + [str(tmp_path / "cli2")]) == 2  # no --lora-dir: one line
     err = capsys.readouterr().err.strip().splitlines()
