@@ -164,15 +164,6 @@ def encode_latents(pipe, images: np.ndarray, batch: int = 16) -> torch.Tensor:
     return (z - shift) * vae.config.scaling_factor
 
 
-def encode_set(pipe, data: Dataset, encoders: list, tokenizers: list, mask_weight: float, device, sdxl: bool):
-    """A fine-tuning set through the frozen VAE and text encoders: latents, per-cell loss weights (None when
-    ``mask_weight`` is 0), text states and pooled embeddings (SDXL)."""
-    with torch.no_grad():
-        latents = encode_latents(pipe, data.images).to(device)
-        states, pooled = encode_text(encoders, tokenizers, data.captions, sdxl)
-    return latents, data.cell_weights(tuple(latents.shape[-2:]), mask_weight), states, pooled
-
-
 def token_ids(tokenizer, captions: list[str]) -> torch.Tensor:
     return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
 
@@ -309,23 +300,24 @@ def draw(n: int, batch: int, g: torch.Generator) -> torch.Tensor:
     return torch.randint(n, (batch,), generator=g)
 
 
-class PriorSet:
-    """Prior preservation's class images (DreamBooth's, kohya's regularisation images for a LoRA), encoded once
-    through the frozen VAE and text encoders; :meth:`loss` is their diffusion loss on one seeded draw, the term
-    that keeps what the base model drew for the class while the subject is learned."""
+class EncodedSet:
+    """A fine-tuning set passed once through the frozen VAE and text encoders (latents, per-cell loss weights,
+    text states, SDXL's pooled embeddings); :meth:`loss` is its diffusion loss on one seeded draw, the step
+    loss every UNet-side method takes on its subject (and DreamBooth's and a LoRA's on their class images)."""
 
     def __init__(self, pipe, data: Dataset, encoders: list, tokenizers: list, mask_weight: float, device, sdxl: bool) -> None:
-        check_size(pipe, data.images)
-        weight = mask_weight if data.masks is not None else 0.0  # class images without masks: plain loss
-        self.latents, self.cells, self.states, self.pooled = encode_set(pipe, data, encoders, tokenizers, weight, device, sdxl)
+        with torch.no_grad():
+            self.latents = encode_latents(pipe, data.images).to(device)
+            self.states, self.pooled = encode_text(encoders, tokenizers, data.captions, sdxl)
+        self.cells = data.cell_weights(tuple(self.latents.shape[-2:]), mask_weight)
         self.captions, self.sdxl, self.size = list(data.captions), sdxl, tuple(data.images.shape[1:3])
 
     def __len__(self) -> int:
         return len(self.latents)
 
     def loss(self, unet, scheduler, weights: torch.Tensor, batch: int, g: torch.Generator, encode=None) -> torch.Tensor:
-        """The class images' loss on ``batch`` drawn with ``g``; ``encode(captions) -> (states, pooled)`` re-encodes
-        their captions (a text encoder being trained), else the states encoded once are used."""
+        """The loss on ``batch`` items drawn with ``g``; ``encode(captions) -> (states, pooled)`` re-encodes their
+        captions (a text encoder being trained), else the states encoded once are used."""
         idx = draw(len(self.latents), batch, g)
         states, pooled = (self.states[idx], self.pooled[idx] if self.pooled is not None else None) if encode is None \
             else encode([self.captions[i] for i in idx])
@@ -333,4 +325,32 @@ class PriorSet:
         return diffusion_loss(unet, scheduler, weights, self.latents[idx], states, g, added, cells=None if self.cells is None else self.cells[idx])
 
 
-__all__ = ["Cancelled", "Dataset", "PriorSet", "TrainConfig", "train_loop", "encode_latents", "encode_text", "diffusion_loss"]
+class PriorSet(EncodedSet):
+    """Prior preservation's class images (DreamBooth's, kohya's regularisation images for a LoRA): the term that
+    keeps what the base model drew for the class while the subject is learned. Without masks, a plain loss."""
+
+    def __init__(self, pipe, data: Dataset, encoders: list, tokenizers: list, mask_weight: float, device, sdxl: bool) -> None:
+        check_size(pipe, data.images)
+        super().__init__(pipe, data, encoders, tokenizers, mask_weight if data.masks is not None else 0.0, device, sdxl)
+
+
+def subject_and_prior_loss(cfg: TrainConfig, unet, scheduler, weights: torch.Tensor, subject: EncodedSet, prior: PriorSet | None,
+                           encode=None, last: dict | None = None):
+    """The ``loss(step, g)`` of DreamBooth and a LoRA: the subject's loss on ``cfg.batch`` images, plus
+    ``cfg.prior_weight`` times the class images' on ``cfg.class_batch`` (drawn after, from the same generator);
+    ``last["prior"]`` keeps the latest prior term."""
+
+    def loss(step: int, g: torch.Generator) -> torch.Tensor:
+        with autocast(cfg, unet.device):
+            instance = subject.loss(unet, scheduler, weights, cfg.batch, g, encode)
+            if prior is None:
+                return instance
+            term = prior.loss(unet, scheduler, weights, cfg.class_batch, g, encode)
+        if last is not None:
+            last["prior"] = float(term.detach())
+        return instance + cfg.prior_weight * term
+
+    return loss
+
+
+__all__ = ["Cancelled", "Dataset", "EncodedSet", "PriorSet", "TrainConfig", "train_loop", "encode_latents", "encode_text", "diffusion_loss"]

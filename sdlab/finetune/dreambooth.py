@@ -22,8 +22,8 @@ import torch
 
 from ..progress import Callback
 from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, validate_fields
-from .common import BASE_CONSTRAINTS, Dataset, PriorSet, TrainConfig, autocast, check_family, check_size, diffusion_loss, draw, rebuild
-from .common import encode_set, noise_scheduler, sdxl_time_ids, snr_weights, train_loop
+from .common import BASE_CONSTRAINTS, Dataset, EncodedSet, PriorSet, TrainConfig, check_family, check_size, noise_scheduler, rebuild
+from .common import snr_weights, subject_and_prior_loss, train_loop
 from .embedding import text_parts
 
 
@@ -98,22 +98,11 @@ def train_dreambooth(pipe, data: Dataset, out: str | Path, cfg: DreamBoothConfig
     sched, device = noise_scheduler(pipe), unet.device
     weights = snr_weights(sched, cfg.min_snr_gamma)
     sdxl = fam == "sdxl"
-    latents, cells, states, pooled = encode_set(pipe, data, encs, toks, cfg.mask_weight, device, sdxl)
+    subject = EncodedSet(pipe, data, encs, toks, cfg.mask_weight, device, sdxl)
     prior = PriorSet(pipe, class_data, encs, toks, cfg.mask_weight, device, sdxl) if use_prior else None
-    h, w = data.images.shape[1:3]
     unet.train()
-    last = {}
-
-    def loss(step: int, g: torch.Generator) -> torch.Tensor:
-        idx = draw(len(latents), cfg.batch, g)
-        with autocast(cfg, device):
-            added = {"text_embeds": pooled[idx], "time_ids": sdxl_time_ids(h, w, len(idx), device)} if sdxl else None
-            instance = diffusion_loss(unet, sched, weights, latents[idx], states[idx], g, added, cells=None if cells is None else cells[idx])
-            if prior is None:
-                return instance
-            prior_term = prior.loss(unet, sched, weights, cfg.class_batch, g)
-        last["prior"] = float(prior_term.detach())
-        return instance + cfg.prior_weight * prior_term
+    last: dict = {}
+    loss = subject_and_prior_loss(cfg, unet, sched, weights, subject, prior, last=last)
 
     info = train_loop(out, cfg, [p for p in unet.parameters()], loss, lambda: {"unet": unet.state_dict()},
                       lambda d: unet.load_state_dict(d["unet"]), None, callback, progress, "dreambooth")

@@ -18,8 +18,8 @@ import torch
 from ..adapters import hypernetwork as hn_lib
 from ..progress import Callback
 from ..validation import Check, Options, validate_fields
-from .common import BASE_CONSTRAINTS, Dataset, TrainConfig, autocast, check_family, check_size, diffusion_loss, draw
-from .common import encode_set, noise_scheduler, sdxl_time_ids, snr_weights, train_loop
+from .common import BASE_CONSTRAINTS, Dataset, EncodedSet, TrainConfig, autocast, check_family, check_size, noise_scheduler, snr_weights
+from .common import train_loop
 from .embedding import text_parts
 
 
@@ -60,16 +60,12 @@ def train_hypernetwork(pipe, data: Dataset, out: str | Path, name: str = "hypern
     sched, device = noise_scheduler(pipe), unet.device
     hn.to(device).train()
     weights = snr_weights(sched, cfg.min_snr_gamma)
-    sdxl = fam == "sdxl"
-    latents, cells, states, pooled = encode_set(pipe, data, encs, toks, cfg.mask_weight, device, sdxl)
-    h, w = data.images.shape[1:3]
+    subject = EncodedSet(pipe, data, encs, toks, cfg.mask_weight, device, fam == "sdxl")
     params = list(hn.parameters())
 
     def loss(step: int, g: torch.Generator) -> torch.Tensor:
-        idx = draw(len(latents), cfg.batch, g)
-        added = {"text_embeds": pooled[idx], "time_ids": sdxl_time_ids(h, w, len(idx), device)} if sdxl else None
         with autocast(cfg, device):
-            return diffusion_loss(unet, sched, weights, latents[idx], states[idx], g, added, cells=None if cells is None else cells[idx])
+            return subject.loss(unet, sched, weights, cfg.batch, g)
 
     with hn_lib.applied(unet, hn, 1.0):
         info = train_loop(out, cfg, params, loss, lambda: {"hn": hn.state_dict()}, lambda d: hn.load_state_dict(d["hn"]),

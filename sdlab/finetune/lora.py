@@ -18,8 +18,8 @@ import torch
 
 from ..progress import Callback
 from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, Interval, Options, invalid, validate_fields
-from .common import BASE_CONSTRAINTS, Dataset, PriorSet, TrainConfig, autocast, check_family, check_size, diffusion_loss, draw, rebuild
-from .common import encode_latents, encode_text, noise_scheduler, sdxl_time_ids, snr_weights, train_loop
+from .common import BASE_CONSTRAINTS, Dataset, EncodedSet, PriorSet, TrainConfig, check_family, check_size, encode_text, noise_scheduler
+from .common import rebuild, snr_weights, subject_and_prior_loss, train_loop
 from .embedding import text_parts
 
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -160,32 +160,14 @@ def train_lora(pipe, data: Dataset, out: str | Path, cfg: LoraConfig = LoraConfi
     params = [p for m in models for p in m.parameters() if p.requires_grad]
     sched, device = noise_scheduler(pipe), unet.device
     weights = snr_weights(sched, cfg.min_snr_gamma)
-    latents = encode_latents(pipe, data.images).to(device)
-    cells = data.cell_weights(tuple(latents.shape[-2:]), cfg.mask_weight)
-    h, w = data.images.shape[1:3]
-    cached = None
-    if not cfg.train_text_encoder:  # frozen encoders: every caption's states once
-        with torch.no_grad():
-            cached = encode_text(encs, toks, data.captions, fam == "sdxl")
-    prior = PriorSet(pipe, class_data, encs, toks, cfg.mask_weight, device, fam == "sdxl") if use_prior else None
-    encode = None if cached is not None else (lambda captions: encode_text(encs, toks, captions, fam == "sdxl"))  # noqa: E731
+    sdxl = fam == "sdxl"
+    subject = EncodedSet(pipe, data, encs, toks, cfg.mask_weight, device, sdxl)
+    prior = PriorSet(pipe, class_data, encs, toks, cfg.mask_weight, device, sdxl) if use_prior else None
+    # a text encoder being trained encodes each step's captions (the class images' too); frozen ones were encoded once
+    encode = (lambda captions: encode_text(encs, toks, captions, sdxl)) if cfg.train_text_encoder else None  # noqa: E731
     unet.train()
-    last = {}
-
-    def loss(step: int, g: torch.Generator) -> torch.Tensor:
-        idx = draw(len(latents), cfg.batch, g)
-        with autocast(cfg, device):
-            if cached is None:
-                states, pooled = encode([data.captions[i] for i in idx])
-            else:
-                states, pooled = cached[0][idx], (cached[1][idx] if cached[1] is not None else None)
-            added = {"text_embeds": pooled, "time_ids": sdxl_time_ids(h, w, len(idx), device)} if fam == "sdxl" else None
-            instance = diffusion_loss(unet, sched, weights, latents[idx], states, g, added, cells=None if cells is None else cells[idx])
-            if prior is None:
-                return instance
-            prior_term = prior.loss(unet, sched, weights, cfg.class_batch, g, encode)  # through the adapted text encoder when it trains
-        last["prior"] = float(prior_term.detach())
-        return instance + cfg.prior_weight * prior_term
+    last: dict = {}
+    loss = subject_and_prior_loss(cfg, unet, sched, weights, subject, prior, encode, last)
 
     def state() -> dict:
         return {f"m{i}": get_peft_model_state_dict(m) for i, m in enumerate(models)}
