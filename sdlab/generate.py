@@ -314,23 +314,28 @@ def generate_many(
     from .adapters.apply import uses_adapters
     from .adapters.networks import preflight
 
+    for prompt in dict.fromkeys(spec.prompt for spec in specs):  # each distinct prompt once (folders are listed anew)
+        preflight(prompt, adapters)  # a LoRA tag without its folder or file: refused before any image
     resolved = []
     for spec in specs:
-        preflight(spec.prompt, adapters)  # a LoRA tag without its folder or file: refused before any image
         if spec.mode != "txt2img":
             raise ValidationError(f"generate_many: only text-to-image specs batch; got a {spec.mode} spec (use generate)")
         spec = prepare(pipe, spec)
         resolved += [spec.replace(seed=spec.seed + k, batch_size=1) for k in range(spec.batch_size)]
+    tagged: dict[tuple[str, str], bool] = {}  # (prompt, negative) -> whether it names LoRAs, a hypernetwork or embeddings
     order: dict[tuple, list[int]] = {}
     for i, spec in enumerate(resolved):
-        order.setdefault(_batch_key(spec) + (uses_adapters(spec, adapters),), []).append(i)
+        key = (spec.prompt, spec.negative_prompt)
+        if key not in tagged:
+            tagged[key] = uses_adapters(spec, adapters)
+        order.setdefault(_batch_key(spec) + (tagged[key],), []).append(i)
     out: list[Image.Image | None] = [None] * len(resolved)
     embeddings: dict[tuple[str, str], dict] = {}
     done = 0
-    for indices in order.values():
+    for key, indices in order.items():
         for start in range(0, len(indices), max_batch):
             chunk = [resolved[i] for i in indices[start : start + max_batch]]
-            if uses_adapters(chunk[0], adapters):  # this call's LoRAs and embeddings: one generate each, hashes recorded
+            if key[-1]:  # this call's LoRAs and embeddings: one generate each, hashes recorded
                 made = [generate(pipe, spec, hooks=hooks, adapters=adapters) for spec in chunk]
                 images = [result.images[0] for result in made]
                 for i, result in zip(indices[start : start + max_batch], made):
