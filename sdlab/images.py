@@ -132,3 +132,14 @@ def to_tensor(images: np.ndarray):
 def from_tensor(x) -> np.ndarray:
     """Float (N, 3, H, W) in [-1, 1] -> RGB uint8 (N, H, W, 3): the inverse of :func:`to_tensor`, clipped."""
     return ((x.detach().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def latent_cells(masks, latent_hw: tuple[int, int]):
+    """(N, 1, h, w) float32 torch tensor: 1 at the latent cells each (N, H, W) mask touches and at their neighbours
+    (max-pooled to the latent grid, then widened by one cell), else 0; the cells a shape-weighted loss weighs up."""
+    import torch
+    import torch.nn.functional as F
+
+    cells = F.adaptive_max_pool2d(torch.from_numpy(np.asarray(masks, np.float32))[:, None], latent_hw)
+    return F.max_pool2d(cells, 3, stride=1, padding=1)
+

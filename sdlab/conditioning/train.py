@@ -37,6 +37,7 @@ import numpy as np
 
 from ..errors import ValidationError
 from ..io import atomic_path, atomic_write_text
+from ..images import latent_cells
 from ..progress import Callback, Checkpointer, Reporter, read_checkpoint
 from ..trainlog import append_log
 from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SEED, UNIT, Check, invalid, validate_fields
@@ -113,16 +114,6 @@ def check_data(images: np.ndarray, captions: Sequence[str], maps, focus=None, fo
     if focus_weight and focus is None:
         raise invalid("focus", None, "per-image maps of the subject (N, H, W) when focus_weight is not 0")
     return _stack_maps(maps, len(images), images.shape[1:3])
-
-
-def latent_focus(focus: np.ndarray, factor: int, latent_size: tuple[int, int]):
-    """Per-image (N, 1, h, w) float: latent cells the subject touches, widened by one cell (max-pooled, then dilated)."""
-    import torch
-    import torch.nn.functional as F
-
-    pixels = torch.from_numpy(np.asarray(focus, dtype=np.float32))[:, None]
-    cells = F.adaptive_max_pool2d(pixels, latent_size) if pixels.shape[-1] != latent_size[-1] * factor else F.max_pool2d(pixels, factor)
-    return F.max_pool2d(cells, 3, stride=1, padding=1)
 
 
 def data_fingerprint(images: np.ndarray, captions: Sequence[str], maps: np.ndarray, focus: np.ndarray | None = None) -> str:
@@ -260,7 +251,7 @@ def train_controlnet(
 
     latents, states, row, empty = encoded["latents"], encoded["states"], encoded["row"], encoded["empty"]
     maps_t = torch.from_numpy(stacked)  # uint8 (variants, N, H, W, 3)
-    cells = latent_focus(focus, pipe.vae_scale_factor, tuple(latents.shape[-2:])) if cfg.focus_weight else None
+    cells = latent_cells(focus, tuple(latents.shape[-2:])) if cfg.focus_weight else None
     checkpointer = Checkpointer(save, cfg.checkpoint_minutes)
     with Reporter(callback, progress, desc="controlnet") as reporter:
         for step in range(start, cfg.steps):

@@ -26,6 +26,7 @@ import torch
 
 from ..errors import Cancelled
 from ..io import atomic_path
+from ..images import latent_cells
 from ..progress import Callback, Checkpointer, Reporter, read_checkpoint
 from ..trainlog import append_log
 from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SEED, Interval, Options, invalid, validate_fields
@@ -85,11 +86,7 @@ class Dataset:
             return None
         if self.masks is None:
             raise invalid("masks", None, "a mask per image when mask_weight is not 0")
-        import torch.nn.functional as F
-
-        m = torch.from_numpy(np.asarray(self.masks, np.float32))[:, None]
-        cells = F.adaptive_max_pool2d(m, latent_hw)
-        return 1.0 + weight * F.max_pool2d(cells, 3, stride=1, padding=1)
+        return 1.0 + weight * latent_cells(self.masks, latent_hw)
 
 
 def check_images(images) -> np.ndarray:
