@@ -377,6 +377,12 @@ def _load_vae(vae: str | os.PathLike, torch_dtype, download: bool):
     raise ModelNotFoundError(f"vae: {name!r} is not a VAE directory (config.json), a pipeline directory with vae/, or a cached hub id")
 
 
+def rebuild_pipeline(pipe, **parts):
+    """A new pipeline of ``pipe``'s class from its components with ``parts`` replaced (``pipe`` is not changed)."""
+    extra = {"requires_safety_checker": False} if pipe.components.get("safety_checker", 0) is None else {}
+    return type(pipe)(**{**pipe.components, **parts}, **extra)
+
+
 def share_pipeline(cls, pipe, **parts):
     """A ``cls`` pipeline sharing ``pipe``'s components (diffusers' ``from_pipe``) with ``parts`` replaced, in the
     denoiser's dtype: ``from_pipe`` ends with ``.to(dtype)``, float32 unless told, which would cast the user's shared

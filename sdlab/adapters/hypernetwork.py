@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UnsafeCheckpointError
+from ..models import rebuild_pipeline
 from ..validation import Check, Interval, Options, invalid, validate_fields
 
 ACTIVATIONS = {"linear": None, "relu": torch.nn.ReLU, "leakyrelu": torch.nn.LeakyReLU, "elu": torch.nn.ELU,
@@ -219,8 +220,7 @@ def with_hypernetwork(pipe, hypernetwork: Hypernetwork, strength: float = 1.0):
     processor = HypernetworkAttnProcessor(copy.deepcopy(hypernetwork).to(device=weight.device, dtype=weight.dtype), float(strength))
     for module in _attention_modules(unet).values():
         module.processor = processor
-    extra = {"requires_safety_checker": False} if pipe.components.get("safety_checker", 0) is None else {}
-    return type(pipe)(**{**pipe.components, "unet": unet}, **extra)
+    return rebuild_pipeline(pipe, unet=unet)
 
 
 def to_a1111(hn: Hypernetwork) -> dict:

@@ -26,6 +26,7 @@ import torch
 
 from ..errors import Cancelled
 from ..io import atomic_path
+from ..models import rebuild_pipeline as rebuild  # the methods' results as new pipelines
 from ..images import latent_cells
 from ..progress import Callback, Checkpointer, Reporter, read_checkpoint
 from ..trainlog import append_log
@@ -130,12 +131,6 @@ def check_family(pipe, method: str) -> str:
     if name not in TRAINABLE_FAMILIES:
         raise invalid("model", name, f"a model of family {', '.join(TRAINABLE_FAMILIES)} ({method} trains a UNet's attention)")
     return name
-
-
-def rebuild(pipe, **parts):
-    """A new pipeline of ``pipe``'s class from its components with ``parts`` replaced (``pipe`` is not changed)."""
-    extra = {"requires_safety_checker": False} if "safety_checker" in pipe.components and pipe.components["safety_checker"] is None else {}
-    return type(pipe)(**{**pipe.components, **parts}, **extra)
 
 
 def check_size(pipe, images: np.ndarray) -> None:
