@@ -300,12 +300,10 @@ def controlnet_costs(control) -> list[tuple[dict, float, float]]:
                 directory = Path(resolve(unit.model)[1])
             except ModelNotFoundError:
                 continue
-            config = _config(directory.parent, directory.name)
-            if config is None or "block_out_channels" not in config:  # SD 3 ControlNets: transformer blocks, not estimated
-                continue
+            config = _config(directory.parent, directory.name) or {}
             file = weights_file(directory)
             weights = float(file.stat().st_size) if file else 0.0
-        if "block_out_channels" in config:
+        if "block_out_channels" in config:  # SD 3 ControlNets (transformer blocks) are not estimated
             found.append((config, weights, float(unit.end) - float(unit.start)))
     return found
 
