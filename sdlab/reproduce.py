@@ -28,10 +28,12 @@ class Reproduction:
     max_abs_difference: int
 
 
-def prepare_reproduction(png, init=None, mask=None, adapters=None, control=None, control_models=None) -> tuple[GenerationSpec, np.ndarray]:
+def prepare_reproduction(png, init=None, mask=None, adapters=None, control=None, control_models=None, control_dir=None,
+                         allow_pickle: bool = False) -> tuple[GenerationSpec, np.ndarray]:
     """The spec to regenerate ``png`` with (its init image and mask attached, its recorded LoRAs and embeddings
     found in ``adapters``' folders by hash, its ControlNet units' images ``control`` attached and checked, their
-    models renamed by ``control_models`` where given) and the original pixels; checks only."""
+    models renamed by ``control_models`` where given or found in the folder ``control_dir``) and the original
+    pixels; checks only."""
     from .adapters.recorded import resolve_recorded
     from .control.recorded import attach_controls
 
@@ -44,7 +46,7 @@ def prepare_reproduction(png, init=None, mask=None, adapters=None, control=None,
                 open_image(given, name).close()  # a missing or unreadable file is named as the option it came from
             if not same_image(given, spec.extra[key]):
                 raise ValidationError(f"{name}: {given} has hash {image_hash(given)}, but the PNG was made from {spec.extra[key]}")
-    spec = attach_controls(spec.replace(init_image=init, mask=mask), control, control_models)
+    spec = attach_controls(spec.replace(init_image=init, mask=mask), control, control_models, control_dir, allow_pickle)
     original = load_rgb(png)
     if spec.mode == "txt2img" and spec.width and (spec.width, spec.height) != (original.shape[1], original.shape[0]):
         raise ValidationError(f"png: the image is {original.shape[1]}x{original.shape[0]} but its metadata asks for "
@@ -54,10 +56,12 @@ def prepare_reproduction(png, init=None, mask=None, adapters=None, control=None,
 
 def reproduce(load: Callable[[GenerationSpec], Any], png, init=None, mask=None, adapters=None,
               control=None, control_models=None, model: str | None = None, device: str = "auto",
-              force: bool = False) -> Reproduction:
+              force: bool = False, control_dir=None, allow_pickle: bool = False) -> Reproduction:
     """Check ``png``'s inputs, then ``load(spec)`` the model and regenerate it (``adapters``:
     :class:`sdlab.adapters.networks.AdapterFolders` holding the LoRAs and embeddings it records; ``control``:
-    one image per recorded ControlNet unit; ``control_models``: names or directories replacing the recorded ones).
+    one image per recorded ControlNet unit; ``control_models``: names, directories or files replacing the recorded
+    ones; ``control_dir``: A1111's ControlNet folder, where recorded names are looked up; ``allow_pickle``: consent
+    to ``.pth`` ControlNet files).
 
     Before ``load``, the model ``load`` will use (``model``, else the one the PNG names; a PNG naming none
     needs ``model``) is located and the regeneration's memory and time on ``device`` estimated (:func:`sdlab.cost.check_spec`;
@@ -68,7 +72,7 @@ def reproduce(load: Callable[[GenerationSpec], Any], png, init=None, mask=None, 
     from .generate import generate
     from .models import SHAPES_WORLD
 
-    spec, original = prepare_reproduction(png, init, mask, adapters, control, control_models)
+    spec, original = prepare_reproduction(png, init, mask, adapters, control, control_models, control_dir, allow_pickle)
     if model is None and spec.model is None:  # never a silent fall back to some model: the pixels would mean nothing
         raise invalid("model", None, "a model to regenerate with: the PNG names none, so pass model= (CLI: --model)")
     try:

@@ -18,7 +18,7 @@ def parse_margins(text: str) -> tuple[int, int, int, int]:
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="shapes-world", help="registered name, diffusers directory or .safetensors file (default: shapes-world)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    parser.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.pt checkpoints (pickle runs code from the file)")
+    parser.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.pt/.pth checkpoints and ControlNet files (pickle runs code from the file)")
     parser.add_argument("--force", action="store_true", help="run even when the memory or time estimate says it will not fit")
 
 

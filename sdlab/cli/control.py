@@ -11,9 +11,13 @@ def add_control_options(parser, reproduce: bool = False) -> None:
     parser.add_argument("--control", action="append", default=[], metavar="IMG",
                         help="an image a ControlNet follows (repeatable: one per ControlNet); its map is drawn by --control-type"
                         + (" (reproduce: the recorded units' images, in order)" if reproduce else ""))
-    parser.add_argument("--control-model", action="append", default=[], metavar="NAME|DIR",
-                        help="the ControlNet: a registered name (see 'sdlab control list') or a diffusers directory (repeatable)"
+    parser.add_argument("--control-model", action="append", default=[], metavar="NAME|DIR|FILE",
+                        help="the ControlNet: a registered name (see 'sdlab control list'), a diffusers directory, or a single "
+                        "file as A1111 and ComfyUI keep them (.safetensors; .pth with --allow-pickle) (repeatable)"
                         + (" replacing the recorded names" if reproduce else ""))
+    parser.add_argument("--controlnet-dir", metavar="DIR",
+                        help="a folder of ControlNet files (A1111: models/ControlNet) where model names are looked up"
+                        + (", as A1111 looks up a recorded 'name [hash]'" if reproduce else ""))
     if reproduce:
         return
     parser.add_argument("--control-type", action="append", default=[], metavar="TYPE",
@@ -38,15 +42,15 @@ def _per_unit(args, name: str, n: int) -> list:
 
 def control_from_args(args, spec):
     """``spec`` with the ControlNet units the options describe; images and model names checked, nothing loaded."""
-    from ..control.nets import resolve
+    from ..control.recorded import locate_model
     from ..control.unit import ControlUnit
     from ..images import open_image
     from ..validation import invalid
 
     n = len(args.control)
     if n == 0:
-        extras = [f"--{k}" for k in ("control-type", "control-model", "control-scale", "control-start", "control-end", "control-module")
-                  if getattr(args, k.replace("-", "_"))]
+        extras = [f"--{k}" for k in ("control-type", "control-model", "control-scale", "control-start", "control-end", "control-module",
+                                     "controlnet-dir") if getattr(args, k.replace("-", "_"))]
         if extras:
             raise invalid(extras[0], getattr(args, extras[0][2:].replace("-", "_")), "only with --control IMG")
         return spec.replace(guess_mode=bool(args.guess_mode)) if args.guess_mode else spec
@@ -56,13 +60,13 @@ def control_from_args(args, spec):
     columns = {k: _per_unit(args, k, n) for k in ("control-type", "control-model", "control-scale", "control-start", "control-end", "control-module")}
     for i, image in enumerate(args.control):
         model = columns["control-model"][i]
-        if model is not None:
-            resolve(model)  # a name that is neither registered nor a directory fails now
+        if model is not None:  # a name that is neither registered, a directory, a file nor in --controlnet-dir fails now
+            model = locate_model(model, args.controlnet_dir, allow_pickle=bool(getattr(args, "allow_pickle", False)))
         elif (columns["control-type"][i] or "edges") != "depth":
             raise invalid("--control-model", None, "a ControlNet name (see 'sdlab control list') or directory, one per --control "
                           "(only a depth map for an sd2-depth model needs none)")
         fields = {"control_type": columns["control-type"][i] or "edges", "model": model, "module": columns["control-module"][i],
-                  "preprocessed": bool(args.control_preprocessed)}
+                  "preprocessed": bool(args.control_preprocessed), "allow_pickle": bool(getattr(args, "allow_pickle", False))}
         for key, option in (("scale", "control-scale"), ("start", "control-start"), ("end", "control-end")):
             if columns[option][i] is not None:
                 fields[key] = columns[option][i]
@@ -83,6 +87,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="the map's PNG path")
     p.set_defaults(func=cmd_preprocess)
     p = verbs.add_parser("list", help="the registered ControlNet names, what they read and where they come from")
+    p.add_argument("--controlnet-dir", metavar="DIR", help="also list a folder's ControlNet files, as A1111 names them: 'name [hash]'")
     p.set_defaults(func=cmd_list)
 
 
@@ -101,10 +106,19 @@ def cmd_preprocess(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from ..control.nets import CONTROLNETS, WEIGHTS
+    from pathlib import Path
 
+    from ..control.nets import CONTROLNETS, WEIGHTS, a1111_hash
+    from ..control.single_file import SUFFIXES
+    from ..validation import invalid
+
+    folder = Path(args.controlnet_dir).expanduser() if args.controlnet_dir else None
+    if folder is not None and not folder.is_dir():
+        raise invalid("--controlnet-dir", args.controlnet_dir, "an existing folder of ControlNet files (A1111: models/ControlNet)")
     for name, known in CONTROLNETS.items():
         where = WEIGHTS / known.source if known.shipped else f"hub: {known.source}"
         ready = "" if not known.shipped or (WEIGHTS / known.source / "config.json").exists() else "  (not shipped yet)"
         print(f"{name:<20} {known.control_type:<6} {known.family:<5} {where}{ready}")
+    for path in sorted(p for p in (folder.iterdir() if folder else ()) if p.is_file() and p.suffix.lower() in SUFFIXES):
+        print(f"{path.stem} [{a1111_hash(path)}]  {path}")  # the type and family are read when a pipeline loads it
     return 0

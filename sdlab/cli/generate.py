@@ -89,7 +89,7 @@ def cmd_reproduce(args) -> int:
     check_output("out", args.out, "dir")
     done = reproduce(load, args.png, init=args.init, mask=args.mask, adapters=adapter_folders(args),
                      control=args.control, control_models=args.control_model, model=args.model, device=args.device,
-                     force=args.force)
+                     force=args.force, control_dir=args.controlnet_dir, allow_pickle=args.allow_pickle)
     print(done.result.save(args.out)[0])
     print(f"max abs pixel difference: {done.max_abs_difference}")
     return 0

@@ -138,7 +138,7 @@ def _load(unit, pipe):
     from .nets import load_controlnet
 
     denoiser = getattr(pipe, "unet", None) or pipe.transformer
-    return load_controlnet(unit.model, device=denoiser.device, dtype=denoiser.dtype)
+    return load_controlnet(unit.model, device=denoiser.device, dtype=denoiser.dtype, unet=getattr(pipe, "unet", None), allow_pickle=unit.allow_pickle)
 
 
 def _check_fits(net, pipe, name: str, index: int) -> None:

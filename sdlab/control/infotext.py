@@ -35,7 +35,8 @@ def _model_text(unit: ControlUnit) -> str:
     name = unit.model_name
     if name is None:
         return "None"
-    name = Path(name).name if ("/" in name or "\\" in name) and Path(name).exists() else name
+    if ("/" in name or "\\" in name) and Path(name).exists():  # a directory's name; a file's stem, as A1111 names its files
+        name = Path(name).stem if Path(name).is_file() else Path(name).name
     return f"{name} [{unit.model_hash}]" if unit.model_hash else name
 
 

@@ -21,8 +21,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ModelNotFoundError
+from ..errors import ModelNotFoundError, UnsafeCheckpointError
 from ..models import ModelInfo, model_info, register
+from ..validation import invalid
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 EMPTY_HASH = hashlib.sha256(b"").hexdigest()[:8]  # what A1111's legacy hash gives a file under 1 MiB
@@ -60,10 +61,21 @@ def weights_file(directory: Path) -> Path | None:
     return found[0] if found else None
 
 
-def resolve(model: str, download: bool = False) -> tuple[str, str]:
-    """(name, local directory or hub id) for a ControlNet name or directory; checks only, loads nothing."""
+def resolve(model: str, download: bool = False, allow_pickle: bool = False) -> tuple[str, str]:
+    """(name, local directory, file or hub id) for a ControlNet name, directory or single file; checks only, loads nothing.
+
+    A single file (A1111's and ComfyUI's way, :mod:`.single_file`) is named by its stem, as A1111 names it."""
+    from .single_file import is_file
+
     name = os.fspath(model)
     path = Path(name).expanduser()
+    if is_file(name):
+        if not path.is_file():
+            raise ModelNotFoundError(f"control model: no such file {name!r}")
+        if path.suffix.lower() != ".safetensors" and not allow_pickle:
+            raise UnsafeCheckpointError(f"control model: {path.name} is a pickle file, and loading a pickle can run arbitrary code; "
+                                        "convert it to .safetensors or pass allow_pickle=True (CLI: --allow-pickle) if you trust its source")
+        return path.stem, str(path)
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelNotFoundError(f"control model: {name!r} is a directory but not a diffusers ControlNet (no config.json)")
@@ -92,21 +104,37 @@ _LOADED: dict[tuple, object] = {}  # (source, device, dtype) -> model: a name us
 _KEEP = 4
 
 
-def load_controlnet(model: str | os.PathLike, device: str = "cpu", dtype=None, download: bool = False):
-    """A ControlNet (plain diffusers model) by registered name, directory or cached hub id, in ``dtype`` on ``device``."""
+def load_controlnet(model: str | os.PathLike, device: str = "cpu", dtype=None, download: bool = False, unet=None, allow_pickle: bool = False):
+    """A ControlNet (plain diffusers model) by registered name, directory, cached hub id or single file, in ``dtype``
+    on ``device``. A single file has no config: ``unet`` (the pipeline's) gives it (:mod:`.single_file`)."""
     import json
 
     import diffusers
 
-    name, source = resolve(os.fspath(model), download)
-    key = (source, str(device), str(dtype))
+    from .single_file import is_file, to_controlnet
+
+    name, source = resolve(os.fspath(model), download, allow_pickle)
+    single = is_file(source)
+    if single and unet is None:
+        raise invalid("control model", name, "a ControlNet directory, or a single file with the pipeline's unet= (its config comes from the UNet)")
+    key = (source, str(device), str(dtype), Path(source).stat().st_mtime_ns if single else None,
+           json.dumps(dict(unet.config), sort_keys=True, default=str) if single else None)
     if key in _LOADED:
         return _LOADED[key]
-    config = Path(source) / "config.json"
-    class_name = json.loads(config.read_text(encoding="utf-8")).get("_class_name", "") if config.exists() else ""
-    cls = diffusers.SD3ControlNetModel if class_name.startswith("SD3") else diffusers.ControlNetModel
-    net = cls.from_pretrained(source, **({"dtype": dtype} if dtype is not None else {})).to(device).eval()
-    weights = weights_file(Path(source)) if Path(source).is_dir() else None
+    if single:
+        from ..adapters.lora import read_state_dict
+
+        net = to_controlnet(read_state_dict(source, allow_pickle, what="control model")[0], unet)
+        net = net.to(device).eval()
+        if dtype is not None and dtype != next(net.parameters()).dtype:
+            net = net.to(dtype)
+        weights = Path(source)
+    else:
+        config = Path(source) / "config.json"
+        class_name = json.loads(config.read_text(encoding="utf-8")).get("_class_name", "") if config.exists() else ""
+        cls = diffusers.SD3ControlNetModel if class_name.startswith("SD3") else diffusers.ControlNetModel
+        net = cls.from_pretrained(source, **({"dtype": dtype} if dtype is not None else {})).to(device).eval()
+        weights = weights_file(Path(source)) if Path(source).is_dir() else None
     register(net, ModelInfo(name=name, source=source, _hash=a1111_hash(weights) if weights else None))
     if len(_LOADED) >= _KEEP:
         _LOADED.pop(next(iter(_LOADED)))
@@ -124,3 +152,22 @@ def name_and_hash(net) -> tuple[str, str]:
         if source.is_dir() and info.name == info.source:
             info.name = source.name
     return info.name, info.hash
+
+
+def find_in_folder(folder: str | os.PathLike, name: str, model_hash: str | None = None) -> Path | None:
+    """A1111's lookup of ``Model: name [hash]`` in its ControlNet folder: the file whose stem is ``name``,
+    else the one whose legacy hash is ``model_hash`` (the empty-file hash of files under 1 MiB tells nothing)."""
+    from .single_file import SUFFIXES
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise invalid("controlnet folder", str(folder), "an existing folder of ControlNet files (A1111: models/ControlNet)")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+    for path in files:
+        if path.stem == name:
+            return path
+    if model_hash and model_hash.lower() != EMPTY_HASH:
+        for path in files:
+            if a1111_hash(path) == model_hash.lower():
+                return path
+    return None

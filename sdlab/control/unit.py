@@ -35,7 +35,7 @@ class ControlUnit:
     image: Any  # the ordinary image (path, PIL image or array), or the ready map when ``preprocessed``;
     #             None in a spec read from metadata (the text holds its hash only: reproduce takes it again)
     control_type: str = "edges"  # edges, mask or depth: which preprocessor draws the map
-    model: Any = None  # a registered ControlNet name, a diffusers directory, or a loaded ControlNetModel;
+    model: Any = None  # a registered ControlNet name, a diffusers directory, a single file (A1111's), or a loaded ControlNetModel;
     #                   None only for depth2img models (sd2-depth), whose UNet takes the depth map itself
     scale: float = 1.0  # A1111's Weight, diffusers' controlnet_conditioning_scale
     start: float = 0.0  # fraction of the steps before which the ControlNet is off
@@ -47,15 +47,16 @@ class ControlUnit:
     resize_mode: str = "Crop and Resize"  # how a map of another shape is fitted to the image size
     model_hash: str | None = None  # filled at generation (A1111's "name [hash]")
     processor_res: int = -1  # filled at generation: the resolution Canny ran at (A1111's Processor Res; -1: none)
+    allow_pickle: bool = False  # the model may be a pickle file (.pth, .ckpt): consent to unpickle it, as for checkpoints
 
     _parameter_constraints = {
         "control_type": [Options(CONTROL_TYPES)],
-        "model": [None, str, Check(_is_model, "a registered ControlNet name, a directory or a loaded ControlNetModel")],
+        "model": [None, str, Check(_is_model, "a registered ControlNet name, a directory, a ControlNet file or a loaded ControlNetModel")],
         "scale": [Interval(float, 0, 2)],  # A1111's slider range
         "start": [Interval(float, 0, 1)], "end": [Interval(float, 0, 1)],
         "preprocessed": [bool], "module": [None, str], "low": [Interval(float, 0, 255)], "high": [Interval(float, 0, 2040)],
         "resize_mode": [Options(RESIZE_MODES)], "model_hash": [None, str],
-        "processor_res": [Interval(int, -1, None)],
+        "processor_res": [Interval(int, -1, None)], "allow_pickle": [bool],
     }
 
     def __post_init__(self) -> None:

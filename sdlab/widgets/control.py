@@ -1,8 +1,8 @@
 """``ControlSection``: the ControlNet units of the generation panel (A1111's ControlNet accordion), thin.
 
 Each unit row holds an image upload, the map type and preprocessor, the ControlNet (a registered
-name, a directory, or a model handed in by name through ``models``), the weight and the step
-window; "Preview map" draws the map as the generation will (``sdlab.control.apply.condition_map``).
+name, a directory, a single file, a file of the section's folder -- A1111's ``models/ControlNet`` --
+by its name, or a model handed in by name through ``models``), the weight and the step window; "Preview map" draws the map as the generation will (``sdlab.control.apply.condition_map``).
 The rows become :class:`~sdlab.control.unit.ControlUnit` values; the core does the rest.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..control.nets import CONTROLNETS
 from ..control.preprocess import CONTROL_TYPES, MODULES
-from ..errors import ValidationError
+from ..errors import SdlabError, ValidationError
 from .base import png_bytes
 
 
@@ -37,7 +37,7 @@ class UnitRow:
         self.module = W.Dropdown(options=MODULES["edges"], description="Preprocessor")
         self.control_type.observe(lambda change: setattr(self.module, "options", MODULES[change["new"]]), names="value")
         self.model = W.Combobox(options=model_names, value=model_names[0] if model_names else "", ensure_option=False,
-                                description="Model", placeholder="name or directory")
+                                description="Model", placeholder="name, directory or file")
         self.scale = W.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.05, description="Weight")
         self.window = W.FloatRangeSlider(value=(0.0, 1.0), min=0.0, max=1.0, step=0.05, description="Start / end")
         self.preprocessed = W.Checkbox(value=False, description="image is the map (preprocessor none)")
@@ -48,8 +48,10 @@ class UnitRow:
             W.HBox([self.scale, self.window]), W.HBox([self.preprocessed, self.preview_button]), self.preview,
         ])
 
-    def unit(self, models: dict):
-        """The row's :class:`ControlUnit` (None when the row is off); bad values raise ValidationError."""
+    def unit(self, models: dict, folder: str = "", allow_pickle: bool = False):
+        """The row's :class:`ControlUnit` (None when the row is off); a name is looked up in ``folder`` first
+        (:func:`sdlab.control.recorded.locate_model`); bad values raise ValidationError."""
+        from ..control.recorded import locate_model
         from ..control.unit import ControlUnit
 
         if not self.enabled.value:
@@ -57,10 +59,11 @@ class UnitRow:
         if self.image is None:
             raise ValidationError(f"{self.enabled.description}: upload a control image (or switch the unit off)")
         name = self.model.value.strip()
+        model = models.get(name) if name in models else (locate_model(name, folder or None, allow_pickle=allow_pickle) if name else None)
         start, end = self.window.value
-        return ControlUnit(self.image, self.control_type.value, model=models.get(name, name or None), scale=float(self.scale.value),
+        return ControlUnit(self.image, self.control_type.value, model=model, scale=float(self.scale.value),
                            start=float(start), end=float(end), preprocessed=bool(self.preprocessed.value),
-                           module=None if self.preprocessed.value else self.module.value)
+                           module=None if self.preprocessed.value else self.module.value, allow_pickle=bool(allow_pickle))
 
 
 class ControlSection:
@@ -71,35 +74,56 @@ class ControlSection:
         self.size = size  # the size a preview map is fitted to
         self.rows: list[UnitRow] = []
         self.guess_mode = W.Checkbox(value=False, description="ControlNet is more important (guess mode)")
+        self.folder = W.Text(description="Folder", placeholder="ControlNet files (A1111: models/ControlNet)", layout=W.Layout(width="60%"))
+        self.folder.observe(lambda _: self._list_models(), names="value")
+        self.allow_pickle = W.Checkbox(value=False, description="trust .pth files (pickle runs code)")
         self.add_button = W.Button(description="Add ControlNet", icon="plus")
         self.add_button.on_click(lambda _: self.add_unit())
         self.message = W.HTML()
         self.maps = W.HBox()
         self.box = W.VBox()
-        self.widget = W.Accordion(children=[W.VBox([self.box, W.HBox([self.add_button, self.guess_mode]), self.message,
+        self.widget = W.Accordion(children=[W.VBox([W.HBox([self.folder, self.allow_pickle]), self.box,
+                                                    W.HBox([self.add_button, self.guess_mode]), self.message,
                                                     W.HTML("Maps the ControlNets read:"), self.maps])])
         self.widget.set_title(0, "ControlNet")
         self.add_unit()
 
+    def _names(self) -> list[str]:
+        """Handed-in models, the folder's files by stem (as A1111 lists them), then the registered names."""
+        from pathlib import Path
+
+        from ..control.single_file import SUFFIXES
+
+        folder = Path(self.folder.value.strip()).expanduser() if self.folder.value.strip() else None
+        files = sorted(p.stem for p in folder.iterdir() if p.suffix.lower() in SUFFIXES) if folder and folder.is_dir() else []
+        return [*self.models, *files, *CONTROLNETS]
+
+    def _list_models(self) -> None:
+        for row in self.rows:
+            row.model.options = self._names()
+
     def add_unit(self) -> UnitRow:
-        row = UnitRow(len(self.rows), [*self.models, *CONTROLNETS])
+        row = UnitRow(len(self.rows), self._names())
         row.preview_button.on_click(lambda _, r=row: self.preview(r))
         self.rows.append(row)
         self.box.children = tuple(r.widget for r in self.rows)
         return row
 
     def units(self) -> tuple:
-        return tuple(u for u in (row.unit(self.models) for row in self.rows) if u is not None)
+        return tuple(u for u in (self._unit(row) for row in self.rows) if u is not None)
+
+    def _unit(self, row: UnitRow):
+        return row.unit(self.models, self.folder.value.strip(), bool(self.allow_pickle.value))
 
     def preview(self, row: UnitRow) -> None:
         from ..control.apply import condition_map
 
         try:
-            unit = row.unit(self.models)
+            unit = self._unit(row)
             if unit is not None:
                 row.preview.value = png_bytes(condition_map(unit, self.size).resize((128, 128), Image.NEAREST))
                 self.message.value = ""
-        except ValidationError as exc:
+        except SdlabError as exc:
             self.message.value = f"<span style='color:#b00020'>{exc}</span>"
 
     def show_maps(self, maps: list) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from ..models import model_info
-from ..errors import ValidationError
+from ..errors import SdlabError, ValidationError
 from .adapters import AdapterSection
 from .base import Panel, png_bytes
 
@@ -129,7 +129,7 @@ class GenerationPanel(Panel):
         try:
             spec, folders = self.spec(), self.adapters.folders()
             check_pipeline(self.pipe, spec)  # a size or batch this machine cannot afford: refused, not a frozen kernel
-        except ValidationError as exc:
+        except SdlabError as exc:  # a bad value, or a ControlNet file that is missing or a pickle without consent
             self.show_error(str(exc))
             return
         self.run(lambda callback: generate(self.pipe, spec, callback=callback, adapters=folders), self._show, background)
