@@ -86,3 +86,34 @@ def test_hypernetwork_on_the_style_writes_a1111_pt(tmp_path):
 
     hn = hn_lib.load(out / "hypernetwork.pt", allow_pickle=True)
     assert hn.cfg.layer_structure == (1.0, 2.0, 1.0)
+
+
+def test_a_run_killed_mid_training_resumes_to_the_same_file(tmp_path):
+    """SIGKILL, not Cancel: nothing in the process gets to save; the last checkpoint is all a rerun has."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    from safetensors.torch import load_file
+
+    argv = [sys.executable, "-m", "sdlab", "train", "lora", "--concept", "star", "--token", "star", "-n", "4", "--steps", "40",
+            "--batch", "2", "--quiet", "--checkpoint-minutes", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    subprocess.run(argv + ["--out", str(whole)], check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(argv + ["--out", str(cut)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (cut / "train_state.pt").exists():  # written atomically after each step
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    step = torch.load(cut / "train_state.pt", weights_only=True)["step"]
+    assert 1 <= step < 40 and not (cut / "pytorch_lora_weights.safetensors").exists()
+    subprocess.run(argv + ["--out", str(cut)], check=True, env=env, capture_output=True)
+    a, b = load_file(str(whole / "pytorch_lora_weights.safetensors")), load_file(str(cut / "pytorch_lora_weights.safetensors"))
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)

@@ -42,6 +42,8 @@ def register(methods) -> None:
         p.add_argument("--gradient-checkpointing", action="store_true")
         p.add_argument("--mask-weight", type=float, default=0.0,
                        help="with --concept: the shape's latent cells weigh 1 + this in the loss (default 0; the benchmark uses 12)")
+        p.add_argument("--checkpoint-minutes", type=float, default=2.0,
+                       help="write a resumable checkpoint this often (default 2; 0: after every step); a rerun resumes from it")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         if method == "embedding":
             p.add_argument("--init-word", help="start the vector at this word's (default: the concept's class word, else 'a')")
@@ -66,7 +68,7 @@ def _config(args):
     """The method's config from the arguments (its validation refuses bad values in one line)."""
     given = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("batch", args.batch)) if v is not None}
     given.update(seed=args.seed, mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
-                 mask_weight=args.mask_weight)
+                 mask_weight=args.mask_weight, checkpoint_minutes=args.checkpoint_minutes)
     if args.finetune_method == "embedding":
         from ..finetune.embedding import EmbeddingConfig
 
