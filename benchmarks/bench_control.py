@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--also-guess-mode", action="store_true",
                         help="also measure the IoU in guess mode (A1111's 'ControlNet is more important') at each CFG measured")
     parser.add_argument("--conflict-n", type=int, default=12, help="prompt-control conflicts (default 12)")
+    parser.add_argument("--modes", help="only the conflict table under A1111's three Control Modes, into this directory (the lessons hold it too)")
     parser.add_argument("--snapshot-stride", type=int, default=500, help="fidelity over training: every this many steps (default 500)")
     parser.add_argument("--skip-headline", action="store_true", help="only the lessons (the headline figures measured already)")
     args = parser.parse_args(argv)
@@ -102,6 +103,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.run:
         figures.update(training_figures(args.run))
     controlnet = load_controlnet(args.controlnet)
+    if args.modes:
+        control_modes(pipe, controlnet, args, args.modes)
+        return figures
     if args.lessons:
         lessons(pipe, controlnet, args)
     if args.skip_headline:
@@ -164,6 +168,28 @@ def _save(table: pd.DataFrame, out: str, name: str, title: str) -> None:
     print(f"\n{title} ({load()})\n{text}")
 
 
+def _conflict_inputs(args) -> tuple[pd.DataFrame, np.ndarray]:
+    """The first ``--conflict-n`` conflict cases (12: two colour pairs, six position and six shape conflicts) and their maps."""
+    from sdlab.mini.control_data import condition_maps, conflict_cases, scene_images
+
+    table = conflict_cases().iloc[:args.conflict_n]
+    maps = condition_maps(scene_images(table.scene), args.condition, "outline" if args.condition == "edges" else "mask")
+    return table.drop(columns="scene"), maps
+
+
+def control_modes(pipe, controlnet, args, out: str) -> None:
+    """Who wins the conflicts under A1111's Control Modes (Balanced, My prompt / ControlNet is more important), at CFG 5."""
+    from sdlab.control.infotext import CONTROL_MODES
+    from sdlab.mini import checker
+
+    os.makedirs(out, exist_ok=True)
+    table, maps = _conflict_inputs(args)
+    fights = measure.conflicts(pipe, controlnet, table, maps, judge=checker.check, scales=(0.5, 1.0, 1.5, 2.0), guidances=(5.0,),
+                               steps=args.steps, modes=CONTROL_MODES)
+    _save(measure.conflict_table(fights), out, "conflicts_by_mode",
+          f"share of conflicts the control wins per Control Mode ({len(table)} cases, CFG 5: rows kind, mode; columns scale)")
+
+
 def lessons(pipe, controlnet, args) -> None:
     """The notebook's full figures, each table and plot saved with the conditions it was measured under."""
     import matplotlib
@@ -172,7 +198,7 @@ def lessons(pipe, controlnet, args) -> None:
     import matplotlib.pyplot as plt
 
     from sdlab.mini import checker
-    from sdlab.mini.control_data import condition_maps, conflict_cases, layout_cases, scene_images
+    from sdlab.mini.control_data import layout_cases
 
     os.makedirs(args.lessons, exist_ok=True)
     n, kind = args.lesson_n, args.condition
@@ -209,13 +235,13 @@ def lessons(pipe, controlnet, args) -> None:
         measure.plot_curve(over, "step", ax=ax, xlabel="training step (batch 32)", title="fidelity over training")
         fig.savefig(os.path.join(args.lessons, "iou_vs_training_step.png"), dpi=90, bbox_inches="tight")
     # 3. prompt against control
-    table = conflict_cases().iloc[:args.conflict_n]  # 12: two colour pairs, six position and six shape conflicts
-    maps = condition_maps(scene_images(table.scene), kind, "outline" if kind == "edges" else "mask")
-    fights = measure.conflicts(pipe, controlnet, table.drop(columns="scene"), maps, judge=checker.check, scales=(0.0, 0.5, 1.0, 1.5),
+    table, maps = _conflict_inputs(args)
+    fights = measure.conflicts(pipe, controlnet, table, maps, judge=checker.check, scales=(0.0, 0.5, 1.0, 1.5),
                                guidances=(2.0, 5.0, 10.0), steps=args.steps)
     _save(measure.conflict_table(fights), args.lessons, "conflicts", f"share of conflicts the control wins ({len(table)} cases: rows kind, guidance; columns scale)")
     _save(fights.groupby(["kind", "scale", "guidance"]).winner.value_counts().unstack(fill_value=0), args.lessons, "conflict_winners",
           "who wins: counts of prompt / control / neither")
+    control_modes(pipe, controlnet, args, args.lessons)
     # 4. keep the layout, change the colours: ControlNet against img2img
     layout = layout_cases(min(n, 16), kind)
     kept_layout = measure.keep_layout(pipe, controlnet, layout, shape_region, judge=checker.check, scales=(0.5, 1.0), strengths=(0.5, 0.75, 0.9),

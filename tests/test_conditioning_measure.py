@@ -107,6 +107,21 @@ def test_conflicts_name_the_winner(world, edges):
     assert pivot.loc[("position", 5.0), 1.0] == 0.0
 
 
+def test_conflicts_under_each_control_mode(world, edges):
+    from sdlab.control.infotext import CONTROL_MODES
+    from sdlab.errors import ValidationError
+    from sdlab.mini.control_data import condition_maps, conflict_cases, scene_images
+
+    table = conflict_cases().iloc[[3]].reset_index(drop=True)
+    maps = condition_maps(scene_images(table.scene), "edges", "outline")
+    pixels = lambda image: {"shape": int(image.astype(np.int64).sum())}  # noqa: E731  # tells the images apart
+    result = measure.conflicts(world, edges, table, maps, judge=pixels, scales=(1.0,), guidances=(5.0,), steps=STEPS, modes=CONTROL_MODES)
+    assert list(result["mode"]) == list(CONTROL_MODES) and result["found"].nunique() == 3  # three modes, three images
+    assert list(measure.conflict_table(result).index.names) == ["kind", "mode", "guidance"]
+    with pytest.raises(ValidationError, match="modes"):
+        measure.conflicts(world, edges, table, maps, judge=pixels, modes=("Loud",))
+
+
 def test_keep_layout_rows_per_method(world, edges, cases):
     import pandas as pd
 

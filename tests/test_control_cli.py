@@ -41,6 +41,11 @@ def test_preprocess_writes_the_map(scene_png, tmp_path, capsys):
     (["generate", "a", "--control", "@scene", "--control", "@scene", "--control-model", "@dir", "--control-scale", "1", "--control-scale", "1",
       "--control-scale", "1"], "--control-scale: [1.0, 1.0, 1.0] is not valid; valid: one value, or one per --control (2)"),
     (["generate", "a", "--control-type", "mask"], "--control-type: ['mask'] is not valid; valid: only with --control IMG"),
+    (["generate", "a", "--control-mode", "prompt"], "--control-mode: ['prompt'] is not valid; valid: only with --control IMG"),
+    (["generate", "a", "--control", "@scene", "--control-model", "@dir", "--control-mode", "loud"],
+     "--control-mode: 'loud' is not valid; valid: balanced, prompt or controlnet"),
+    (["generate", "a", "--control", "@scene", "--control", "@scene", "--control-model", "@dir", "--control-mode", "controlnet",
+      "--control-mode", "balanced"], "--control-mode: ['controlnet', 'balanced'] is not valid; valid: controlnet for every unit or for none"),
     (["generate", "a", "--control", "@scene", "--control-type", "depth", "--control-model", "@dir", "--control-module", "canny"],
      "module: 'canny' is not valid; valid: for depth: one of none"),
 ])
@@ -77,11 +82,11 @@ def test_generate_and_reproduce_with_control(family_dir, scene_png, tmp_path, ca
     out = tmp_path / "out"
     argv = ["generate", "a red square", "--model", str(model), "--device", "cpu", "--seed", "4", "--steps", "3", "--sampler", "Euler",
             "--control", str(scene_png), "--control-type", "edges", "--control-model", str(net_dir), "--control-scale", "1.5",
-            "--control-end", "0.7", "--out", str(out)]
+            "--control-end", "0.7", "--control-mode", "prompt", "--out", str(out)]
     assert main(argv) == 0
     png = capsys.readouterr().out.strip()
     unit = read_parameters(png).control[0]
-    assert (unit.module, unit.model, unit.scale, unit.end) == ("canny", "tiny-edges", 1.5, 0.7)
+    assert (unit.module, unit.model, unit.scale, unit.end, unit.prompt_more_important) == ("canny", "tiny-edges", 1.5, 0.7, True)
     assert main(["reproduce", png, "--model", str(model), "--device", "cpu", "--out", str(tmp_path / "again")]) == 2
     assert "control: '0 image(s)' is not valid" in capsys.readouterr().err
     assert main(["reproduce", png, "--model", str(model), "--device", "cpu", "--out", str(tmp_path / "again"),

@@ -284,3 +284,47 @@ def test_a_half_precision_pipeline_stays_half_precision(family_dir, name):
                  GenerationSpec(PROMPT, seed=1, steps=2, sampler="Euler", init_image=MAP, control=ControlUnit(MAP, model=net, preprocessed=True))):
         generate(pipe, spec, hooks=[lambda call: None])
         assert {m.dtype for m in (pipe.unet, pipe.vae, pipe.text_encoder, net)} == {torch.bfloat16}, spec.mode
+
+
+def _ramped(net):
+    """The oracle of "My prompt is more important": a copy of ``net`` whose zero convolutions are scaled by
+    diffusers' guess-mode ramp (10^-1 .. 1 over the down residuals and the middle one). A 1x1 convolution
+    scaled by k gives k times its output, so plain diffusers with this copy at Balanced is the mode."""
+    import copy
+
+    ramped = copy.deepcopy(net)
+    ramp = torch.logspace(-1, 0, len(ramped.controlnet_down_blocks) + 1)
+    with torch.no_grad():
+        for k, conv in zip(ramp, [*ramped.controlnet_down_blocks, ramped.controlnet_mid_block]):
+            conv.weight.mul_(k)
+            conv.bias.mul_(k)
+    return ramped
+
+
+@pytest.mark.parametrize("name", ["sd1", "sdxl"])
+def test_my_prompt_is_more_important_equals_diffusers_with_ramped_zero_convolutions(loaded, name):
+    pipe, directory = loaded(name)
+    net = tiny_controlnet(pipe, seed=3)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    unit = ControlUnit(MAP, "edges", model=net, scale=1.3, preprocessed=True, prompt_more_important=True)
+    spec = GenerationSpec(PROMPT, negative_prompt=NEGATIVE, seed=6, steps=4, guidance=5.0, sampler="Euler", control=unit)
+    ours = _px(generate(pipe, spec).images)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()) and "forward" not in vars(net)  # the user's net untouched
+    with torch.no_grad():
+        theirs = _px(_oracle(directory, name, _ramped(net))(
+            image=MAP, controlnet_conditioning_scale=1.3, num_inference_steps=4, guidance_scale=5.0, width=64, height=64,
+            generator=[torch.Generator().manual_seed(6)], **encode_prompts(pipe, PROMPT, NEGATIVE, 1, 1)).images)
+    assert np.abs(ours - theirs).max() <= 1
+    balanced = _px(generate(pipe, spec.replace(control=unit.replace(prompt_more_important=False))).images)
+    guess = _px(generate(pipe, spec.replace(control=unit.replace(prompt_more_important=False), guess_mode=True)).images)
+    assert np.abs(ours - balanced).max() > 3 and np.abs(ours - guess).max() > 3  # a third mode, not either of the others
+
+
+def test_control_modes_that_cannot_run_are_refused(loaded):
+    sd1, _ = loaded("sd1")
+    unit = ControlUnit(MAP, "edges", model=tiny_controlnet(sd1), preprocessed=True, prompt_more_important=True)
+    with pytest.raises(ValidationError, match="one Control Mode"):
+        generate(sd1, GenerationSpec(PROMPT, seed=1, steps=2, control=unit, guess_mode=True))
+    sd3, _ = loaded("sd3")
+    with pytest.raises(ValidationError, match="Control Mode Balanced"):
+        generate(sd3, GenerationSpec(PROMPT, seed=1, steps=2, control=unit.replace(model=tiny_controlnet(sd3))))

@@ -72,7 +72,10 @@ def test_units_sdlab_cannot_run_stay_as_text_and_reproduce_refuses_them(tmp_path
     with pytest.raises(ValidationError, match=r"^control: 'ControlNet 0 with module depth_midas' is not valid"):
         attach_controls(spec, [np.zeros((8, 8, 3), np.uint8)] * 2)
     prompt_first = spec_from_parameters(A1111_TEXT.replace("Control Mode: Balanced", "Control Mode: My prompt is more important", 1))
-    assert prompt_first.control == ()
+    assert [u.prompt_more_important for u in prompt_first.control] == [True, False] and not prompt_first.guess_mode
+    written = parse_parameters(format_parameters(prompt_first))[2]
+    assert _extension_parse(written["ControlNet 0"])["Control Mode"] == "My prompt is more important"
+    assert _extension_parse(written["ControlNet 1"])["Control Mode"] == "Balanced"
 
 
 def test_a1111_legacy_hash(tmp_path):

@@ -52,3 +52,17 @@ def test_a_controlled_generation_from_the_panel(panel_and_net):
     second = panel.control.add_unit()
     assert len(panel.control.rows) == 2 and not second.enabled.value
     row.enabled.value = False
+
+
+def test_the_control_mode_goes_into_the_spec(panel_and_net):
+    panel, net = panel_and_net
+    row = panel.control.rows[0]
+    row.enabled.value, row.image, row.model.value = True, world.render(world.sample_scene(np.random.default_rng(5))), "tiny"
+    assert panel.control.mode.options == ("Balanced", "My prompt is more important", "ControlNet is more important")
+    for mode, guess, prompt_first in (("Balanced", False, False), ("My prompt is more important", False, True),
+                                      ("ControlNet is more important", True, False)):
+        panel.control.mode.value = mode
+        spec = panel.spec()
+        assert (spec.guess_mode, spec.control[0].prompt_more_important) == (guess, prompt_first)
+    panel.control.mode.value = "Balanced"
+    row.enabled.value = False

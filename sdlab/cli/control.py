@@ -28,7 +28,13 @@ def add_control_options(parser, reproduce: bool = False) -> None:
     parser.add_argument("--control-start", action="append", default=[], type=float, metavar="F", help="fraction of the steps it starts at (default 0)")
     parser.add_argument("--control-end", action="append", default=[], type=float, metavar="F", help="fraction of the steps it ends at (default 1)")
     parser.add_argument("--control-preprocessed", action="store_true", help="the --control images are maps already: pass them as is")
+    parser.add_argument("--control-mode", action="append", default=[], metavar="MODE",
+                        help="A1111's Control Mode: balanced (default), prompt (My prompt is more important: residuals ramped "
+                        "down toward the first block) or controlnet (ControlNet is more important, = --guess-mode, every unit)")
     parser.add_argument("--guess-mode", action="store_true", help="ControlNets on the prompt's half only (A1111: ControlNet is more important)")
+
+
+CONTROL_MODES = ("balanced", "prompt", "controlnet")  # A1111: Balanced, My prompt is more important, ControlNet is more important
 
 
 def _per_unit(args, name: str, n: int) -> list:
@@ -50,14 +56,22 @@ def control_from_args(args, spec):
     n = len(args.control)
     if n == 0:
         extras = [f"--{k}" for k in ("control-type", "control-model", "control-scale", "control-start", "control-end", "control-module",
-                                     "controlnet-dir") if getattr(args, k.replace("-", "_"))]
+                                     "controlnet-dir", "control-mode") if getattr(args, k.replace("-", "_"))]
         if extras:
             raise invalid(extras[0], getattr(args, extras[0][2:].replace("-", "_")), "only with --control IMG")
         return spec.replace(guess_mode=bool(args.guess_mode)) if args.guess_mode else spec
     for path in args.control:
         open_image(path, "--control").close()
     units = []
-    columns = {k: _per_unit(args, k, n) for k in ("control-type", "control-model", "control-scale", "control-start", "control-end", "control-module")}
+    columns = {k: _per_unit(args, k, n) for k in ("control-type", "control-model", "control-scale", "control-start", "control-end",
+                                                  "control-module", "control-mode")}
+    modes = [m or "balanced" for m in columns["control-mode"]]
+    for m in modes:
+        if m not in CONTROL_MODES:
+            raise invalid("--control-mode", m, "balanced, prompt or controlnet")
+    guess = bool(args.guess_mode) or "controlnet" in modes
+    if "controlnet" in modes and set(modes) != {"controlnet"}:
+        raise invalid("--control-mode", modes, "controlnet for every unit or for none (diffusers' guess mode acts on all)")
     for i, image in enumerate(args.control):
         model = columns["control-model"][i]
         if model is not None:  # a name that is neither registered, a directory, a file nor in --controlnet-dir fails now
@@ -66,12 +80,13 @@ def control_from_args(args, spec):
             raise invalid("--control-model", None, "a ControlNet name (see 'sdlab control list') or directory, one per --control "
                           "(only a depth map for an sd2-depth model needs none)")
         fields = {"control_type": columns["control-type"][i] or "edges", "model": model, "module": columns["control-module"][i],
-                  "preprocessed": bool(args.control_preprocessed), "allow_pickle": bool(getattr(args, "allow_pickle", False))}
+                  "preprocessed": bool(args.control_preprocessed), "allow_pickle": bool(getattr(args, "allow_pickle", False)),
+                  "prompt_more_important": modes[i] == "prompt"}
         for key, option in (("scale", "control-scale"), ("start", "control-start"), ("end", "control-end")):
             if columns[option][i] is not None:
                 fields[key] = columns[option][i]
         units.append(ControlUnit(image, **fields))
-    return spec.replace(control=tuple(units), guess_mode=bool(args.guess_mode))
+    return spec.replace(control=tuple(units), guess_mode=guess)
 
 
 def register(sub) -> None:

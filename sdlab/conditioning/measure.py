@@ -21,8 +21,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..control.infotext import BALANCED, CONTROL_MODES, CONTROL_MORE, PROMPT_MORE
 from ..progress import Callback
-from ..validation import Interval, invalid, validate_params
+from ..validation import Check, Interval, invalid, validate_params
 
 Region = Callable[[np.ndarray], np.ndarray]  # image (H, W, 3) uint8 -> bool (H, W): where the generated subject is
 Judge = Callable[[np.ndarray], dict]  # image -> attributes it shows, e.g. {"position": "top left", "shape": "circle"}
@@ -41,7 +42,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 def generate_one(
     pipe, prompt: str, seed: int, controlnet=None, control_map=None, scale: float = 1.0, start: float = 0.0, end: float = 1.0,
     guidance: float | None = None, steps: int | None = None, control_type: str = "edges", init_image=None, strength: float = 0.75,
-    guess_mode: bool = False,
+    guess_mode: bool = False, prompt_more_important: bool = False,
 ) -> np.ndarray:
     """One image (uint8 H x W x 3) through :func:`sdlab.generate.generate`, with one ControlNet unit on a ready map when given."""
     from ..control.unit import ControlUnit
@@ -49,7 +50,8 @@ def generate_one(
     from ..spec import GenerationSpec
 
     control = () if controlnet is None else (ControlUnit(image=control_map, control_type=control_type, model=controlnet, scale=float(scale),
-                                                         start=float(start), end=float(end), preprocessed=True),)
+                                                         start=float(start), end=float(end), preprocessed=True,
+                                                         prompt_more_important=prompt_more_important),)
     spec = GenerationSpec(prompt, seed=int(seed), steps=steps, guidance=guidance, control=control, guess_mode=guess_mode,
                           init_image=init_image, strength=strength)
     return generate(pipe, spec).arrays()[0]
@@ -131,8 +133,9 @@ def over_training(pipe, checkpoints: Sequence[tuple[int, object]], cases: dict, 
 def conflicts(
     pipe, controlnet, table: pd.DataFrame, maps: np.ndarray, judge: Judge, scales: Iterable[float] = (0.0, 0.5, 1.0, 1.5, 2.0),
     guidances: Iterable[float] = (2.0, 5.0, 10.0), steps: int | None = None, callback: Callback | None = None,
+    modes: Iterable[str] = (BALANCED,),
 ) -> pd.DataFrame:
-    """Prompt against control: per case, scale and guidance, what the image shows and who won.
+    """Prompt against control: per case, scale, guidance and A1111 Control Mode, what the image shows and who won.
 
     ``table`` rows need ``prompt``, ``seed``, ``kind`` (the attribute in conflict, a key of ``judge``'s
     answer), ``prompt_says`` and ``control_says``; ``maps`` holds the control map of each row.
@@ -140,24 +143,31 @@ def conflicts(
     """
     if len(maps) != len(table):
         raise invalid("maps", f"{len(maps)} maps", f"one per row of the table ({len(table)})")
+    modes = list(modes)
+    validate_params({"modes": modes}, {"modes": [Check(lambda m: set(m) <= set(CONTROL_MODES) and len(m) > 0, ", ".join(CONTROL_MODES))]})
     scales, guidances = [float(s) for s in scales], [float(g) for g in guidances]
-    rows, total = [], len(table) * len(scales) * len(guidances)
-    for g in guidances:
-        for s in scales:
-            for i, case in enumerate(table.itertuples()):
-                found = judge(generate_one(pipe, case.prompt, case.seed, controlnet, maps[i], s, guidance=g, steps=steps)).get(case.kind)
-                winner = "control" if found == case.control_says else ("prompt" if found == case.prompt_says else "neither")
-                rows.append({"case": i, "kind": case.kind, "prompt_says": case.prompt_says, "control_says": case.control_says,
-                             "scale": s, "guidance": g, "found": found, "winner": winner})
-                if callback is not None:
-                    callback(len(rows), total)
+    rows, total = [], len(table) * len(scales) * len(guidances) * len(modes)
+    for mode in modes:
+        for g in guidances:
+            for s in scales:
+                for i, case in enumerate(table.itertuples()):
+                    image = generate_one(pipe, case.prompt, case.seed, controlnet, maps[i], s, guidance=g, steps=steps,
+                                         guess_mode=mode == CONTROL_MORE, prompt_more_important=mode == PROMPT_MORE)
+                    found = judge(image).get(case.kind)
+                    winner = "control" if found == case.control_says else ("prompt" if found == case.prompt_says else "neither")
+                    rows.append({"case": i, "kind": case.kind, "prompt_says": case.prompt_says, "control_says": case.control_says,
+                                 "scale": s, "guidance": g, "mode": mode, "found": found, "winner": winner})
+                    if callback is not None:
+                        callback(len(rows), total)
     return pd.DataFrame(rows)
 
 
 def conflict_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Share of cases the control wins, per attribute in conflict, guidance (rows) and scale (columns)."""
+    """Share of cases the control wins, per attribute in conflict, guidance (and Control Mode, when several; rows)
+    and scale (columns)."""
     wins = table.assign(control_wins=table.winner.eq("control"))
-    return wins.pivot_table(index=["kind", "guidance"], columns="scale", values="control_wins", aggfunc="mean")
+    modes = ["mode"] if "mode" in table and table["mode"].nunique() > 1 else []
+    return wins.pivot_table(index=["kind", *modes, "guidance"], columns="scale", values="control_wins", aggfunc="mean")
 
 
 def keep_layout(

@@ -5,7 +5,8 @@
 3. draw each unit's condition map (:mod:`sdlab.control.preprocess`) and fit it to the image size
    as A1111's resize modes do;
 4. the pipeline's arguments: the maps (``image`` for text-to-image, ``control_image`` for img2img and
-   inpainting), ``controlnet_conditioning_scale``, ``control_guidance_start/end``, ``guess_mode``;
+   inpainting), ``controlnet_conditioning_scale``, ``control_guidance_start/end``, ``guess_mode`` (and, for a
+   unit whose prompt is more important, a view of its ControlNet that ramps its residuals: :func:`prompt_first`);
    for depth2img models (``sd2-depth``) the depth map (``depth_map``), no ControlNet.
 
 diffusers' ControlNet pipelines then run the ControlNet beside the UNet and hand its residuals
@@ -123,9 +124,14 @@ def check_family(pipe, spec, run_mode: str) -> str:
         return name
     if name not in CONTROL_FAMILIES:
         raise invalid("control", f"a {name} model", "ControlNets on " + ", ".join(CONTROL_FAMILIES))
-    if name == "sd3" and (run_mode != "txt2img" or spec.guess_mode):
-        raise invalid("control", f"{spec.mode}{' with guess mode' if spec.guess_mode else ''} on sd3",
-                      "SD 3 ControlNets in text-to-image without guess mode (diffusers' SD 3 ControlNet pipeline)")
+    prompt_first = any(u.prompt_more_important for u in spec.control)
+    if name == "sd3" and (run_mode != "txt2img" or spec.guess_mode or prompt_first):
+        mode = " with guess mode" if spec.guess_mode else " with 'My prompt is more important'" if prompt_first else ""
+        raise invalid("control", f"{spec.mode}{mode} on sd3",
+                      "SD 3 ControlNets in text-to-image, Control Mode Balanced (diffusers' SD 3 ControlNet pipeline)")
+    if spec.guess_mode and prompt_first:
+        raise invalid("control mode", "guess mode with a unit whose prompt is more important",
+                      "one Control Mode: 'ControlNet is more important' (guess_mode, every unit) or 'My prompt is more important'")
     missing = [i for i, u in enumerate(spec.control) if u.model is None]
     if missing:
         raise invalid(f"control model of unit {missing[0]}", None, "a registered ControlNet name, a ControlNet directory or a loaded model")
@@ -161,6 +167,24 @@ def _check_map_scale(net, pipe, index: int) -> None:
                               f"for this model's VAE (it downsamples by {factor}); valid: a ControlNet made for this model")
 
 
+def prompt_first(net):
+    """A view of ``net`` (the same modules and weights; ``net`` itself untouched) whose forward always ramps
+    its residuals as diffusers' guess mode does, 10^-1 at the first down block up to 1 at the middle block,
+    while the pipeline still runs it on both halves of CFG: A1111's "My prompt is more important" (its
+    extension ramps by 0.825^(12-i), equal to diffusers' 10^(-(12-i)/12) within 0.6 % on SD 1.x/2.x)."""
+    import copy
+
+    view = copy.copy(net)  # a new instance dict over the same submodules and parameters
+    forward = type(net).forward
+
+    def ramped(*args, **kwargs):
+        kwargs["guess_mode"] = True
+        return forward(view, *args, **kwargs)
+
+    object.__setattr__(view, "forward", ramped)
+    return view
+
+
 def depth_tensor(image, size: tuple[int, int]):
     """A user's depth map (white = near, as MiDaS/DPT) as the (1, H, W) float tensor depth2img takes."""
     import torch
@@ -188,7 +212,7 @@ def control_call(pipe, spec, run_mode: str) -> ControlCall:
         net = _load(unit, pipe)
         _check_fits(net, pipe, name, i)
         _check_map_scale(net, pipe, i)
-        nets.append(net)
+        nets.append(prompt_first(net) if unit.prompt_more_important else net)
         resolution = min(load_rgb(unit.image).shape[:2]) if unit.module == "canny" else -1
         units.append(unit.replace(model_hash=name_and_hash(net)[1], processor_res=resolution))
     one = len(nets) == 1

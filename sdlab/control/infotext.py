@@ -23,7 +23,8 @@ from ..images import load_rgb
 from .unit import ControlUnit
 
 UNIT_KEY = re.compile(r"^ControlNet (\d+)$")
-BALANCED, CONTROL_MORE = "Balanced", "ControlNet is more important"  # A1111's Control Mode values sdlab runs
+BALANCED, CONTROL_MORE, PROMPT_MORE = "Balanced", "ControlNet is more important", "My prompt is more important"  # A1111's Control Modes
+CONTROL_MODES = (BALANCED, PROMPT_MORE, CONTROL_MORE)  # in the extension's order
 MODULE_TYPES = {"canny": "edges", "outline": "edges", "mask": "mask"}  # the kind each sdlab preprocessor draws
 
 
@@ -48,7 +49,8 @@ def unit_text(unit: ControlUnit, guess_mode: bool) -> str:
         ("Resize Mode", unit.resize_mode), ("Processor Res", str(unit.processor_res)),
         ("Threshold A", str(float(unit.low)) if canny else "-1"), ("Threshold B", str(float(unit.high)) if canny else "-1"),
         ("Guidance Start", str(float(unit.start))), ("Guidance End", str(float(unit.end))),
-        ("Pixel Perfect", "False"), ("Control Mode", CONTROL_MORE if guess_mode else BALANCED),
+        ("Pixel Perfect", "False"),
+        ("Control Mode", CONTROL_MORE if guess_mode else PROMPT_MORE if unit.prompt_more_important else BALANCED),
     ]
     return ", ".join(f"{k}: {v}" for k, v in fields)
 
@@ -87,7 +89,7 @@ def _unit_from(fields: dict) -> ControlUnit | None:
     from .nets import CONTROLNETS
 
     module = fields.get("Module", "none")
-    if module not in ("none", *MODULE_TYPES) or fields.get("Control Mode", BALANCED) not in (BALANCED, CONTROL_MORE):
+    if module not in ("none", *MODULE_TYPES) or fields.get("Control Mode", BALANCED) not in (BALANCED, CONTROL_MORE, PROMPT_MORE):
         return None
     match = re.match(r"^(.*?)\s*\[([0-9a-fA-F]+)\]$", fields.get("Model", "None"))
     name, model_hash = (match.group(1), match.group(2)) if match else (fields.get("Model", "None"), None)
@@ -103,6 +105,7 @@ def _unit_from(fields: dict) -> ControlUnit | None:
         start=_number(fields, "Guidance Start", 0.0), end=_number(fields, "Guidance End", 1.0),
         low=_number(fields, "Threshold A", 100) if canny else 100, high=_number(fields, "Threshold B", 200) if canny else 200,
         resize_mode=fields.get("Resize Mode", "Crop and Resize"), processor_res=int(_number(fields, "Processor Res", -1)),
+        prompt_more_important=fields.get("Control Mode") == PROMPT_MORE,
     )
 
 

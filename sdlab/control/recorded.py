@@ -34,8 +34,8 @@ def attach_controls(spec, control=None, control_models=None, control_dir=None, a
         text = spec.extra[unknown[0]]
         module = re.search(r"Module: ([^,]*)", text)
         raise invalid("control", f"{unknown[0]} with module {module.group(1) if module else '?'}",
-                      "units sdlab can run: modules canny, outline, mask or none, Control Mode Balanced or "
-                      "'ControlNet is more important' (pass an A1111 detected map as the image to run it with module none)")
+                      "units sdlab can run: modules canny, outline, mask or none, any Control Mode "
+                      "(pass an A1111 detected map as the image to run it with module none)")
     units = spec.control
     if not units:
         if control:

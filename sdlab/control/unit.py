@@ -10,8 +10,10 @@ names in brackets) and diffusers' arguments (in the comments):
   steps during which the ControlNet acts;
 - ``preprocessed`` [Module: none]: the image is already a map and is passed as is.
 
-The spec's ``guess_mode`` (A1111's Control Mode "ControlNet is more important") is one switch
-for all units, as in diffusers. The spec imports this module, so it never imports the spec.
+A1111's Control Mode: the spec's ``guess_mode`` ("ControlNet is more important") is one switch for
+all units, as in diffusers; a unit's ``prompt_more_important`` ("My prompt is more important") fades
+its residuals from the middle block's 1 to a tenth at the first (diffusers' guess-mode ramp) on both
+halves of CFG. The spec imports this module, so it never imports the spec.
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ class ControlUnit:
     model_hash: str | None = None  # filled at generation (A1111's "name [hash]")
     processor_res: int = -1  # filled at generation: the resolution Canny ran at (A1111's Processor Res; -1: none)
     allow_pickle: bool = False  # the model may be a pickle file (.pth, .ckpt): consent to unpickle it, as for checkpoints
+    prompt_more_important: bool = False  # A1111's Control Mode "My prompt is more important": residuals ramped 0.1 -> 1, both CFG halves
 
     _parameter_constraints = {
         "control_type": [Options(CONTROL_TYPES)],
@@ -57,6 +60,7 @@ class ControlUnit:
         "preprocessed": [bool], "module": [None, str], "low": [Interval(float, 0, 255)], "high": [Interval(float, 0, 2040)],
         "resize_mode": [Options(RESIZE_MODES)], "model_hash": [None, str],
         "processor_res": [Interval(int, -1, None)], "allow_pickle": [bool],
+        "prompt_more_important": [bool],
     }
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ import io
 import ipywidgets as W
 from PIL import Image
 
+from ..control.infotext import BALANCED, CONTROL_MODES, CONTROL_MORE, PROMPT_MORE
 from ..control.nets import CONTROLNETS
 from ..control.preprocess import CONTROL_TYPES, MODULES
 from ..errors import SdlabError, ValidationError
@@ -67,13 +68,14 @@ class UnitRow:
 
 
 class ControlSection:
-    """ControlNet units for a generation panel: ``units()`` and ``guess_mode`` go into its spec."""
+    """ControlNet units for a generation panel: ``units()`` and ``guess_mode`` go into its spec (the mode
+    "My prompt is more important" is each unit's, "ControlNet is more important" diffusers' guess mode)."""
 
     def __init__(self, models: dict | None = None, size: tuple[int, int] = (64, 64)) -> None:
         self.models = dict(models or {})  # name -> a loaded ControlNet (shown first in the model list)
         self.size = size  # the size a preview map is fitted to
         self.rows: list[UnitRow] = []
-        self.guess_mode = W.Checkbox(value=False, description="ControlNet is more important (guess mode)")
+        self.mode = W.Dropdown(options=CONTROL_MODES, value=BALANCED, description="Control mode")  # A1111's, for every unit
         self.folder = W.Text(description="Folder", placeholder="ControlNet files (A1111: models/ControlNet)", layout=W.Layout(width="60%"))
         self.folder.observe(lambda _: self._list_models(), names="value")
         self.allow_pickle = W.Checkbox(value=False, description="trust .pth files (pickle runs code)")
@@ -83,7 +85,7 @@ class ControlSection:
         self.maps = W.HBox()
         self.box = W.VBox()
         self.widget = W.Accordion(children=[W.VBox([W.HBox([self.folder, self.allow_pickle]), self.box,
-                                                    W.HBox([self.add_button, self.guess_mode]), self.message,
+                                                    W.HBox([self.add_button, self.mode]), self.message,
                                                     W.HTML("Maps the ControlNets read:"), self.maps])])
         self.widget.set_title(0, "ControlNet")
         self.add_unit()
@@ -112,8 +114,13 @@ class ControlSection:
     def units(self) -> tuple:
         return tuple(u for u in (self._unit(row) for row in self.rows) if u is not None)
 
+    @property
+    def guess_mode(self) -> bool:
+        return self.mode.value == CONTROL_MORE
+
     def _unit(self, row: UnitRow):
-        return row.unit(self.models, self.folder.value.strip(), bool(self.allow_pickle.value))
+        unit = row.unit(self.models, self.folder.value.strip(), bool(self.allow_pickle.value))
+        return unit.replace(prompt_more_important=True) if unit is not None and self.mode.value == PROMPT_MORE else unit
 
     def preview(self, row: UnitRow) -> None:
         from ..control.apply import condition_map

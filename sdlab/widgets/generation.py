@@ -117,7 +117,7 @@ class GenerationPanel(Panel):
                 fields["mask_blur"] = int(self.mask_blur.value)
             if mode == 3:
                 fields.update(outpaint=tuple(m.value for m in self.margins), mask_blur=int(self.mask_blur.value))
-        return GenerationSpec(**fields, control=self.control.units(), guess_mode=bool(self.control.guess_mode.value))
+        return GenerationSpec(**fields, control=self.control.units(), guess_mode=self.control.guess_mode)
 
     # -- actions ---------------------------------------------------------------------
     def generate(self, background: bool = True) -> None:
