@@ -167,3 +167,19 @@ def test_bad_data_is_one_line():
         check_images([np.zeros((64, 64, 3), np.uint8), np.zeros((32, 32, 3), np.uint8)])
     with pytest.raises(ValidationError, match=r"^captions: "):
         Dataset(np.zeros((2, 64, 64, 3), np.uint8), ["one"])
+
+
+def test_caption_dropout_trains_on_the_empty_prompt(pipe, data, tmp_path):
+    """Dropped captions are the empty prompt CFG subtracts: with (almost) every caption dropped the captions no
+    longer matter; with none dropped they do; and textual inversion, which has nothing to learn then, refuses it."""
+    other = Dataset(data.images, ["a small green circle"] * len(data.images))
+    runs = {}
+    for name, d, drop in (("a0", data, 0.0), ("b0", other, 0.0), ("a1", data, 0.999), ("b1", other, 0.999)):
+        runs[name] = lora.train_lora(pipe, d, tmp_path / name, lora.LoraConfig(steps=3, batch=2, caption_dropout=drop)).unet
+    assert all(torch.equal(runs["a1"][k], runs["b1"][k]) for k in runs["a1"])
+    assert any(not torch.equal(runs["a0"][k], runs["b0"][k]) for k in runs["a0"])
+    assert any(not torch.equal(runs["a0"][k], runs["a1"][k]) for k in runs["a0"])
+    with pytest.raises(ValidationError, match=r"^caption_dropout: 0.1 is not valid; valid: 0 for textual inversion"):
+        embedding.EmbeddingConfig(caption_dropout=0.1)
+    with pytest.raises(ValidationError, match=r"^caption_dropout: 1.0 is not valid"):
+        lora.LoraConfig(caption_dropout=1.0)

@@ -42,6 +42,10 @@ def register(methods) -> None:
         p.add_argument("--gradient-checkpointing", action="store_true")
         p.add_argument("--mask-weight", type=float, default=0.0,
                        help="with --concept: the shape's latent cells weigh 1 + this in the loss (default 0; the benchmark uses 12)")
+        if method != "embedding":
+            p.add_argument("--caption-dropout", type=float, default=0.0,
+                           help="share of captions trained as the empty prompt (kohya's caption_dropout_rate; default 0). "
+                           "Keeps CFG's unconditional prediction in step: 0.1 on the shapes world, trained so")
         p.add_argument("--checkpoint-minutes", type=float, default=2.0,
                        help="write a resumable checkpoint this often (default 2; 0: after every step); a rerun resumes from it")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -68,7 +72,7 @@ def _config(args):
     """The method's config from the arguments (its validation refuses bad values in one line)."""
     given = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("batch", args.batch)) if v is not None}
     given.update(seed=args.seed, mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
-                 mask_weight=args.mask_weight, checkpoint_minutes=args.checkpoint_minutes)
+                 mask_weight=args.mask_weight, checkpoint_minutes=args.checkpoint_minutes, caption_dropout=getattr(args, "caption_dropout", 0.0))
     if args.finetune_method == "embedding":
         from ..finetune.embedding import EmbeddingConfig
 

@@ -41,7 +41,7 @@ BASE_CONSTRAINTS = {
     "steps": [POSITIVE_INT], "lr": [POSITIVE], "batch": [POSITIVE_INT], "warmup_steps": [NON_NEGATIVE_INT],
     "seed": [SEED], "min_snr_gamma": [Interval(float, 0, None, closed="neither"), None],
     "checkpoint_minutes": [NON_NEGATIVE], "mixed_precision": [Options(MIXED_PRECISION)],
-    "gradient_checkpointing": [bool], "mask_weight": [NON_NEGATIVE],
+    "gradient_checkpointing": [bool], "mask_weight": [NON_NEGATIVE], "caption_dropout": [Interval(float, 0, 1, closed="left")],
 }
 
 
@@ -59,6 +59,8 @@ class TrainConfig:
     mixed_precision: str = "no"  # "fp16"/"bf16": autocast on CUDA (weights being trained stay fp32)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory on real SD
     mask_weight: float = 0.0  # latent cells at and next to the data's masks weigh 1 + this (kohya's masked loss, weighted)
+    caption_dropout: float = 0.0  # share of drawn captions replaced by the empty prompt (kohya's caption_dropout_rate): the
+    #                               unconditional prediction CFG subtracts keeps learning with the conditional one
 
     _parameter_constraints = BASE_CONSTRAINTS
 
@@ -301,18 +303,29 @@ class EncodedSet:
         with torch.no_grad():
             self.latents = encode_latents(pipe, data.images).to(device)
             self.states, self.pooled = encode_text(encoders, tokenizers, data.captions, sdxl)
+            self.empty = encode_text(encoders, tokenizers, [""], sdxl)  # the unconditional prompt, for caption dropout
         self.cells = data.cell_weights(tuple(self.latents.shape[-2:]), mask_weight)
         self.captions, self.sdxl, self.size = list(data.captions), sdxl, tuple(data.images.shape[1:3])
 
     def __len__(self) -> int:
         return len(self.latents)
 
-    def loss(self, unet, scheduler, weights: torch.Tensor, batch: int, g: torch.Generator, encode=None) -> torch.Tensor:
+    def loss(self, unet, scheduler, weights: torch.Tensor, batch: int, g: torch.Generator, encode=None,
+             caption_dropout: float = 0.0) -> torch.Tensor:
         """The loss on ``batch`` items drawn with ``g``; ``encode(captions) -> (states, pooled)`` re-encodes their
-        captions (a text encoder being trained), else the states encoded once are used."""
+        captions (a text encoder being trained), else the states encoded once are used. ``caption_dropout``: the
+        share of the drawn items trained on the empty prompt instead (drawn from ``g`` only when it is not 0)."""
         idx = draw(len(self.latents), batch, g)
-        states, pooled = (self.states[idx], self.pooled[idx] if self.pooled is not None else None) if encode is None \
-            else encode([self.captions[i] for i in idx])
+        drop = torch.rand(len(idx), generator=g) < caption_dropout if caption_dropout else torch.zeros(len(idx), dtype=torch.bool)
+        if encode is not None:
+            states, pooled = encode(["" if d else self.captions[i] for i, d in zip(idx.tolist(), drop.tolist())])
+        else:
+            states, pooled = self.states[idx], self.pooled[idx] if self.pooled is not None else None
+            if drop.any():
+                where = drop.to(states.device)
+                states = torch.where(where[:, None, None], self.empty[0].to(states.dtype), states)
+                if pooled is not None:
+                    pooled = torch.where(where[:, None], self.empty[1].to(pooled.dtype), pooled)
         added = {"text_embeds": pooled, "time_ids": sdxl_time_ids(*self.size, len(idx), self.latents.device)} if self.sdxl else None
         return diffusion_loss(unet, scheduler, weights, self.latents[idx], states, g, added, cells=None if self.cells is None else self.cells[idx])
 
@@ -334,10 +347,10 @@ def subject_and_prior_loss(cfg: TrainConfig, unet, scheduler, weights: torch.Ten
 
     def loss(step: int, g: torch.Generator) -> torch.Tensor:
         with autocast(cfg, unet.device):
-            instance = subject.loss(unet, scheduler, weights, cfg.batch, g, encode)
+            instance = subject.loss(unet, scheduler, weights, cfg.batch, g, encode, cfg.caption_dropout)
             if prior is None:
                 return instance
-            term = prior.loss(unet, scheduler, weights, cfg.class_batch, g, encode)
+            term = prior.loss(unet, scheduler, weights, cfg.class_batch, g, encode, cfg.caption_dropout)
         if last is not None:
             last["prior"] = float(term.detach())
         return instance + cfg.prior_weight * term

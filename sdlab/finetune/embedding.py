@@ -38,6 +38,8 @@ class EmbeddingConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         validate_fields(self)
+        if self.caption_dropout:  # a dropped caption holds no token: its step would teach the vector nothing
+            raise invalid("caption_dropout", self.caption_dropout, "0 for textual inversion (only the token's vector learns)")
 
 
 def text_parts(pipe) -> tuple[list, list]:

@@ -65,7 +65,7 @@ def train_hypernetwork(pipe, data: Dataset, out: str | Path, name: str = "hypern
 
     def loss(step: int, g: torch.Generator) -> torch.Tensor:
         with autocast(cfg, device):
-            return subject.loss(unet, sched, weights, cfg.batch, g)
+            return subject.loss(unet, sched, weights, cfg.batch, g, caption_dropout=cfg.caption_dropout)
 
     with hn_lib.applied(unet, hn, 1.0):
         info = train_loop(out, cfg, params, loss, lambda: {"hn": hn.state_dict()}, lambda d: hn.load_state_dict(d["hn"]),
