@@ -34,6 +34,8 @@ def folders(tmp_path):
     (["lora", "--concept", "star", "--token", "star", "--prior-weight", "-1"], "prior_weight: -1.0 is not valid"),
     (["hypernetwork", "--concept", "outlined", "--layer-structure", "2,1"], "layer_structure: (2.0, 1.0) is not valid"),
     (["lora", "--concept", "star", "--token", "star", "--steps", "0"], "steps: 0 is not valid; valid: a whole number >= 1"),
+    (["lora", "--concept", "star", "--token", "star", "--lr-scheduler", "linear"], "lr_scheduler: 'linear' is not valid; valid: one of constant, cosine"),
+    (["lora", "--concept", "star", "--token", "star", "--caption-dropout", "1"], "caption_dropout: 1.0 is not valid"),
     (["embedding", "--concept", "star", "--token", "star", "--model", "{empty}"], "--model: "),
 ])
 def test_bad_input_exits_2_with_one_line_before_loading(argv, message, folders, tmp_path, capsys, monkeypatch):

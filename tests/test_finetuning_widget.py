@@ -59,3 +59,17 @@ def test_panel_prior_weight_follows_the_method_and_reaches_the_run(pipe, tmp_pat
     panel.start(background=False)
     assert panel.last_error is None
     assert panel.trained.info["prior_weight"] == 0.5 and panel.trained.info["n_class"] == 20
+
+
+def test_panel_caption_dropout_follows_the_method_and_reaches_the_run(pipe, tmp_path):
+    from sdlab.widgets.finetuning import FinetuningPanel
+
+    panel = FinetuningPanel(pipe, out_dir=str(tmp_path))
+    panel.method.value = "embedding"
+    assert panel.caption_dropout.value == 0.0 and panel.caption_dropout.disabled  # no token in a dropped caption
+    panel.method.value = "lora"
+    assert panel.caption_dropout.value == 0.1 and not panel.caption_dropout.disabled
+    panel.caption_dropout.value, panel.steps.value = 0.25, 1
+    panel.start(background=False)
+    assert panel.last_error is None
+    assert panel.trained.info["caption_dropout"] == 0.25

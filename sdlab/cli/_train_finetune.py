@@ -36,6 +36,7 @@ def register(methods) -> None:
         p.add_argument("-n", "--n-images", type=int, default=20, help="images of a --concept (default 20)")
         p.add_argument("--steps", type=int, help="optimiser steps (default: the method's)")
         p.add_argument("--lr", type=float, help="learning rate (default: the method's)")
+        p.add_argument("--lr-scheduler", default="constant", help="constant (default) or cosine (toward 0 by the last step)")
         p.add_argument("--batch", type=int, help="images per step")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--mixed-precision", default="no", help="no, fp16 or bf16 (CUDA)")
@@ -72,7 +73,8 @@ def _config(args):
     """The method's config from the arguments (its validation refuses bad values in one line)."""
     given = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("batch", args.batch)) if v is not None}
     given.update(seed=args.seed, mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
-                 mask_weight=args.mask_weight, checkpoint_minutes=args.checkpoint_minutes, caption_dropout=getattr(args, "caption_dropout", 0.0))
+                 mask_weight=args.mask_weight, checkpoint_minutes=args.checkpoint_minutes, caption_dropout=getattr(args, "caption_dropout", 0.0),
+                 lr_scheduler=args.lr_scheduler)
     if args.finetune_method == "embedding":
         from ..finetune.embedding import EmbeddingConfig
 

@@ -16,6 +16,7 @@ everything about a user's pipeline is read, never written: methods train copies.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT,
 STATE_FILE = "train_state.pt"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+LR_SCHEDULERS = ("constant", "cosine")
 TRAINABLE_FAMILIES = ("sd1", "sd2", "sdxl")
 
 BASE_CONSTRAINTS = {
@@ -42,6 +44,7 @@ BASE_CONSTRAINTS = {
     "seed": [SEED], "min_snr_gamma": [Interval(float, 0, None, closed="neither"), None],
     "checkpoint_minutes": [NON_NEGATIVE], "mixed_precision": [Options(MIXED_PRECISION)],
     "gradient_checkpointing": [bool], "mask_weight": [NON_NEGATIVE], "caption_dropout": [Interval(float, 0, 1, closed="left")],
+    "lr_scheduler": [Options(LR_SCHEDULERS)],
 }
 
 
@@ -53,6 +56,7 @@ class TrainConfig:
     lr: float = 1e-4  # AdamW learning rate after the warm-up
     batch: int = 8  # images per step (drawn with replacement, seeded per step)
     warmup_steps: int = 0  # linear warm-up from 0
+    lr_scheduler: str = "constant"  # after the warm-up: "constant", or "cosine" toward 0 by the last step (diffusers' names)
     seed: int = 0  # decides every draw; with the data and model, the result
     min_snr_gamma: float | None = 5.0  # None: plain MSE
     checkpoint_minutes: float = 2.0  # a resumable checkpoint this often (and on Cancel)
@@ -247,7 +251,7 @@ def train_loop(
 
     ``state()``/``load_state(d)`` give and take the trainable tensors; ``after_step`` runs after each
     optimiser step (textual inversion puts the frozen embedding rows back there). Returns
-    ``{"steps", "seconds", "loss"}`` (seconds summed over resumed runs; loss: the last 20 steps' mean).
+    ``{"steps", "seconds", "loss", "caption_dropout"}`` (seconds summed over resumed runs; loss: the last 20 steps' mean).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -271,7 +275,7 @@ def train_loop(
         reporter(start, cfg.steps)
         for step in range(start, cfg.steps):
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+                group["lr"] = learning_rate(cfg, step)
             value = loss(step, step_generator(cfg.seed, step))
             opt.zero_grad(set_to_none=True)
             scaler.scale(value).backward()
@@ -286,7 +290,18 @@ def train_loop(
                 append_log(out, {"stage": desc, "step": step, "loss": float(value.detach()), "time": time.time()})
             checkpointer.step(step + 1, cfg.steps, reporter)
     save(cfg.steps)
-    return {"steps": cfg.steps, "seconds": seconds + time.perf_counter() - began, "loss": float(np.mean(recent)) if recent else None}
+    return {"steps": cfg.steps, "seconds": seconds + time.perf_counter() - began, "loss": float(np.mean(recent)) if recent else None,
+            "caption_dropout": cfg.caption_dropout}
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The lr of 0-based ``step``: a linear warm-up, then constant or a cosine to 0 (diffusers' schedules)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+    if cfg.lr_scheduler == "cosine":
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.lr
 
 
 def draw(n: int, batch: int, g: torch.Generator) -> torch.Tensor:

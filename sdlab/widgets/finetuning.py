@@ -35,10 +35,17 @@ class FinetuningPanel(TrainingPanel):
         # prior preservation's weight (DreamBooth: on by default; LoRA: kohya's regularisation images, off by default)
         self.prior = W.BoundedFloatText(value=0.0, min=0.0, max=100.0, description="Prior weight")
         self.method.observe(lambda change: setattr(self.prior, "value", 1.0 if change["new"] == "dreambooth" else 0.0), names="value")
+        # captions trained as the empty prompt (as the shapes world was trained); textual inversion has no use for it
+        self.caption_dropout = W.BoundedFloatText(value=0.1, min=0.0, max=0.9, step=0.05, description="Caption drop")
+        self.method.observe(lambda change: self._dropout_for(change["new"]), names="value")
         self.base_sample = W.Image(format="png", width=192)
         self.widget = self.layout(W.HBox([self.method, self.concept, self.token]), self.folder, self.out_dir,
-                                  W.HBox([self.steps, self.lr, self.rank]), W.HBox([self.strength, self.prior]))
+                                  W.HBox([self.steps, self.lr, self.rank]), W.HBox([self.strength, self.prior, self.caption_dropout]))
         self.widget.children += (W.HBox([W.Label("base"), self.base_sample]),)
+
+    def _dropout_for(self, method: str) -> None:
+        self.caption_dropout.disabled = method == "embedding"
+        self.caption_dropout.value = 0.0 if method == "embedding" else 0.1
 
     def data(self):
         """The dataset from the fields (a concept's fine-tuning set, or a folder's images and captions)."""
@@ -65,7 +72,8 @@ class FinetuningPanel(TrainingPanel):
         method = self.method.value
         data, c = self.data()
         cfg = default_config(method, steps=int(self.steps.value), lr=float(self.lr.value), rank=int(self.rank.value),
-                             prior_weight=float(self.prior.value), mask_weight=12.0 if c is not None else None)  # a concept's shape weighs 13x, as in the benchmark
+                             prior_weight=float(self.prior.value), mask_weight=12.0 if c is not None else None,
+                             caption_dropout=float(self.caption_dropout.value) if method != "embedding" else None)  # a concept's shape weighs 13x, as in the benchmark
         pipe = self.pipe if self.pipe is not None else load_pipeline("shapes-world")
         out = Path(self.out_dir.value) / method
         init = c.init_word if c is not None else "a"
