@@ -78,6 +78,27 @@ CELLS = {
     "dreambooth-star-prior-50-1200": ("dreambooth", "star", "clean", {"images": 50, "lr": 1e-4, "steps": 1200, "prior_weight": 1.0,
                                                                        "class_images": "both", "n_class": 80}),
     "dreambooth-star-prior3-lr2e-4": ("dreambooth", "star", "clean", {"lr": 2e-4, "prior_weight": 3.0, "class_images": "both", "n_class": 80}),
+    # replay: many base-model images of every shape (and the class word) beside the subject, to hold the base accuracy
+    "lora-star-replay": ("lora", "star", "clean", {"prior_weight": 1.0, "class_images": "both", "n_class": 240, "class_batch": 8,
+                                                   "lr": 1e-3, "steps": 800}),
+    "lora-star-replay-w3": ("lora", "star", "clean", {"prior_weight": 3.0, "class_images": "both", "n_class": 240, "class_batch": 8,
+                                                      "lr": 1e-3, "steps": 800}),
+    # caption dropout as the base model was trained (10% empty prompts): CFG's unconditional prediction keeps step
+    "lora-star-cd": ("lora", "star", "clean", {"caption_dropout": 0.1}),
+    "lora-star-cd-lr1e-3-800": ("lora", "star", "clean", {"caption_dropout": 0.1, "lr": 1e-3, "steps": 800}),
+    "lora-star-cd-prior-both": ("lora", "star", "clean", {"caption_dropout": 0.1, "prior_weight": 1.0, "class_images": "both", "n_class": 80}),
+    "dreambooth-star-cd-prior": ("dreambooth", "star", "clean", {"caption_dropout": 0.1, "prior_weight": 1.0}),
+    # the recipe's own cost: a LoRA trained on 200 of the world's own training images (what the base model learned from),
+    # measured by the base all-five accuracy alone (only the recipe can lose it here, no new concept)
+    "lora-world": ("lora", "world", "clean", {"images": 200}),
+    "lora-world-cd": ("lora", "world", "clean", {"images": 200, "caption_dropout": 0.1}),
+    "lora-world-lr1e-3-cd": ("lora", "world", "clean", {"images": 200, "lr": 1e-3, "caption_dropout": 0.1}),
+    "lora-world-lr5e-4": ("lora", "world", "clean", {"images": 200, "lr": 5e-4}),
+    "lora-world-cd-cosine": ("lora", "world", "clean", {"images": 200, "caption_dropout": 0.1, "lr_scheduler": "cosine"}),
+    # the learning rate that keeps the base model in the world cells, with the steps to learn the star at it
+    "lora-star-lr5e-4-1200-cosine": ("lora", "star", "clean", {"lr": 5e-4, "steps": 1200, "lr_scheduler": "cosine"}),
+    "lora-star-lr5e-4-1200-cosine-prior-both": ("lora", "star", "clean", {"lr": 5e-4, "steps": 1200, "lr_scheduler": "cosine",
+                                                                          "prior_weight": 1.0, "class_images": "both", "n_class": 80}),
     "embedding-sun-50-600": ("embedding", "sun", "clean", {"images": 50, "steps": 600}),
     "embedding-sun-50-1200-v2": ("embedding", "sun", "clean", {"images": 50, "steps": 1200, "num_vectors": 2}),
 }
@@ -120,9 +141,13 @@ def train(pipe, name: str, out: Path, quick: bool):
     from sdlab.finetune import dreambooth, embedding, hypernetwork, lora
 
     method, cname, data_kind, extra = CELLS[name]
-    c = concepts.CONCEPTS[cname]
+    c = concepts.CONCEPTS.get(cname)
     steps = 3 if quick else extra.get("steps", STEPS[method])
-    images, table = concepts.make_set(cname, extra.get("images", 20), seed=0, trigger=trigger(method, c), size=96 if data_kind == "size96" else 64)
+    if cname == "world":  # the base model's own training distribution, its alt-text captions
+        images, meta = world.make_dataset(extra["images"], seed=5)
+        table = meta
+    else:
+        images, table = concepts.make_set(cname, extra.get("images", 20), seed=0, trigger=trigger(method, c), size=96 if data_kind == "size96" else 64)
     masks = concepts.shape_masks(images)
     if data_kind == "lowres":
         images = concepts.degrade(images, 16)
@@ -177,8 +202,15 @@ def sun_ceiling(pipe, n_eval: int) -> dict:
 
 def measure(pipe, make, name: str, info: dict, n_eval: int, n_base: int, base_all: float, do_sweep: bool = True) -> dict:
     method, cname, data_kind, extra = CELLS[name]
-    c = concepts.CONCEPTS[cname]
     tuned = _pipe_of(make(1.0))
+    if cname == "world":  # no concept: what the recipe alone costs the base model
+        table = evaluate.generate_table(tuned, world.evaluation_prompts(n_base), score_world)
+        row = {"cell": name, "method": method, "concept": cname, "kind": "world", "data": data_kind, **extra, **info,
+               "base_all_five": evaluate.share(table, "all_ok"), "base_drop": base_all - evaluate.share(table, "all_ok"),
+               **{f"base_{a}": evaluate.share(table, f"{a}_ok") for a in ("shape", "colour", "size", "position")}}
+        row["load_measured"] = round(os.getloadavg()[0], 2)
+        return row
+    c = concepts.CONCEPTS[cname]
     row = {"cell": name, "method": method, "concept": cname, "kind": c.kind, "data": data_kind, **extra, **info}
     for split in ("seen", "held_out"):
         prompts = concepts.evaluation_prompts(cname, trigger(method, c), n_eval, split)
