@@ -55,6 +55,22 @@ def test_hypernetwork_trains_on_sd1_with_a1111_widths(family_dir, tmp_path):
     assert pipe.unet.config.cross_attention_dim in hn.cfg.sizes
 
 
+def test_hypernetwork_trains_on_sdxl_and_strength_zero_is_the_base(family_dir, tmp_path):
+    import numpy as np
+
+    from sdlab.adapters import hypernetwork as hn_lib
+    from sdlab.generate import generate
+    from sdlab.spec import GenerationSpec
+
+    pipe = load_pipeline(family_dir("sdxl"))
+    hn = hypernetwork.train_hypernetwork(pipe, _data(), tmp_path / "run", "style", hypernetwork.HypernetworkTrainConfig(steps=2, batch=2, lr=1e-1))
+    assert pipe.unet.config.cross_attention_dim in hn.cfg.sizes  # SDXL's 2048-wide context (both encoders) is steered
+    spec = GenerationSpec("a red circle", seed=1, steps=2)
+    base = generate(pipe, spec).arrays()
+    assert np.array_equal(generate(hn_lib.with_hypernetwork(pipe, hn, 0.0), spec).arrays(), base)
+    assert np.abs(generate(hn_lib.with_hypernetwork(pipe, hn, 1.0), spec).arrays().astype(int) - base).max() > 0
+
+
 def test_sd3_is_refused_in_one_line(family_dir, tmp_path):
     pipe = load_pipeline(family_dir("sd3"))
     with pytest.raises(ValidationError, match=r"^model: 'sd3' is not valid; valid: a model of family sd1, sd2, sdxl"):
