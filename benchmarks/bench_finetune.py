@@ -85,9 +85,7 @@ CELLS = {
                                                       "lr": 1e-3, "steps": 800}),
     # caption dropout as the base model was trained (10% empty prompts): CFG's unconditional prediction keeps step
     "lora-star-cd": ("lora", "star", "clean", {"caption_dropout": 0.1}),
-    "lora-star-cd-lr1e-3-800": ("lora", "star", "clean", {"caption_dropout": 0.1, "lr": 1e-3, "steps": 800}),
     "lora-star-cd-prior-both": ("lora", "star", "clean", {"caption_dropout": 0.1, "prior_weight": 1.0, "class_images": "both", "n_class": 80}),
-    "dreambooth-star-cd-prior": ("dreambooth", "star", "clean", {"caption_dropout": 0.1, "prior_weight": 1.0}),
     # the recipe's own cost: a LoRA trained on 200 of the world's own training images (what the base model learned from),
     # measured by the base all-five accuracy alone (only the recipe can lose it here, no new concept)
     "lora-world": ("lora", "world", "clean", {"images": 200}),
@@ -99,6 +97,8 @@ CELLS = {
     "lora-star-lr5e-4-1200-cosine": ("lora", "star", "clean", {"lr": 5e-4, "steps": 1200, "lr_scheduler": "cosine"}),
     "lora-star-lr5e-4-1200-cosine-prior-both": ("lora", "star", "clean", {"lr": 5e-4, "steps": 1200, "lr_scheduler": "cosine",
                                                                           "prior_weight": 1.0, "class_images": "both", "n_class": 80}),
+    "lora-star-cosine": ("lora", "star", "clean", {"lr_scheduler": "cosine"}),
+    "lora-star-cosine-prior-both": ("lora", "star", "clean", {"lr_scheduler": "cosine", "prior_weight": 1.0, "class_images": "both", "n_class": 80}),
     "embedding-sun-50-600": ("embedding", "sun", "clean", {"images": 50, "steps": 600}),
     "embedding-sun-50-1200-v2": ("embedding", "sun", "clean", {"images": 50, "steps": 1200, "num_vectors": 2}),
 }
