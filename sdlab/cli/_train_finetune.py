@@ -45,8 +45,9 @@ def register(methods) -> None:
                        help="with --concept: the shape's latent cells weigh 1 + this in the loss (default 0; the benchmark uses 12)")
         if method != "embedding":
             p.add_argument("--caption-dropout", type=float, default=0.0,
-                           help="share of captions trained as the empty prompt (kohya's caption_dropout_rate; default 0). "
-                           "Keeps CFG's unconditional prediction in step: 0.1 on the shapes world, trained so")
+                           help="share of captions trained as the empty prompt (kohya's caption_dropout_rate; default 0): keeps "
+                           "CFG's unconditional prediction in step on data like the base model's own; on a concept's set it "
+                           "teaches the empty prompt the concept")
         p.add_argument("--checkpoint-minutes", type=float, default=2.0,
                        help="write a resumable checkpoint this often (default 2; 0: after every step); a rerun resumes from it")
         p.add_argument("--quiet", action="store_true", help="no progress bar")

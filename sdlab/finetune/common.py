@@ -64,7 +64,8 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory on real SD
     mask_weight: float = 0.0  # latent cells at and next to the data's masks weigh 1 + this (kohya's masked loss, weighted)
     caption_dropout: float = 0.0  # share of drawn captions replaced by the empty prompt (kohya's caption_dropout_rate): the
-    #                               unconditional prediction CFG subtracts keeps learning with the conditional one
+    #                               unconditional prediction CFG subtracts learns too; helps on data like the base model's,
+    #                               hurts on a concept's set (the empty prompt learns the concept; notebook 09, section 7)
 
     _parameter_constraints = BASE_CONSTRAINTS
 

@@ -35,8 +35,9 @@ class FinetuningPanel(TrainingPanel):
         # prior preservation's weight (DreamBooth: on by default; LoRA: kohya's regularisation images, off by default)
         self.prior = W.BoundedFloatText(value=0.0, min=0.0, max=100.0, description="Prior weight")
         self.method.observe(lambda change: setattr(self.prior, "value", 1.0 if change["new"] == "dreambooth" else 0.0), names="value")
-        # captions trained as the empty prompt (as the shapes world was trained); textual inversion has no use for it
-        self.caption_dropout = W.BoundedFloatText(value=0.1, min=0.0, max=0.9, step=0.05, description="Caption drop")
+        # captions trained as the empty prompt: keeps CFG in step on a set like the base model's own data, but on a concept's
+        # set the empty prompt learns the concept (notebook 09, section 7), so off by default; no use to textual inversion
+        self.caption_dropout = W.BoundedFloatText(value=0.0, min=0.0, max=0.9, step=0.05, description="Caption drop")
         self.method.observe(lambda change: self._dropout_for(change["new"]), names="value")
         self.base_sample = W.Image(format="png", width=192)
         self.widget = self.layout(W.HBox([self.method, self.concept, self.token]), self.folder, self.out_dir,
@@ -45,7 +46,8 @@ class FinetuningPanel(TrainingPanel):
 
     def _dropout_for(self, method: str) -> None:
         self.caption_dropout.disabled = method == "embedding"
-        self.caption_dropout.value = 0.0 if method == "embedding" else 0.1
+        if method == "embedding":
+            self.caption_dropout.value = 0.0
 
     def data(self):
         """The dataset from the fields (a concept's fine-tuning set, or a folder's images and captions)."""
