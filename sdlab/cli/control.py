@@ -121,19 +121,13 @@ def cmd_preprocess(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from pathlib import Path
+    from ..control.nets import CONTROLNETS, WEIGHTS, a1111_hash, folder_files
 
-    from ..control.nets import CONTROLNETS, WEIGHTS, a1111_hash
-    from ..control.single_file import SUFFIXES
-    from ..validation import invalid
-
-    folder = Path(args.controlnet_dir).expanduser() if args.controlnet_dir else None
-    if folder is not None and not folder.is_dir():
-        raise invalid("--controlnet-dir", args.controlnet_dir, "an existing folder of ControlNet files (A1111: models/ControlNet)")
+    files = folder_files(args.controlnet_dir, "--controlnet-dir") if args.controlnet_dir else []
     for name, known in CONTROLNETS.items():
         where = WEIGHTS / known.source if known.shipped else f"hub: {known.source}"
         ready = "" if not known.shipped or (WEIGHTS / known.source / "config.json").exists() else "  (not shipped yet)"
         print(f"{name:<20} {known.control_type:<6} {known.family:<5} {where}{ready}")
-    for path in sorted(p for p in (folder.iterdir() if folder else ()) if p.is_file() and p.suffix.lower() in SUFFIXES):
+    for path in files:
         print(f"{path.stem} [{a1111_hash(path)}]  {path}")  # the type and family are read when a pipeline loads it
     return 0

@@ -154,15 +154,20 @@ def name_and_hash(net) -> tuple[str, str]:
     return info.name, info.hash
 
 
+def folder_files(folder: str | os.PathLike, what: str = "controlnet folder") -> list[Path]:
+    """The ControlNet files at the top of ``folder`` (A1111's ``models/ControlNet``), sorted; one line if it is no folder."""
+    from .single_file import SUFFIXES
+
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise invalid(what, str(folder), "an existing folder of ControlNet files (A1111: models/ControlNet)")
+    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+
+
 def find_in_folder(folder: str | os.PathLike, name: str, model_hash: str | None = None) -> Path | None:
     """A1111's lookup of ``Model: name [hash]`` in its ControlNet folder: the file whose stem is ``name``,
     else the one whose legacy hash is ``model_hash`` (the empty-file hash of files under 1 MiB tells nothing)."""
-    from .single_file import SUFFIXES
-
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise invalid("controlnet folder", str(folder), "an existing folder of ControlNet files (A1111: models/ControlNet)")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+    files = folder_files(folder)
     for path in files:
         if path.stem == name:
             return path

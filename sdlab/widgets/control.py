@@ -92,12 +92,12 @@ class ControlSection:
 
     def _names(self) -> list[str]:
         """Handed-in models, the folder's files by stem (as A1111 lists them), then the registered names."""
-        from pathlib import Path
+        from ..control.nets import folder_files
 
-        from ..control.single_file import SUFFIXES
-
-        folder = Path(self.folder.value.strip()).expanduser() if self.folder.value.strip() else None
-        files = sorted(p.stem for p in folder.iterdir() if p.suffix.lower() in SUFFIXES) if folder and folder.is_dir() else []
+        try:
+            files = [p.stem for p in folder_files(self.folder.value.strip())] if self.folder.value.strip() else []
+        except ValidationError:  # a folder still being typed: no files yet
+            files = []
         return [*self.models, *files, *CONTROLNETS]
 
     def _list_models(self) -> None:
