@@ -16,7 +16,6 @@ everything about a user's pipeline is read, never written: methods train copies.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from ..io import atomic_path
 from ..models import rebuild_pipeline as rebuild  # the methods' results as new pipelines
 from ..images import latent_cells
 from ..progress import Callback, Checkpointer, Reporter, read_checkpoint
+from ..schedules import cosine, warmup
 from ..trainlog import append_log
 from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SEED, Interval, Options, invalid, validate_fields
 
@@ -298,10 +298,9 @@ def train_loop(
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """The lr of 0-based ``step``: a linear warm-up, then constant or a cosine to 0 (diffusers' schedules)."""
     if step < cfg.warmup_steps:
-        return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+        return cfg.lr * warmup(step, cfg.warmup_steps)
     if cfg.lr_scheduler == "cosine":
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return cfg.lr * cosine(step - cfg.warmup_steps, max(1, cfg.steps - cfg.warmup_steps))
     return cfg.lr
 
 

@@ -15,7 +15,8 @@ from ...trainlog import append_log
 from ...progress import Callback, Checkpointer, read_checkpoint
 from .. import model as model_lib
 from ..config import TrainConfig
-from .common import DECODER_STAGE, VAE_STAGE, cosine, save_checkpoint, step_generator
+from ...schedules import cosine
+from .common import DECODER_STAGE, VAE_STAGE, save_checkpoint, step_generator
 from .foreground import reconstruction_loss
 
 

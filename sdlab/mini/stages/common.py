@@ -1,11 +1,10 @@
-"""What every training stage shares: per-step seeded draws, the cosine schedule, checkpoint files.
+"""What every training stage shares: per-step seeded draws and checkpoint files (schedules: :mod:`sdlab.schedules`).
 
 Batches, noise and timesteps are drawn from a generator seeded by (seed, stage,
 step), so a resumed run draws what the uninterrupted run would have drawn.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -19,11 +18,6 @@ VAE_STAGE, UNET_STAGE, DECODER_STAGE, TEXT_STAGE = 1, 2, 3, 4
 def step_generator(seed: int, stage: int, step: int) -> torch.Generator:
     """The generator for one step of one stage: the same (seed, stage, step) draws the same batch."""
     return torch.Generator().manual_seed(seed * 1_000_003 + stage * 100_003 + step)
-
-
-def cosine(step: int, steps: int, final: float) -> float:
-    """Cosine decay from 1 at step 0 to ``final`` at ``steps``."""
-    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -32,7 +32,8 @@ from .. import model as model_lib
 from .. import tokenizer as tokenizer_lib
 from .. import world
 from ..config import TrainConfig
-from .common import TEXT_STAGE, cosine, step_generator
+from ...schedules import cosine, warmup
+from .common import TEXT_STAGE, step_generator
 
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
     "shape": world.SHAPES, "colour": tuple(world.COLOURS), "size": world.SIZES,
@@ -109,7 +110,7 @@ def pretrain_text_encoder(out: Path, captions: list[str], tok, cfg: TrainConfig,
     text.train()
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = cfg.text_lr * min(1.0, (step + 1) / 100) * cosine(step, cfg.text_steps, 0.1)
+            group["lr"] = cfg.text_lr * warmup(step, 100) * cosine(step, cfg.text_steps, 0.1)
         g = step_generator(cfg.seed, TEXT_STAGE, step)
         idx = torch.randint(len(ids), (cfg.text_batch,), generator=g)
         batch_ids, batch_labels = ids[idx].clone(), labels[idx].clone()

@@ -23,7 +23,8 @@ from ...progress import Callback, Checkpointer, read_checkpoint
 from ...validation import invalid
 from .. import model as model_lib
 from ..config import TrainConfig
-from .common import UNET_STAGE, cosine, save_checkpoint, step_generator
+from ...schedules import cosine, warmup
+from .common import UNET_STAGE, save_checkpoint, step_generator
 from .foreground import latent_foreground
 from .text import token_ids
 
@@ -112,7 +113,7 @@ def train_unet(
     checkpointer = Checkpointer(save, cfg.checkpoint_minutes)
     bar = tqdm(range(start, cfg.unet_steps), initial=start, total=cfg.unet_steps, desc="unet", disable=not progress)
     for step in bar:
-        lr = cfg.unet_lr * min(1.0, (step + 1) / cfg.warmup_steps) * cosine(step, cfg.unet_steps, cfg.unet_final_lr_fraction)
+        lr = cfg.unet_lr * warmup(step, cfg.warmup_steps) * cosine(step, cfg.unet_steps, cfg.unet_final_lr_fraction)
         for group in opt.param_groups:
             group["lr"] = lr
         g = step_generator(cfg.seed, stage, step)
