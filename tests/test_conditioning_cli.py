@@ -27,6 +27,8 @@ def no_model_load(monkeypatch):
     (["--steps", "0"], "steps: 0 is not valid"),
     (["--lr", "-1"], "lr: -1.0 is not valid"),
     (["--text-dropout", "2"], "text_dropout: 2.0 is not valid"),
+    (["--guided-weight", "-1"], "guided_weight: -1.0 is not valid"),
+    (["--guided-cfg", "0"], "guided_cfg: 0.0 is not valid"),
     (["--images", "0"], "--images: 0 is not valid"),
     (["--model", "no/such/dir"], "--model: 'no/such/dir' is not valid"),
     (["--condition", "depth"], "invalid choice: 'depth'"),

@@ -2,6 +2,7 @@
 fidelity, conflicts, layout, and the panel."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -145,8 +146,14 @@ def test_panel_trains_resumes_and_measures(world, tmp_path):
 
     panel = ConditioningPanel(world, out_dir=str(tmp_path / "run"), cases=1, scales="0,1")
     panel.steps.value, panel.images.value = 2, 4
+    panel.guided_weight.value = -1.0
+    panel.start_training(background=False)
+    assert panel.last_error.startswith("guided_weight: -1.0 is not valid")
+    panel.guided_weight.value, panel.guided_cfg.value = 1.0, 3.0
     panel.start_training(background=False)
     assert panel.last_error is None and Path(panel.controlnet.value).name == "controlnet"
+    saved = json.loads((tmp_path / "run" / "controlnet_config.json").read_text())
+    assert (saved["guided_weight"], saved["guided_cfg"]) == (1.0, 3.0)
     panel.start_measure(background=False)
     assert panel.last_error is None and list(panel.table.scale) == [0.0, 1.0]
     panel.scales.value = "0,5"

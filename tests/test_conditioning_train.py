@@ -163,3 +163,23 @@ def test_other_families_are_refused_in_one_line(family_dir, name, tmp_path):
 
     assert "\n" not in str(err.value) and f"a {family(pipe)} model" in str(err.value)
     assert CONTROLNET_DIR not in {p.name for p in tmp_path.iterdir()}
+
+
+def test_guided_loss_wiring(world, data, tmp_path):
+    """At g = 1 with no unconditional term the guided loss is (1 + w) times the plain one, which a first Adam step
+    takes alike (the step is lr times the gradient's sign; so the conditional half is the captioned one); at g = 5
+    the step goes elsewhere."""
+    from safetensors.torch import load_file
+
+    base = dict(steps=1, batch=4, warmup_steps=0, text_dropout=0.0)
+    run = lambda name, **extra: load_file(train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / name,  # noqa: E731
+                                                           ControlNetConfig(**base, **extra), progress=False) / "diffusion_pytorch_model.safetensors")
+    plain = run("plain")
+    scaled = run("g1", guided_weight=1.0, guided_cfg=1.0, unconditional_weight=0.0)
+    guided = run("g5", guided_weight=3.0, guided_cfg=5.0)
+    # the zero convolutions: the layers with a gradient at the first step (upstream of them it is 0, they are 0)
+    zero_convs = [k for k in plain if k.startswith(("controlnet_down_blocks", "controlnet_mid_block"))]
+    lr = ControlNetConfig().lr
+    share = lambda run, tol: sum(int(((run[k] - plain[k]).abs() > tol).sum()) for k in zero_convs) / sum(plain[k].numel() for k in zero_convs)  # noqa: E731
+    assert share(scaled, 0.05 * lr) < 0.001  # all but the few weights whose gradient is near Adam's epsilon (1e-8)
+    assert share(guided, lr) > 0.05  # a different gradient: many weights stepped the other way

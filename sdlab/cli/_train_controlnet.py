@@ -19,6 +19,9 @@ def register(methods) -> None:
     p.add_argument("--focus-weight", type=float, default=12.0,
                    help="extra loss weight on latent cells at and next to the shape (default 12, as the shapes world's UNet; 0: plain loss)")
     p.add_argument("--text-dropout", type=float, default=0.2, help="share of empty captions (default 0.2)")
+    p.add_argument("--guided-weight", type=float, default=0.0,
+                   help="also a loss on the CFG-guided prediction, this much (default 0: off; a step then costs about twice as much)")
+    p.add_argument("--guided-cfg", type=float, default=5.0, help="the CFG scale of that loss (default 5, the shapes world's)")
     p.add_argument("--snapshot-every", type=int, default=0, help="keep the ControlNet every N steps (default 0: never)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true",
@@ -32,7 +35,7 @@ def cmd_controlnet(args) -> int:
     from ..validation import POSITIVE_INT, invalid, validate_params
 
     cfg = ControlNetConfig(steps=args.steps, batch=args.batch, lr=args.lr, text_dropout=args.text_dropout, focus_weight=args.focus_weight,
-                           snapshot_every=args.snapshot_every, seed=args.seed)  # refuses bad values in one line
+                           guided_weight=args.guided_weight, guided_cfg=args.guided_cfg, snapshot_every=args.snapshot_every, seed=args.seed)  # refuses bad values in one line
     validate_params({"--images": args.images}, {"--images": [POSITIVE_INT]})
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -17,7 +17,11 @@ The loop, step by step:
 3. drop a share of the captions (the empty prompt): the map, not the text, must carry the layout,
    and classifier-free guidance's unconditional branch runs the ControlNet too;
 4. predict with the locked UNet plus the ControlNet's residuals; the loss is the squared error in the
-   model's own prediction type (epsilon or v), min-SNR-gamma weighted; only the ControlNet learns.
+   model's own prediction type (epsilon or v), min-SNR-gamma weighted; only the ControlNet learns;
+5. optionally (``guided_weight``) predict the same batch once more under the empty prompt, as classifier-free
+   guidance will, and add a loss on the guided prediction ``u + g (c - u)``: at generation CFG multiplies what the
+   prompt adds while the control, present in both halves, cancels out of the difference, so a ControlNet trained
+   only on ``c`` follows its map less the higher the CFG. A step then costs about twice as much.
 
 The pipeline handed in is not changed: the locked UNet is a frozen copy of its UNet.
 """
@@ -39,6 +43,7 @@ from ..errors import ValidationError
 from ..io import atomic_path, atomic_write_text
 from ..images import latent_cells
 from ..progress import Callback, Checkpointer, Reporter, read_checkpoint
+from ..schedules import warmup
 from ..trainlog import append_log
 from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SEED, UNIT, Check, invalid, validate_fields
 
@@ -71,12 +76,16 @@ class ControlNetConfig:
     snapshot_every: int = 0  # keep the ControlNet every N steps under snapshots/ (fidelity over training); 0: none
     log_every: int = 25  # steps between lines in train_log.jsonl
     embedding_channels: tuple | None = None  # the condition encoder's channels; None: diffusers' cut to the VAE's downsampling
+    guided_weight: float = 0.0  # weight of the loss on the CFG-guided prediction u + g (c - u) (0: off; the plain loss stays)
+    guided_cfg: float = 5.0  # the CFG scale g of that loss (the model's generation default, for the shapes world)
+    unconditional_weight: float = 0.5  # with the guided loss: weight of the loss on the empty prompt's prediction u
 
     _parameter_constraints = {
         "steps": [POSITIVE_INT], "batch": [POSITIVE_INT], "lr": [POSITIVE], "warmup_steps": [NON_NEGATIVE_INT],
         "text_dropout": [UNIT], "min_snr_gamma": [NON_NEGATIVE], "focus_weight": [NON_NEGATIVE], "weight_decay": [NON_NEGATIVE], "seed": [SEED],
         "checkpoint_minutes": [NON_NEGATIVE], "snapshot_every": [NON_NEGATIVE_INT], "log_every": [POSITIVE_INT],
         "embedding_channels": [Check(_channels_ok, "a tuple of positive channel counts or None")],
+        "guided_weight": [NON_NEGATIVE], "guided_cfg": [POSITIVE], "unconditional_weight": [NON_NEGATIVE],
     }
 
     def __post_init__(self) -> None:
@@ -159,6 +168,14 @@ def loss_weights(alphas_cumprod, prediction_type: str, gamma: float):
     return capped
 
 
+def _loss(pred, target, w_t, cell=None):
+    """Squared error per sample, the subject's cells weighted by ``cell`` (mean 1 per image), times ``w_t``; the batch mean."""
+    error = (pred - target).pow(2)
+    if cell is not None:
+        error = error * cell / cell.mean(dim=(1, 2, 3), keepdim=True)
+    return (w_t * error.mean(dim=(1, 2, 3))).mean()
+
+
 def _encode(pipe, images: np.ndarray, captions: Sequence[str], out: Path):
     """VAE posterior means (scaled) and the text states of each distinct caption, cached in ``out``."""
     import torch
@@ -187,6 +204,7 @@ def _encode(pipe, images: np.ndarray, captions: Sequence[str], out: Path):
 # Settings that do not change the trajectory: a run may be resumed with more steps (the learning rate is
 # constant after warm-up, so a longer run passes through the shorter one) or other bookkeeping.
 FREE_ON_RESUME = ("steps", "checkpoint_minutes", "snapshot_every", "log_every")
+_DEFAULTS = asdict(ControlNetConfig())  # a setting a run's saved config lacks (it predates it) had its default
 
 
 def _check_run_dir(out: Path, record: dict) -> None:
@@ -194,7 +212,7 @@ def _check_run_dir(out: Path, record: dict) -> None:
     path = out / RUN_CONFIG
     if path.exists():
         old = json.loads(path.read_text())
-        changed = sorted(k for k in set(old) | set(record) if k not in FREE_ON_RESUME and old.get(k) != record.get(k))
+        changed = sorted(k for k in set(old) | set(record) if k not in FREE_ON_RESUME and old.get(k, _DEFAULTS.get(k)) != record.get(k))
         if changed:
             raise invalid("out", str(out), f"a new directory or this run's own settings (it was started with other {', '.join(changed)})")
     atomic_write_text(path, json.dumps(record, indent=2))
@@ -249,6 +267,10 @@ def train_controlnet(
         with atomic_path(ckpt_path) as tmp:
             torch.save({"step": step, "controlnet": controlnet.state_dict(), "opt": opt.state_dict()}, tmp)
 
+    def predict(z_t, t, context, cond):  # the locked UNet with the ControlNet's residuals
+        down, mid = controlnet(z_t, t, context, controlnet_cond=cond, return_dict=False)
+        return locked(z_t, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample.float()
+
     latents, states, row, empty = encoded["latents"], encoded["states"], encoded["row"], encoded["empty"]
     maps_t = torch.from_numpy(stacked)  # uint8 (variants, N, H, W, 3)
     cells = latent_cells(focus, tuple(latents.shape[-2:])) if cfg.focus_weight else None
@@ -256,7 +278,7 @@ def train_controlnet(
     with Reporter(callback, progress, desc="controlnet") as reporter:
         for step in range(start, cfg.steps):
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+                group["lr"] = cfg.lr * warmup(step, cfg.warmup_steps)
             g = _step_generator(cfg.seed, step)
             idx = torch.randint(len(latents), (cfg.batch,), generator=g)
             variant = torch.randint(len(maps_t), (cfg.batch,), generator=g)
@@ -269,13 +291,16 @@ def train_controlnet(
             z_t = sched.add_noise(z0, eps, t)
             target = sched.get_velocity(z0, eps, t) if prediction == "v_prediction" else (z0 if prediction == "sample" else eps)
             z_t, t, context, cond, target = (x.to(device) for x in (z_t, t, context, cond, target))
-            down, mid = controlnet(z_t, t, context, controlnet_cond=cond, return_dict=False)
-            pred = locked(z_t, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
-            error = (pred.float() - target).pow(2)
-            if cells is not None:
-                cell = (1.0 + cfg.focus_weight * cells[idx]).to(device)
-                error = error * cell / cell.mean(dim=(1, 2, 3), keepdim=True)
-            loss = (weights[t.cpu()].to(device) * error.mean(dim=(1, 2, 3))).mean()
+            cell = None if cells is None else (1.0 + cfg.focus_weight * cells[idx]).to(device)
+            w_t = weights[t.cpu()].to(device)
+            if cfg.guided_weight:  # CFG's batch, unconditional half first: both halves see the map, as at generation
+                two = lambda a, b: torch.cat([a, b])  # noqa: E731
+                uncond = states[torch.full_like(idx, empty)].to(device)
+                u, c = predict(two(z_t, z_t), two(t, t), two(uncond, context), two(cond, cond)).chunk(2)
+                loss = (_loss(c, target, w_t, cell) + cfg.unconditional_weight * _loss(u, target, w_t, cell)
+                        + cfg.guided_weight * _loss(u + cfg.guided_cfg * (c - u), target, w_t, cell))
+            else:
+                loss = _loss(predict(z_t, t, context, cond), target, w_t, cell)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)

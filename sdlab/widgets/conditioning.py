@@ -35,6 +35,9 @@ class ConditioningPanel(Panel):
         self.images = W.BoundedIntText(value=8000, min=1, max=1_000_000, description="Images")
         self.seed = W.IntText(value=default.seed, description="Seed")
         self.focus_weight = W.FloatText(value=12.0, description="Shape weight", tooltip="extra loss weight on the shape's latent cells (0: plain loss)")
+        self.guided_weight = W.FloatText(value=default.guided_weight, description="CFG loss",
+                                         tooltip="weight of a loss on the CFG-guided prediction (0: off; a step costs about twice as much)")
+        self.guided_cfg = W.FloatText(value=default.guided_cfg, description="at CFG", tooltip="the CFG scale of that loss")
         self.train_button = W.Button(description="Train", button_style="primary", icon="play")
         self.train_button.on_click(lambda _: self.start_training())
         self.controlnet = W.Text(value=controlnet, description="ControlNet", layout=W.Layout(width="60%"),
@@ -47,7 +50,8 @@ class ConditioningPanel(Panel):
         self.samples = W.HBox([])
         self.widget = W.VBox([
             W.HTML("<b>Train a ControlNet</b> (the shapes world's own captions; the map carries the layout)"),
-            W.HBox([self.condition, self.out_dir]), W.HBox([self.steps, self.lr]), W.HBox([self.images, self.seed]), self.focus_weight, self.train_button,
+            W.HBox([self.condition, self.out_dir]), W.HBox([self.steps, self.lr]), W.HBox([self.images, self.seed]), self.focus_weight,
+            W.HBox([self.guided_weight, self.guided_cfg]), self.train_button,
             W.HTML("<b>Measure control fidelity</b> (IoU of the outline's region and the generated shape)"),
             self.controlnet, W.HBox([self.cases, self.scales, self.measure_button]),
             self.progress_row(), self.status, self.plot, self.samples,
@@ -58,7 +62,8 @@ class ConditioningPanel(Panel):
         from ..conditioning.train import ControlNetConfig
 
         return ControlNetConfig(steps=int(self.steps.value), lr=float(self.lr.value), seed=int(self.seed.value),
-                                focus_weight=float(self.focus_weight.value))
+                                focus_weight=float(self.focus_weight.value), guided_weight=float(self.guided_weight.value),
+                                guided_cfg=float(self.guided_cfg.value))
 
     def start_training(self, background: bool = True) -> None:
         try:
