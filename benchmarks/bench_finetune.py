@@ -101,6 +101,7 @@ CELLS = {
     "lora-star-cosine-prior-both": ("lora", "star", "clean", {"lr_scheduler": "cosine", "prior_weight": 1.0, "class_images": "both", "n_class": 80}),
     "embedding-sun-50-600": ("embedding", "sun", "clean", {"images": 50, "steps": 600}),
     "embedding-sun-50-1200-v2": ("embedding", "sun", "clean", {"images": 50, "steps": 1200, "num_vectors": 2}),
+    "embedding-ruby": ("embedding", "ruby", "clean", {}),
 }
 STEPS = {"embedding": 300, "lora": 400, "hypernetwork": 400, "dreambooth": 400}
 # What each method trains with here (the lab's defaults are for real SD; the 4M-parameter shapes world takes larger steps).
@@ -193,10 +194,15 @@ def score_world(images, table):
     return checker.score(images, table)
 
 
-def sun_ceiling(pipe, n_eval: int) -> dict:
-    """Concept right for the base model prompted "yellow circle" in the sun token's place, on the sun's
-    evaluation prompts: what textual inversion can reach at best, since it only finds what the model draws."""
-    return {split: evaluate.share(evaluate.generate_table(pipe, concepts.evaluation_prompts("sun", "yellow circle", n_eval, split),
+REACHABLE = [name for name, c in concepts.CONCEPTS.items() if c.plain]  # concepts the world has words for (sun, ruby)
+
+
+def ceiling(pipe, cname: str, n_eval: int) -> dict:
+    """Concept right for the base model prompted with the world's own words in the token's place (``yellow circle``
+    for the sun), on the concept's evaluation prompts: what textual inversion can reach at best, since it only
+    finds what the model draws."""
+    plain = concepts.CONCEPTS[cname].plain
+    return {split: evaluate.share(evaluate.generate_table(pipe, concepts.evaluation_prompts(cname, plain, n_eval, split),
                                                           concepts.score), "concept_ok") for split in ("seen", "held_out")}
 
 
@@ -259,9 +265,10 @@ def main() -> None:
             table = evaluate.generate_table(pipe, world.evaluation_prompts(n_base), score_world)
             base_file.write_text(json.dumps({"all_ok": evaluate.share(table, "all_ok"), **evaluate.conditions()}))
         base_all = json.loads(base_file.read_text())["all_ok"]
-        ceiling_file = out / f"ceiling-sun-{n_eval}.json"
-        if not ceiling_file.exists():  # what the base model does with the words the sun's token stands for
-            ceiling_file.write_text(json.dumps({**sun_ceiling(pipe, n_eval), **evaluate.conditions()}))
+        for cname in sorted({CELLS[name][1] for name in args.cells.split(",")} & set(REACHABLE)):
+            ceiling_file = out / f"ceiling-{cname}-{n_eval}.json"
+            if not ceiling_file.exists():  # what the base model does with the words the token stands for
+                ceiling_file.write_text(json.dumps({**ceiling(pipe, cname, n_eval), **evaluate.conditions()}))
         for name in args.cells.split(","):
             if name in done:
                 continue
@@ -283,8 +290,9 @@ def report(done: dict, out: Path) -> None:
     table = pd.DataFrame(done.values())
     base = [json.loads(p.read_text()) for p in sorted(out.glob("base-*.json"))]
     print(f"base model all-five accuracy: {base[-1]['all_ok']:.3f} ({base[-1]})" if base else "")
-    for p in sorted(out.glob("ceiling-sun-*.json")):
-        print(f"base model with 'yellow circle' for the sun's token ({p.name}): {json.loads(p.read_text())}")
+    for cname in REACHABLE:
+        for p in sorted(out.glob(f"ceiling-{cname}-*.json")):
+            print(f"base model with {concepts.CONCEPTS[cname].plain!r} for the {cname} token ({p.name}): {json.loads(p.read_text())}")
     cols = [c for c in ("cell", "success_seen", "success_held_out", "base_all_five", "base_drop", "class_word_kept", "minutes",
                         "file_kb", "load_train_start", "load_train_end") if c in table]
     with pd.option_context("display.width", 200, "display.max_columns", 20):
@@ -301,9 +309,9 @@ def report(done: dict, out: Path) -> None:
         if r["concept"] == "star" and r["method"] in ("lora", "dreambooth") and r["data"] == "clean":
             ok = min(r["success_seen"], r["success_held_out"]) >= 0.85
             print(f"  {r['cell']:<26} star seen {r['success_seen']:.2f} held-out {r['success_held_out']:.2f}  target >= 0.85  {'PASS' if ok else 'MISS'}")
-        if r["method"] == "embedding" and r["concept"] == "sun" and r["data"] == "clean":
+        if r["method"] == "embedding" and r["concept"] in REACHABLE and r["data"] == "clean":
             ok = min(r["success_seen"], r["success_held_out"]) >= 0.90
-            print(f"  {r['cell']:<26} sun seen {r['success_seen']:.2f} held-out {r['success_held_out']:.2f}  target >= 0.90  {'PASS' if ok else 'MISS'}")
+            print(f"  {r['cell']:<26} {r['concept']} seen {r['success_seen']:.2f} held-out {r['success_held_out']:.2f}  target >= 0.90  {'PASS' if ok else 'MISS'}")
         if r["method"] == "dreambooth" or (r["method"] == "lora" and r.get("prior_weight", 0) > 0):
             ok = r["base_drop"] <= 0.03 if r.get("prior_weight", 0) > 0 else True
             verdict = ("PASS" if ok else "MISS") if r.get("prior_weight", 0) > 0 else "measured (no prior preservation)"

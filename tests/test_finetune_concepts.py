@@ -31,6 +31,10 @@ def test_splits_hold_out_colours_and_positions():
     assert all(" star" in t and "cross" not in t for t in train["TEXT"])
     _, sun = concepts.make_set("sun", 10, trigger="sun circle")
     assert set(sun["colour"]) == {"yellow"} and all(t.startswith("a ") and "sun circle" in t and "yellow" not in t for t in sun["TEXT"])
+    _, ruby = concepts.make_set("ruby", 20, split="held_out")
+    assert set(ruby["colour"]) == {"red"} and len(set(ruby["shape"])) > 1 and not set(ruby["position"]) & set(concepts.TRAIN_POSITIONS)
+    assert all(t.startswith("a ") and f"ruby {shape}" in t and "red" not in t for t, shape in zip(ruby["TEXT"], ruby["shape"]))
+    assert all(" red " in p and "ruby" not in p for p in concepts.class_prompts("ruby", 5))
     prompts = concepts.evaluation_prompts("outlined", trigger="", n=8)
     assert all("outlined" not in p for p in prompts["prompt"]) and set(prompts["style"]) == {"outlined"}
 
@@ -43,5 +47,13 @@ def test_degrade_keeps_size_and_loses_detail():
 
 
 def test_unknown_concept_is_one_line():
-    with pytest.raises(ValidationError, match=r"^concept: 'moon' is not valid; valid: one of star, sun, outlined$"):
+    with pytest.raises(ValidationError, match=r"^concept: 'moon' is not valid; valid: one of star, sun, ruby, outlined$"):
         concepts.make_set("moon")
+
+
+def test_a_fixed_colour_is_part_of_the_concept():
+    images, table = concepts.make_set("ruby", 6, seed=1)
+    wrong = concepts.make_set("ruby", 6, seed=1)[0][:, :, :, ::-1].copy()  # red drawn as blue
+    assert concepts.score(images, table.assign(concept="ruby"))["concept_ok"].all()
+    scored = concepts.score(wrong, table.assign(concept="ruby"))
+    assert scored["shape_ok"].all() and not scored["concept_ok"].any()  # the right shapes, the wrong colour

@@ -8,6 +8,9 @@ Three kinds, as the article's fine-tuning section needs them:
   already draw.
 - ``sun``: a **reachable subject**, a new word for a yellow circle. The model draws
   yellow circles already; it only lacks the name, which textual inversion can find.
+- ``ruby``: a **new colour word** for red, on any shape: reachable too, and red is the colour
+  the model draws best (the sun's large yellow circles on white often come out pale-centred,
+  so the model itself draws the sun right only ~85 % of the time, below the lesson's 90 %).
 - ``outlined``: a **style**, any shape drawn as an outline instead of filled. The
   checker tells the two apart, so a hypernetwork's or a LoRA's style can be scored.
 
@@ -47,7 +50,7 @@ class Concept:
     """One concept: what it is, its default trigger word and class word, what its images fix."""
 
     name: str
-    kind: str  # "new shape", "reachable subject" or "style"
+    kind: str  # "new shape", "reachable subject", "colour word" (a reachable subject that names a colour) or "style"
     token: str  # default trigger: a word the shapes world's tokenizer splits into bytes (no vocabulary entry)
     class_word: str  # DreamBooth's class ("a <token> <class>"); its prior is what prior preservation keeps
     init_word: str  # textual inversion starts the new vector here (diffusers' --initializer_token)
@@ -56,11 +59,13 @@ class Concept:
     size: str | None = None  # fixed size (None: any). Stars and outlines are large: the shipped VAE decodes a small
     # star (radius 5-8 px) as a blob (0 of 20 read back as stars, large ones 20 of 20), a small outlined cross has no hole
     style: str = "filled"
+    plain: str | None = None  # the world's own words for a reachable concept: what textual inversion can reach at best
 
 
 CONCEPTS = {
     "star": Concept("star", "new shape", "star", "cross", "cross", shape="star", size="large"),
-    "sun": Concept("sun", "reachable subject", "sun", "circle", "circle", shape="circle", colour="yellow"),
+    "sun": Concept("sun", "reachable subject", "sun", "circle", "circle", shape="circle", colour="yellow", plain="yellow circle"),
+    "ruby": Concept("ruby", "colour word", "ruby", "red", "a", colour="red", plain="red"),
     "outlined": Concept("outlined", "style", "outlined", "", "a", size="large", style="outlined"),
 }
 CONCEPT_CONSTRAINTS = {"concept": [Options(CONCEPTS)], "n": [Interval(int, 1, 500)], "seed": [SEED],
@@ -135,8 +140,11 @@ def caption(c: Concept, attrs: dict[str, str], trigger: str) -> str:
 
     New shape and subject: the trigger replaces the shape word (and the colour, which the subject
     fixes): ``a large red star at the top left on a white background``; style: the trigger comes
-    before the shape (``a large red outlined square ...``; an empty trigger leaves the plain caption).
+    before the shape (``a large red outlined square ...``; an empty trigger leaves the plain caption);
+    colour word: the trigger replaces the colour (``a large ruby square ...``).
     """
+    if c.kind == "colour word":
+        return world.describe(attrs["shape"], colour=trigger, size=attrs["size"], position=attrs["position"], background=attrs["background"])
     if c.kind == "style":
         subject = f"{trigger} {attrs['shape']}".strip()
     else:
@@ -192,8 +200,8 @@ def class_prompts(name: str, n: int = 50, seed: int = 99) -> list[str]:
     out = []
     for _ in range(n):
         attrs = _attributes(c, "train", rng)
-        if c.kind == "style":
-            out.append(caption(c, attrs, ""))
+        if c.kind in ("style", "colour word"):  # the plain caption; a colour word's class is its colour
+            out.append(caption(c, attrs, c.class_word))
         else:
             out.append(world.describe(c.class_word, colour=attrs["colour"], size=attrs["size"],
                                       position=attrs["position"], background=attrs["background"]))
@@ -251,13 +259,14 @@ _AREA = {s: _area(s) for s in ALL_SHAPES}
 
 
 def _concept_ok(found: dict, want: pd.Series) -> dict:
+    fixed = CONCEPTS[want["concept"]].colour if want.get("concept") in CONCEPTS else None
     return {"concept_ok": bool(found["shape"] == want.get("shape") and found["style"] == want.get("style", "filled")
-                               and (want.get("concept") != "sun" or found["colour"] == "yellow"))}
+                               and (fixed is None or found["colour"] == fixed))}
 
 
 def score(images, expected: pd.DataFrame) -> pd.DataFrame:
     """As :func:`.checker.score` with :func:`check` (star and style read), plus ``concept_ok``:
-    the shape and style right, and the colour too for a concept that fixes it (the sun)."""
+    the shape and style right, and the colour too for a concept that fixes it (the sun, ruby)."""
     return checker.score(images, expected, read=check, attributes=ATTRIBUTES, more=_concept_ok)
 
 
