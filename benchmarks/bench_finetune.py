@@ -102,6 +102,8 @@ CELLS = {
     "embedding-sun-50-600": ("embedding", "sun", "clean", {"images": 50, "steps": 600}),
     "embedding-sun-50-1200-v2": ("embedding", "sun", "clean", {"images": 50, "steps": 1200, "num_vectors": 2}),
     "embedding-ruby": ("embedding", "ruby", "clean", {}),
+    "embedding-ruby-600": ("embedding", "ruby", "clean", {"steps": 600}),
+    "embedding-ruby-50-600": ("embedding", "ruby", "clean", {"images": 50, "steps": 600}),
 }
 STEPS = {"embedding": 300, "lora": 400, "hypernetwork": 400, "dreambooth": 400}
 # What each method trains with here (the lab's defaults are for real SD; the 4M-parameter shapes world takes larger steps).
@@ -245,6 +247,7 @@ def measure(pipe, make, name: str, info: dict, n_eval: int, n_base: int, base_al
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/finetune/bench")
+    ap.add_argument("--model", default="shapes-world", help="the base model (a name or a pipeline directory; one --out per model)")
     ap.add_argument("--cells", default=",".join(CELLS), help="comma-separated cells (default: all)")
     ap.add_argument("--eval", type=int, default=24, help="prompts per split (default 24, as notebook 09's table)")
     ap.add_argument("--base", type=int, default=64, help="base evaluation prompts (default 64, as notebook 09's table)")
@@ -259,7 +262,7 @@ def main() -> None:
     done = {json.loads(line)["cell"]: json.loads(line) for line in results.read_text().splitlines()} if results.exists() else {}
     n_eval, n_base = (4, 8) if args.quick else (args.eval, args.base)
     if not args.report:
-        pipe = load_pipeline("shapes-world")
+        pipe = load_pipeline(args.model)
         base_file = out / f"base-{n_base}.json"
         if not base_file.exists():
             table = evaluate.generate_table(pipe, world.evaluation_prompts(n_base), score_world)
