@@ -98,6 +98,7 @@ CELLS = {
     "lora-star-lr5e-4-1200-cosine-prior-both": ("lora", "star", "clean", {"lr": 5e-4, "steps": 1200, "lr_scheduler": "cosine",
                                                                           "prior_weight": 1.0, "class_images": "both", "n_class": 80}),
     "lora-star-cosine": ("lora", "star", "clean", {"lr_scheduler": "cosine"}),
+    "lora-star-attention-cosine": ("lora", "star", "clean", {"targets": "attention", "lr_scheduler": "cosine"}),
     "lora-star-cosine-prior-both": ("lora", "star", "clean", {"lr_scheduler": "cosine", "prior_weight": 1.0, "class_images": "both", "n_class": 80}),
     "embedding-sun-50-600": ("embedding", "sun", "clean", {"images": 50, "steps": 600}),
     "embedding-sun-50-1200-v2": ("embedding", "sun", "clean", {"images": 50, "steps": 1200, "num_vectors": 2}),
