@@ -1,6 +1,6 @@
 """Concepts the shipped shapes-world model never learned, with known truth, for fine-tuning lessons.
 
-Three kinds, as the article's fine-tuning section needs them:
+Four concepts of the three kinds the article's fine-tuning section needs:
 
 - ``star``: a **new shape** (a five-pointed star). The model has no weights that draw
   it, so only methods that change the UNet (LoRA, DreamBooth) can learn it;
@@ -9,8 +9,8 @@ Three kinds, as the article's fine-tuning section needs them:
 - ``sun``: a **reachable subject**, a new word for a yellow circle. The model draws
   yellow circles already; it only lacks the name, which textual inversion can find.
 - ``ruby``: a **new colour word** for red, on any shape: reachable too, and red is the colour
-  the model draws best (the sun's large yellow circles on white often come out pale-centred,
-  so the model itself draws the sun right only ~85 % of the time, below the lesson's 90 %).
+  the model draws best (its large yellow circles on white often come out pale-centred, so
+  prompted "yellow circle" it draws the sun right only 86-91 % of the time; "red": 95 %).
 - ``outlined``: a **style**, any shape drawn as an outline instead of filled. The
   checker tells the two apart, so a hypernetwork's or a LoRA's style can be scored.
 
