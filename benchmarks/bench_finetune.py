@@ -232,7 +232,7 @@ def measure(pipe, make, name: str, info: dict, n_eval: int, n_base: int, base_al
         table = evaluate.generate_table(tuned, world.evaluation_prompts(n_base), score_world)
         row["base_all_five"] = evaluate.share(table, "all_ok")
     row["base_drop"] = base_all - row["base_all_five"]
-    if c.kind != "style" and method in ("dreambooth", "lora"):
+    if c.kind in ("new shape", "reachable subject") and method in ("dreambooth", "lora"):  # the class word is a shape
         prompts = pd.DataFrame([{"prompt": p, "seed": 500 + i, "shape": c.class_word, **world.parse_caption(p)}
                                 for i, p in enumerate(concepts.class_prompts(cname, n_eval, seed=7))])
         table = evaluate.generate_table(tuned, prompts, concepts.score)
