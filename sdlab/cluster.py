@@ -192,7 +192,11 @@ def map_tasks(client, fn: Callable, jobs: Iterable[tuple], *shared) -> Iterator[
     """
     from distributed import as_completed
 
-    shared = tuple(client.scatter(list(shared), broadcast=True)) if shared else ()
+    jobs = list(jobs)
+    if not jobs:  # nothing to run (a resumed study that had finished): send nothing
+        return
+    # fresh keys (hash=False): a value scattered again under the key of one still being released hung a worker
+    shared = tuple(client.scatter(list(shared), broadcast=True, hash=False)) if shared else ()
     futures = {client.submit(fn, *shared, *job, pure=False): i for i, job in enumerate(jobs)}
     try:
         for future in as_completed(list(futures), loop=client.loop):
