@@ -23,7 +23,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from sdlab.finetune import evaluate
