@@ -1,6 +1,8 @@
 """``sdlab train controlnet``: one-line refusals (exit 2) before any model load; a short run writes a loadable ControlNet."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sdlab.cli import main
@@ -29,6 +31,7 @@ def no_model_load(monkeypatch):
     (["--text-dropout", "2"], "text_dropout: 2.0 is not valid"),
     (["--guided-weight", "-1"], "guided_weight: -1.0 is not valid"),
     (["--guided-cfg", "0"], "guided_cfg: 0.0 is not valid"),
+    (["--unconditional-weight", "-0.5"], "unconditional_weight: -0.5 is not valid"),
     (["--images", "0"], "--images: 0 is not valid"),
     (["--model", "no/such/dir"], "--model: 'no/such/dir' is not valid"),
     (["--condition", "depth"], "invalid choice: 'depth'"),
@@ -58,8 +61,11 @@ def test_a_short_run_resumes_and_writes_a_loadable_controlnet(tmp_path, capsys):
     from diffusers import ControlNetModel
 
     run = tmp_path / "run"
-    args = ["train", "controlnet", "--condition", "mask", "--out", str(run), "--images", "8", "--batch", "2", "--quiet"]
+    args = ["train", "controlnet", "--condition", "mask", "--out", str(run), "--images", "8", "--batch", "2", "--quiet",
+            "--guided-weight", "0.5", "--guided-cfg", "3", "--unconditional-weight", "0.25"]
     assert main([*args, "--steps", "1"]) == 0
+    saved = json.loads((run / "controlnet_config.json").read_text())
+    assert (saved["guided_weight"], saved["guided_cfg"], saved["unconditional_weight"]) == (0.5, 3.0, 0.25)
     assert main([*args, "--steps", "1"]) == 2  # a second start without --resume is refused
     capsys.readouterr()
     assert main([*args, "--steps", "1", "--lr", "1e-3", "--resume"]) == 2  # a different setting is not a resume

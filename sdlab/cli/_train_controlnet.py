@@ -22,6 +22,8 @@ def register(methods) -> None:
     p.add_argument("--guided-weight", type=float, default=0.0,
                    help="also a loss on the CFG-guided prediction, this much (default 0: off; a step then costs about twice as much)")
     p.add_argument("--guided-cfg", type=float, default=5.0, help="the CFG scale of that loss (default 5, the shapes world's)")
+    p.add_argument("--unconditional-weight", type=float, default=0.5,
+                   help="with --guided-weight: also a loss on the empty prompt's prediction, this much (default 0.5)")
     p.add_argument("--snapshot-every", type=int, default=0, help="keep the ControlNet every N steps (default 0: never)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true",
@@ -35,7 +37,8 @@ def cmd_controlnet(args) -> int:
     from ..validation import POSITIVE_INT, invalid, validate_params
 
     cfg = ControlNetConfig(steps=args.steps, batch=args.batch, lr=args.lr, text_dropout=args.text_dropout, focus_weight=args.focus_weight,
-                           guided_weight=args.guided_weight, guided_cfg=args.guided_cfg, snapshot_every=args.snapshot_every, seed=args.seed)  # refuses bad values in one line
+                           guided_weight=args.guided_weight, guided_cfg=args.guided_cfg,
+                           unconditional_weight=args.unconditional_weight, snapshot_every=args.snapshot_every, seed=args.seed)  # refuses bad values in one line
     validate_params({"--images": args.images}, {"--images": [POSITIVE_INT]})
     out = Path(args.out)
     if out.exists() and not out.is_dir():

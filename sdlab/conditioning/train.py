@@ -294,9 +294,8 @@ def train_controlnet(
             cell = None if cells is None else (1.0 + cfg.focus_weight * cells[idx]).to(device)
             w_t = weights[t.cpu()].to(device)
             if cfg.guided_weight:  # CFG's batch, unconditional half first: both halves see the map, as at generation
-                two = lambda a, b: torch.cat([a, b])  # noqa: E731
                 uncond = states[torch.full_like(idx, empty)].to(device)
-                u, c = predict(two(z_t, z_t), two(t, t), two(uncond, context), two(cond, cond)).chunk(2)
+                u, c = predict(*map(torch.cat, ((z_t, z_t), (t, t), (uncond, context), (cond, cond)))).chunk(2)
                 loss = (_loss(c, target, w_t, cell) + cfg.unconditional_weight * _loss(u, target, w_t, cell)
                         + cfg.guided_weight * _loss(u + cfg.guided_cfg * (c - u), target, w_t, cell))
             else:
