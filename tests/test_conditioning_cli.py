@@ -32,6 +32,7 @@ def no_model_load(monkeypatch):
     (["--guided-weight", "-1"], "guided_weight: -1.0 is not valid"),
     (["--guided-cfg", "0"], "guided_cfg: 0.0 is not valid"),
     (["--unconditional-weight", "-0.5"], "unconditional_weight: -0.5 is not valid"),
+    (["--lr-scheduler", "linear"], "lr_scheduler: 'linear' is not valid"),
     (["--images", "0"], "--images: 0 is not valid"),
     (["--model", "no/such/dir"], "--model: 'no/such/dir' is not valid"),
     (["--condition", "depth"], "invalid choice: 'depth'"),

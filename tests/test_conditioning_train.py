@@ -96,7 +96,25 @@ def test_a_run_directory_resumes_only_its_own_settings(world, data, tmp_path):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("field, value", [("steps", 0), ("batch", -1), ("lr", 0.0), ("text_dropout", 1.5), ("embedding_channels", (16, -3))])
+def test_a_cosine_run_decays_and_its_steps_are_fixed(world, data, tmp_path):
+    """With a cosine the step count sets every step's lr: the weights differ from a constant run's after the
+    warm-up, and a finished run cannot be continued with more steps (it would not be the longer run)."""
+    from safetensors.torch import load_file
+
+    def run(name, steps, scheduler):
+        cfg = ControlNetConfig(steps=steps, batch=2, warmup_steps=1, lr_scheduler=scheduler)
+        return train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / name, cfg, progress=False)
+
+    one_cos, one_const = load_file(run("c1", 1, "cosine") / "diffusion_pytorch_model.safetensors"), load_file(run("k1", 1, "constant") / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(one_cos[k], one_const[k]) for k in one_cos)  # the warm-up step: the same lr
+    three_cos, three_const = load_file(run("c3", 3, "cosine") / "diffusion_pytorch_model.safetensors"), load_file(run("k3", 3, "constant") / "diffusion_pytorch_model.safetensors")
+    assert any(not torch.equal(three_cos[k], three_const[k]) for k in three_cos)
+    with pytest.raises(ValidationError, match="steps") as err:
+        run("c1", 3, "cosine")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("field, value", [("steps", 0), ("batch", -1), ("lr", 0.0), ("lr_scheduler", "linear"), ("text_dropout", 1.5), ("embedding_channels", (16, -3))])
 def test_config_refuses_bad_values_in_one_line(field, value):
     with pytest.raises(ValidationError, match=f"^{field}: .* is not valid; valid: "):
         ControlNetConfig(**{field: value})

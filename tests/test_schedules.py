@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sdlab.schedules import cosine, warmup
+from sdlab.schedules import cosine, lr_factor, warmup
 
 
 @pytest.mark.parametrize("warm, steps", [(0, 40), (10, 40), (7, 23)])
@@ -33,3 +33,22 @@ def test_cosine_ends_at_final_and_holds():
 def test_warmup_caps_at_one_and_zero_steps_means_none():
     assert [warmup(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert warmup(0, 0) == 1.0
+
+
+@pytest.mark.parametrize("scheduler", ["constant", "cosine"])
+def test_lr_factor_is_the_warmup_then_diffusers_schedule(scheduler):
+    from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+
+    warm, steps = 5, 30
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    make = get_cosine_schedule_with_warmup if scheduler == "cosine" else get_constant_schedule_with_warmup
+    sched = make(opt, num_warmup_steps=warm, **({"num_training_steps": steps} if scheduler == "cosine" else {}))
+    theirs = []
+    for _ in range(steps):
+        theirs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    ours = [lr_factor(s, steps, warm, scheduler) for s in range(steps)]
+    assert ours[:warm] == [(s + 1) / warm for s in range(warm)]  # one step ahead of diffusers' ramp: the first step learns
+    assert ours[warm:] == pytest.approx(theirs[warm:], abs=1e-12)
+    assert (ours[-1] < 0.01) == (scheduler == "cosine")

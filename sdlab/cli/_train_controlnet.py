@@ -15,6 +15,8 @@ def register(methods) -> None:
     p.add_argument("--steps", type=int, default=2500, help="optimiser steps (default 2500: the shipped ControlNets)")
     p.add_argument("--batch", type=int, default=32, help="images per step (default 32)")
     p.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate after a 50-step warm-up (default 5e-4)")
+    p.add_argument("--lr-scheduler", default="constant",
+                   help="after the warm-up: constant (default, ControlNet's recipe) or cosine (toward 0 by the last step)")
     p.add_argument("--images", type=int, default=8000, help="training scenes (default 8000)")
     p.add_argument("--focus-weight", type=float, default=12.0,
                    help="extra loss weight on latent cells at and next to the shape (default 12, as the shapes world's UNet; 0: plain loss)")
@@ -36,7 +38,7 @@ def cmd_controlnet(args) -> int:
     from ..conditioning.train import CHECKPOINT, ControlNetConfig
     from ..validation import POSITIVE_INT, invalid, validate_params
 
-    cfg = ControlNetConfig(steps=args.steps, batch=args.batch, lr=args.lr, text_dropout=args.text_dropout, focus_weight=args.focus_weight,
+    cfg = ControlNetConfig(steps=args.steps, batch=args.batch, lr=args.lr, lr_scheduler=args.lr_scheduler, text_dropout=args.text_dropout, focus_weight=args.focus_weight,
                            guided_weight=args.guided_weight, guided_cfg=args.guided_cfg,
                            unconditional_weight=args.unconditional_weight, snapshot_every=args.snapshot_every, seed=args.seed)  # refuses bad values in one line
     validate_params({"--images": args.images}, {"--images": [POSITIVE_INT]})

@@ -43,9 +43,9 @@ from ..errors import ValidationError
 from ..io import atomic_path, atomic_write_text
 from ..images import latent_cells
 from ..progress import Callback, Checkpointer, Reporter, read_checkpoint
-from ..schedules import warmup
+from ..schedules import LR_SCHEDULERS, lr_factor
 from ..trainlog import append_log
-from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SEED, UNIT, Check, invalid, validate_fields
+from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SEED, UNIT, Check, Options, invalid, validate_fields
 
 SUPPORTED_FAMILIES = ("sd1", "sd2")  # a ControlNet from_unet of these runs in StableDiffusionControlNetPipeline
 CONTROLNET_DIR = "controlnet"  # the trained ControlNet, in diffusers' format, inside the run directory
@@ -65,8 +65,9 @@ class ControlNetConfig:
 
     steps: int = 2500  # optimiser steps
     batch: int = 32  # images per step
-    lr: float = 5e-4  # AdamW learning rate after warm-up (constant, as ControlNet's recipe)
+    lr: float = 5e-4  # AdamW learning rate after warm-up
     warmup_steps: int = 50  # linear warm-up from 0
+    lr_scheduler: str = "constant"  # after the warm-up: "constant" (ControlNet's recipe) or "cosine" toward 0 by the last step
     text_dropout: float = 0.2  # share of captions replaced by the empty prompt (ControlNet: 0.5)
     min_snr_gamma: float = 5.0  # min-SNR-gamma loss weighting (Hang et al. 2023); 0: plain mean squared error
     focus_weight: float = 0.0  # extra loss weight on latent cells at and next to the subject (the ``focus`` maps); 0: plain loss
@@ -81,7 +82,7 @@ class ControlNetConfig:
     unconditional_weight: float = 0.5  # with the guided loss: weight of the loss on the empty prompt's prediction u
 
     _parameter_constraints = {
-        "steps": [POSITIVE_INT], "batch": [POSITIVE_INT], "lr": [POSITIVE], "warmup_steps": [NON_NEGATIVE_INT],
+        "steps": [POSITIVE_INT], "batch": [POSITIVE_INT], "lr": [POSITIVE], "warmup_steps": [NON_NEGATIVE_INT], "lr_scheduler": [Options(LR_SCHEDULERS)],
         "text_dropout": [UNIT], "min_snr_gamma": [NON_NEGATIVE], "focus_weight": [NON_NEGATIVE], "weight_decay": [NON_NEGATIVE], "seed": [SEED],
         "checkpoint_minutes": [NON_NEGATIVE], "snapshot_every": [NON_NEGATIVE_INT], "log_every": [POSITIVE_INT],
         "embedding_channels": [Check(_channels_ok, "a tuple of positive channel counts or None")],
@@ -201,8 +202,8 @@ def _encode(pipe, images: np.ndarray, captions: Sequence[str], out: Path):
     return encoded
 
 
-# Settings that do not change the trajectory: a run may be resumed with more steps (the learning rate is
-# constant after warm-up, so a longer run passes through the shorter one) or other bookkeeping.
+# Settings that do not change the trajectory: a run may be resumed with more steps (with a constant learning
+# rate a longer run passes through the shorter one; a cosine's steps set its whole curve) or other bookkeeping.
 FREE_ON_RESUME = ("steps", "checkpoint_minutes", "snapshot_every", "log_every")
 _DEFAULTS = asdict(ControlNetConfig())  # a setting a run's saved config lacks (it predates it) had its default
 
@@ -212,7 +213,8 @@ def _check_run_dir(out: Path, record: dict) -> None:
     path = out / RUN_CONFIG
     if path.exists():
         old = json.loads(path.read_text())
-        changed = sorted(k for k in set(old) | set(record) if k not in FREE_ON_RESUME and old.get(k, _DEFAULTS.get(k)) != record.get(k))
+        free = FREE_ON_RESUME if record.get("lr_scheduler") == "constant" else tuple(k for k in FREE_ON_RESUME if k != "steps")
+        changed = sorted(k for k in set(old) | set(record) if k not in free and old.get(k, _DEFAULTS.get(k)) != record.get(k))
         if changed:
             raise invalid("out", str(out), f"a new directory or this run's own settings (it was started with other {', '.join(changed)})")
     atomic_write_text(path, json.dumps(record, indent=2))
@@ -278,7 +280,7 @@ def train_controlnet(
     with Reporter(callback, progress, desc="controlnet") as reporter:
         for step in range(start, cfg.steps):
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * warmup(step, cfg.warmup_steps)
+                group["lr"] = cfg.lr * lr_factor(step, cfg.steps, cfg.warmup_steps, cfg.lr_scheduler)
             g = _step_generator(cfg.seed, step)
             idx = torch.randint(len(latents), (cfg.batch,), generator=g)
             variant = torch.randint(len(maps_t), (cfg.batch,), generator=g)

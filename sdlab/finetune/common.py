@@ -29,14 +29,13 @@ from ..io import atomic_path
 from ..models import rebuild_pipeline as rebuild  # the methods' results as new pipelines
 from ..images import latent_cells
 from ..progress import Callback, Checkpointer, Reporter, read_checkpoint
-from ..schedules import cosine, warmup
+from ..schedules import LR_SCHEDULERS, lr_factor
 from ..trainlog import append_log
 from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, SEED, Interval, Options, invalid, validate_fields
 
 STATE_FILE = "train_state.pt"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MIXED_PRECISION = ("no", "fp16", "bf16")
-LR_SCHEDULERS = ("constant", "cosine")
 TRAINABLE_FAMILIES = ("sd1", "sd2", "sdxl")
 
 BASE_CONSTRAINTS = {
@@ -297,11 +296,7 @@ def train_loop(
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """The lr of 0-based ``step``: a linear warm-up, then constant or a cosine to 0 (diffusers' schedules)."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * warmup(step, cfg.warmup_steps)
-    if cfg.lr_scheduler == "cosine":
-        return cfg.lr * cosine(step - cfg.warmup_steps, max(1, cfg.steps - cfg.warmup_steps))
-    return cfg.lr
+    return cfg.lr * lr_factor(step, cfg.steps, cfg.warmup_steps, cfg.lr_scheduler)
 
 
 def draw(n: int, batch: int, g: torch.Generator) -> torch.Tensor:

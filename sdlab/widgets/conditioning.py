@@ -25,6 +25,7 @@ class ConditioningPanel(Panel):
                  cases: int = 4, scales: str = "0,0.5,1,1.5") -> None:
         super().__init__()
         from ..conditioning.train import ControlNetConfig
+        from ..schedules import LR_SCHEDULERS
 
         default = ControlNetConfig()
         self.pipe, self.controlnet_model, self.table = pipe, None, None
@@ -32,6 +33,7 @@ class ConditioningPanel(Panel):
         self.out_dir = W.Text(value=out_dir, description="Run dir", layout=W.Layout(width="60%"))
         self.steps = W.BoundedIntText(value=default.steps, min=1, max=1_000_000, description="Steps")
         self.lr = W.FloatText(value=default.lr, description="lr")
+        self.lr_scheduler = W.Dropdown(options=list(LR_SCHEDULERS), value=default.lr_scheduler, description="lr after warm-up")
         self.images = W.BoundedIntText(value=8000, min=1, max=1_000_000, description="Images")
         self.seed = W.IntText(value=default.seed, description="Seed")
         self.focus_weight = W.FloatText(value=12.0, description="Shape weight", tooltip="extra loss weight on the shape's latent cells (0: plain loss)")
@@ -50,7 +52,7 @@ class ConditioningPanel(Panel):
         self.samples = W.HBox([])
         self.widget = W.VBox([
             W.HTML("<b>Train a ControlNet</b> (the shapes world's own captions; the map carries the layout)"),
-            W.HBox([self.condition, self.out_dir]), W.HBox([self.steps, self.lr]), W.HBox([self.images, self.seed]), self.focus_weight,
+            W.HBox([self.condition, self.out_dir]), W.HBox([self.steps, self.lr, self.lr_scheduler]), W.HBox([self.images, self.seed]), self.focus_weight,
             W.HBox([self.guided_weight, self.guided_cfg]), self.train_button,
             W.HTML("<b>Measure control fidelity</b> (IoU of the outline's region and the generated shape)"),
             self.controlnet, W.HBox([self.cases, self.scales, self.measure_button]),
@@ -61,7 +63,7 @@ class ConditioningPanel(Panel):
     def config(self):
         from ..conditioning.train import ControlNetConfig
 
-        return ControlNetConfig(steps=int(self.steps.value), lr=float(self.lr.value), seed=int(self.seed.value),
+        return ControlNetConfig(steps=int(self.steps.value), lr=float(self.lr.value), lr_scheduler=self.lr_scheduler.value, seed=int(self.seed.value),
                                 focus_weight=float(self.focus_weight.value), guided_weight=float(self.guided_weight.value),
                                 guided_cfg=float(self.guided_cfg.value))
 
