@@ -105,6 +105,11 @@ CELLS = {
     "embedding-ruby": ("embedding", "ruby", "clean", {}),
     "embedding-ruby-600": ("embedding", "ruby", "clean", {"steps": 600}),
     "embedding-ruby-50-600": ("embedding", "ruby", "clean", {"images": 50, "steps": 600}),
+    # the reachable colour word through the weight-changing methods: what they cost when nothing new must be drawn
+    "lora-ruby-cosine": ("lora", "ruby", "clean", {"lr_scheduler": "cosine"}),
+    "dreambooth-ruby-prior": ("dreambooth", "ruby", "clean", {"prior_weight": 1.0}),
+    "dreambooth-ruby-noprior": ("dreambooth", "ruby", "clean", {"prior_weight": 0.0}),
+    "lora-ruby-lr5e-4-cosine": ("lora", "ruby", "clean", {"lr": 5e-4, "lr_scheduler": "cosine"}),
 }
 STEPS = {"embedding": 300, "lora": 400, "hypernetwork": 400, "dreambooth": 400}
 # What each method trains with here (the lab's defaults are for real SD; the 4M-parameter shapes world takes larger steps).
