@@ -6,7 +6,9 @@
    (export_kohya), fp32 and fp16; plus an embedding of 1 and 8 vectors;
 2. the cost of applying at generation time on the shapes world: generate with a rank-4 LoRA on the UNet and
    text encoder, or an embedding, beside plain generate (best of N), and the weight memory the call's
-   clones add (only the LoRA's own tensors: every base weight is shared with the user's pipeline).
+   clones add (only the LoRA's own tensors: every base weight is shared with the user's pipeline);
+3. an X/Y/Z plot over LoRA weights (3 weights x 8 seeds, 20 steps): ``generate_many``, which builds one LoRA
+   pipeline per weight and batches the seeds on it, beside one ``generate`` call per image (what it did before).
 
 Usage: python benchmarks/bench_adapters.py [--repeat 5] [--json OUT]
 """
@@ -30,7 +32,7 @@ from sdlab.adapters.apply import prepare_adapters  # noqa: E402
 from sdlab.adapters.embeddings import save_embedding  # noqa: E402
 from sdlab.adapters.lora import export_kohya, save_lora  # noqa: E402
 from sdlab.adapters.networks import AdapterFolders  # noqa: E402
-from sdlab.generate import generate  # noqa: E402
+from sdlab.generate import generate, generate_many  # noqa: E402
 from sdlab.models import load_pipeline  # noqa: E402
 from sdlab.spec import GenerationSpec  # noqa: E402
 
@@ -96,6 +98,9 @@ def overhead(work: Path, pipe, repeat: int) -> dict:
     used = prepare_adapters(pipe, spec.replace(prompt="a <lora:x:1>"), folders)
     shared = {p.data_ptr() for p in pipe.unet.parameters()}
     added = sum(p.numel() * p.element_size() for p in used.pipe.unet.parameters() if p.data_ptr() not in shared)
+    weights = [spec.replace(prompt=f"a red circle <lora:x:{w}>", seed=seed) for w in (0.25, 0.5, 1) for seed in range(8)]
+    times["sweep_one_call_each"] = best_of(lambda: [generate(pipe, s, adapters=folders) for s in weights], 1)
+    times["sweep_batched"] = best_of(lambda: generate_many(pipe, weights, adapters=folders), 1)
     return {**{f"{k}_s": v for k, v in times.items()}, "steps": 20, "unet_bytes": sum(p.numel() * p.element_size() for p in pipe.unet.parameters()),
             "clone_added_bytes": added}
 
@@ -117,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['model']:<18}{r['rank']:>5}{r['dtype']:>9}{r['modules']:>8}{r['parameters']:>11,}{r['diffusers_bytes']:>12,}{kohya:>12}")
     print(f"generate, 20 steps, shapes world: plain {cost['plain_s']:.3f} s, with a LoRA {cost['lora_s']:.3f} s "
           f"(building the call's LoRA pipeline {cost['prepare_lora_s']:.3f} s), with an embedding {cost['embedding_s']:.3f} s")
+    print(f"LoRA weights 0.25/0.5/1 x 8 seeds, 20 steps: one generate call per image {cost['sweep_one_call_each_s']:.2f} s, "
+          f"generate_many (one LoRA pipeline per weight, seeds batched) {cost['sweep_batched_s']:.2f} s "
+          f"({cost['sweep_one_call_each_s'] / cost['sweep_batched_s']:.1f}x)")
     print(f"weight memory the call's clones add: {cost['clone_added_bytes']:,} bytes (the UNet holds {cost['unet_bytes']:,})")
     if args.json:
         Path(args.json).write_text(json.dumps({"files": rows, "cost": cost}, indent=2))

@@ -308,10 +308,10 @@ def generate_many(
     ``generate``'s for its spec.
 
     ``callback(done, total)`` counts images. ``adapters`` (:class:`sdlab.adapters.networks.AdapterFolders`)
-    as in :func:`generate`: a spec whose prompt names LoRAs, a hypernetwork or embeddings runs as its own
-    ``generate`` call (a call's adapters are built for its prompt), and its resolved spec records their hashes.
+    as in :func:`generate`: specs whose prompts name the same LoRAs at the same weights, hypernetwork and
+    embeddings share one adapted pipeline, built once, and batch on it; each resolved spec records their hashes.
     """
-    from .adapters.apply import uses_adapters
+    from .adapters.apply import adapter_signature, prepare_adapters
     from .adapters.networks import preflight
 
     for prompt in dict.fromkeys(spec.prompt for spec in specs):  # each distinct prompt once (folders are listed anew)
@@ -322,26 +322,29 @@ def generate_many(
             raise ValidationError(f"generate_many: only text-to-image specs batch; got a {spec.mode} spec (use generate)")
         spec = prepare(pipe, spec)
         resolved += [spec.replace(seed=spec.seed + k, batch_size=1) for k in range(spec.batch_size)]
-    tagged: dict[tuple[str, str], bool] = {}  # (prompt, negative) -> whether it names LoRAs, a hypernetwork or embeddings
+    signatures: dict[tuple[str, str], tuple | None] = {}  # (prompt, negative) -> the adapters it names (None: none)
     order: dict[tuple, list[int]] = {}
     for i, spec in enumerate(resolved):
         key = (spec.prompt, spec.negative_prompt)
-        if key not in tagged:
-            tagged[key] = uses_adapters(spec, adapters)
-        order.setdefault(_batch_key(spec) + (tagged[key],), []).append(i)
+        if key not in signatures:
+            signatures[key] = adapter_signature(spec, adapters)
+        order.setdefault(_batch_key(spec) + (signatures[key],), []).append(i)
     out: list[Image.Image | None] = [None] * len(resolved)
     embeddings: dict[tuple[str, str], dict] = {}
     done = 0
     for key, indices in order.items():
+        used = None if key[-1] is None else prepare_adapters(pipe, resolved[indices[0]], adapters)  # built once for the group
         for start in range(0, len(indices), max_batch):
             chunk = [resolved[i] for i in indices[start : start + max_batch]]
-            if key[-1]:  # this call's LoRAs and embeddings: one generate each, hashes recorded
-                made = [generate(pipe, spec, hooks=hooks, adapters=adapters) for spec in chunk]
-                images = [result.images[0] for result in made]
-                for i, result in zip(indices[start : start + max_batch], made):
-                    resolved[i] = result.specs[0]
-            else:
+            if used is None:
                 images = _chunk_images(pipe, chunk, hooks, embeddings)
+            else:  # the group's pipeline, each prompt as it encodes there; the hashes recorded as generate records them
+                images = _chunk_images(used.pipe, [s.replace(prompt=p, negative_prompt=n) for s in chunk
+                                                   for p, n in [used.rewrite(s.prompt, s.negative_prompt)]], hooks, {})
+                entries = used.infotext()
+                for i in indices[start : start + max_batch]:
+                    kept = {k: v for k, v in resolved[i].extra.items() if k not in ("Lora hashes", "TI hashes")}
+                    resolved[i] = resolved[i].replace(extra={**kept, **entries})
             for i, image in zip(indices[start : start + max_batch], images):
                 out[i] = image
             done += len(chunk)

@@ -85,6 +85,12 @@ class Applied:
     loras: list = field(default_factory=list)  # (name as written, file, hash, te, unet)
     embeddings: list = field(default_factory=list)  # (name, file, hash)
     entered: list = field(default_factory=list)  # context managers holding a hypernetwork in the clone, kept open for the call
+    replacements: dict = field(default_factory=dict)  # embedding name -> its placeholder tokens in this pipeline's tokenizer
+
+    def rewrite(self, prompt: str, negative_prompt: str) -> tuple[str, str]:
+        """Another prompt pair with the same adapters, as this pipeline encodes it: tags cut, embedding names replaced."""
+        text, _ = parse_extra_networks(prompt)
+        return replace_embedding_names(text, self.replacements), replace_embedding_names(negative_prompt, self.replacements)
 
     def infotext(self) -> dict:
         """A1111's ``Lora hashes`` / ``TI hashes`` entries (names without ``:`` and ``,``, as A1111 writes them)."""
@@ -120,9 +126,8 @@ def prepare_adapters(pipe, spec, folders: AdapterFolders | None) -> Applied:
                                   "with SD 1.x/2.x and SDXL (CLIP text encoders), not sd3")
         files = folders.embeddings()
         embeddings = [read_embedding(files[n], folders.allow_pickle) for n in names]
-        replacements = _apply_embeddings(pipe, embeddings, parts)
-        applied.prompt = replace_embedding_names(prompt, replacements)
-        applied.negative_prompt = replace_embedding_names(negative, replacements)
+        applied.replacements = _apply_embeddings(pipe, embeddings, parts)
+        applied.prompt, applied.negative_prompt = applied.rewrite(spec.prompt, negative)
         applied.embeddings = [(e.name, e.path, embedding_hash(e.path)) for e in embeddings]
     if hypers:
         applied.entered.append(_apply_hypernetwork(pipe, hypers[0], folders, parts))
@@ -276,3 +281,17 @@ def uses_adapters(spec, folders: AdapterFolders | None) -> bool:
     if folders is None or not folders.embedding_dirs:
         return False
     return bool(find_embedding_names(spec.prompt + "\n" + spec.negative_prompt, folders.embeddings()))
+
+
+def adapter_signature(spec, folders: AdapterFolders | None) -> tuple | None:
+    """What :func:`prepare_adapters` builds for ``spec`` (None: nothing). Specs with one signature can share one
+    adapted pipeline, each encoding its own prompt through :meth:`Applied.rewrite`."""
+    if not uses_adapters(spec, folders):
+        return None
+    loras = tuple((use.name, str(path), use.te, use.unet) for use, path in preflight(spec.prompt, folders))
+    hypers = tuple((str(path), use.te) for use, path in hypernetworks(spec.prompt, folders))
+    names: tuple = ()
+    if folders is not None and folders.embedding_dirs:
+        text, _ = parse_extra_networks(spec.prompt)
+        names = tuple(sorted(find_embedding_names(text + "\n" + spec.negative_prompt, folders.embeddings())))
+    return loras, hypers, names
