@@ -161,3 +161,27 @@ def test_sweep_panel_passes_its_folders(pipe, folders, tmp_path):
     panel.start(background=False)
     assert panel.last_error is None and len(panel.table) == 2
     assert panel.table.prompt.str.contains("<lora:rnd:1>").any()
+
+
+def test_generate_many_batches_a_hypernetwork_and_an_embedding_as_generate_makes_them(world, tmp_path):
+    import torch
+
+    from sdlab.adapters import hypernetwork as hn
+
+    network = hn.new(world, seed=0)
+    g = torch.Generator().manual_seed(0)
+    for p in network.parameters():
+        p.data = torch.randn(p.shape, generator=g) * 0.05
+    hn.save(network, tmp_path / "h" / "bent.safetensors")
+    save_embedding(tmp_path / "e" / "shiny.safetensors", "shiny", embedding_vectors(world, n=2))
+    folders = AdapterFolders(hypernetwork_dirs=[tmp_path / "h"], embedding_dirs=[tmp_path / "e"])
+    specs = [GenerationSpec(f"{PROMPT} <hypernet:bent:0.8>", seed=s, steps=4) for s in (1, 2)]
+    specs += [GenerationSpec(f"a small shiny circle {where}", seed=3, steps=4) for where in ("at the top left", "in the center")]
+    made = generate_many(world, specs, adapters=folders)
+    for (image, spec), original in zip(made, specs):
+        alone = generate(world, original, adapters=folders)
+        assert np.abs(_pixels(image) - _pixels(alone.images[0])).max() <= 1, original.prompt
+        assert spec.extra == alone.specs[0].extra and spec.prompt == original.prompt
+    plain = generate(world, specs[0].replace(prompt=PROMPT)).images[0]
+    assert np.abs(_pixels(made[0][0]) - _pixels(plain)).max() > 10  # the hypernetwork acts
+    assert "TI hashes" in made[2][1].extra and "TI hashes" not in made[0][1].extra
