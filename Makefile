@@ -27,8 +27,8 @@ present: setup ## serve a notebook as a code-free app (Voila) for a projector
 
 test: setup ## the whole suite, slow tests, browser tests (tests/browser) and notebooks included (what CI runs)
 	@.ci/install-chromium
-	$(BIN)/python -m pytest -q tests
-	$(BIN)/python -m pytest -q --nbmake --nbmake-timeout=600 notebooks/[0-9]*.ipynb
+	$(BIN)/python -m pytest -q --durations=5 tests
+	$(BIN)/python -m pytest -q --durations=5 --nbmake --nbmake-timeout=600 notebooks/[0-9]*.ipynb
 
 test-fast: setup ## the suite without slow tests
 	$(BIN)/python -m pytest -q -m "not slow"
