@@ -253,7 +253,7 @@ def generate(pipe, spec: GenerationSpec, callback: Callback | None = None, hooks
     scheduler = make_scheduler(spec.sampler, scheduler_config(pipe), seeds=[spec.seed + k for k in range(n)])
     _check_sampler_mode(scheduler, spec, run_mode)
     used = prepare_adapters(pipe, spec, adapters)  # LoRAs and embeddings for this call only
-    spec = spec.replace(extra={**{k: v for k, v in spec.extra.items() if k not in ("Lora hashes", "TI hashes")}, **used.infotext()})
+    spec = used.record(spec)
     runner = call_pipeline(used.pipe, run_mode, scheduler, hooks, spec.guidance, control.controlnet if control else None)
     if run_mode == "img2img" and "width" in inspect.signature(runner.__call__).parameters:
         kwargs.update(width=spec.width, height=spec.height)  # SD 3's img2img resizes the init to these (default: native)
@@ -341,10 +341,8 @@ def generate_many(
             else:  # the group's pipeline, each prompt as it encodes there; the hashes recorded as generate records them
                 images = _chunk_images(used.pipe, [s.replace(prompt=p, negative_prompt=n) for s in chunk
                                                    for p, n in [used.rewrite(s.prompt, s.negative_prompt)]], hooks, {})
-                entries = used.infotext()
                 for i in indices[start : start + max_batch]:
-                    kept = {k: v for k, v in resolved[i].extra.items() if k not in ("Lora hashes", "TI hashes")}
-                    resolved[i] = resolved[i].replace(extra={**kept, **entries})
+                    resolved[i] = used.record(resolved[i])
             for i, image in zip(indices[start : start + max_batch], images):
                 out[i] = image
             done += len(chunk)

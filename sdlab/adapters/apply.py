@@ -92,6 +92,11 @@ class Applied:
         text, _ = parse_extra_networks(prompt)
         return replace_embedding_names(text, self.replacements), replace_embedding_names(negative_prompt, self.replacements)
 
+    def record(self, spec):
+        """``spec`` with this call's ``Lora hashes`` / ``TI hashes`` in its extra fields (any earlier ones replaced)."""
+        kept = {k: v for k, v in spec.extra.items() if k not in ("Lora hashes", "TI hashes")}
+        return spec.replace(extra={**kept, **self.infotext()})
+
     def infotext(self) -> dict:
         """A1111's ``Lora hashes`` / ``TI hashes`` entries (names without ``:`` and ``,``, as A1111 writes them)."""
         out = {}
