@@ -131,3 +131,29 @@ def test_cli_reproduce_is_exact(tmp_path):
     png = run("generate", "a small yellow triangle at the top on a black background", "--seed", "3", "--out", str(tmp_path)).split()[0]
     out = run("reproduce", png, "--out", str(tmp_path / "again"))
     assert out.strip().endswith("max abs pixel difference: 0")
+
+
+def test_img2img_starts_from_the_image_and_not_from_posterior_noise(pipe):
+    """diffusers' img2img samples the VAE's posterior; the shipped VAE declares the mean the UNet was trained on,
+    so a low strength gives back its input (up to the VAE's own round trip) and more strength changes more.
+    With the posterior's log-variance left at 0 (std 2 after scaling, twice the latents' spread), strength 0.05
+    came out 29 levels from its input and 0.3 only 13."""
+    import torch
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    from sdlab.images import to_tensor
+
+    scene = world.sample_scene(np.random.default_rng(5), shape="square", colour="blue", size="large", position="left", background="white")
+    source = np.asarray(world.render(scene))
+    with torch.no_grad():
+        posterior = pipe.vae.encode(to_tensor(source[None])).latent_dist
+        roundtrip = ((pipe.vae.decode(posterior.mean).sample.clamp(-1, 1) + 1) * 127.5).round()[0].permute(1, 2, 0).numpy()
+    assert float(posterior.std.max()) * pipe.vae.config.scaling_factor < 1e-5
+    plain = StableDiffusionImg2ImgPipeline(**{k: v for k, v in pipe.components.items() if k != "image_encoder"})
+    differs = {}
+    for strength in (0.05, 0.3, 0.7):
+        out = plain("a large blue square on the left on a white background", image=Image.fromarray(source), strength=strength,
+                    num_inference_steps=40, guidance_scale=5.0, generator=torch.Generator().manual_seed(0)).images[0]
+        differs[strength] = float(np.abs(np.asarray(out, float) - source).mean())
+    vae_only = float(np.abs(roundtrip - source).mean())
+    assert differs[0.05] < vae_only + 2.0 and differs[0.05] < differs[0.3] < differs[0.7], (vae_only, differs)

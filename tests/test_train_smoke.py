@@ -17,6 +17,8 @@ def test_pipeline_loads_with_plain_diffusers_and_generates(tiny_pipeline_dir):
     assert meta["defaults"]["steps"] >= 1 and len(meta["preview"]["latent_rgb_factors"]) == pipe.unet.config.in_channels
     assert all(p.suffix == ".safetensors" for p in tiny_pipeline_dir.rglob("*.safetensors"))
     assert not list(tiny_pipeline_dir.rglob("*.bin"))
+    posterior = pipe.vae.encode(torch.rand(2, 3, 64, 64) * 2 - 1).latent_dist  # export declares the mean the UNet learned on
+    assert float(posterior.std.max()) < 1e-6 and not torch.equal(posterior.mean, torch.zeros_like(posterior.mean))
 
 
 def test_training_resumes_where_it_stopped(tmp_path):

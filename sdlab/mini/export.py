@@ -55,7 +55,7 @@ def export_pipeline(out: Path, vae, text, unet, tok, preview: dict, cfg: TrainCo
 
     scheduler = DPMSolverMultistepScheduler.from_config(model_lib.build_noise_scheduler().config)
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=scheduler,
+        vae=model_lib.pin_posterior(vae), text_encoder=text, tokenizer=tok, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     target = out / name

@@ -54,6 +54,26 @@ def build_vae(cfg: ModelConfig) -> AutoencoderKL:
     )
 
 
+POSTERIOR_LOGVAR = -30.0  # diffusers clamps a posterior's log-variance to [-30, 20]: -30 is the narrowest it can declare
+
+
+def pin_posterior(vae: AutoencoderKL) -> AutoencoderKL:
+    """Make the encoder declare the posterior it was trained with: its mean, with (next to) no variance. In place.
+
+    The shapes world's VAE is trained on the posterior's mean (its KL term is tiny), and so is the UNet, on
+    cached means; the log-variance half of ``quant_conv`` only ever met the KL term, which holds it at 0, a
+    standard deviation of 1 (2 after scaling, twice the latents' own spread). diffusers' img2img and
+    inpainting pipelines *sample* the posterior, so they started from the image buried in that noise:
+    img2img at strength 0.05 came out further from its input than at 0.3. Pinning the log-variance to
+    -30 (a scaled std below 1e-6) leaves the mean, the decoder and every text-to-image pixel as they were.
+    """
+    c = vae.config.latent_channels
+    with torch.no_grad():
+        vae.quant_conv.weight[c:] = 0.0
+        vae.quant_conv.bias[c:] = POSTERIOR_LOGVAR
+    return vae
+
+
 def build_text_encoder(cfg: ModelConfig, tok: CLIPTokenizer) -> CLIPTextModel:
     """A small CLIP text transformer over the project's vocabulary."""
     config = CLIPTextConfig(
