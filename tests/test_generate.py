@@ -10,6 +10,7 @@ from PIL import Image
 from sdlab.errors import Cancelled, ValidationError
 from sdlab.generate import generate, generate_many, outpaint_canvas
 from sdlab.metadata import read_parameters
+from sdlab.mini import world
 from sdlab.models import load_pipeline, model_info
 from sdlab.samplers import SAMPLERS, sampler_names
 from sdlab.spec import GenerationSpec
@@ -70,11 +71,13 @@ def test_defaults_come_from_the_model(pipe):
 
 
 def test_img2img_strength_zero_keeps_and_one_replaces(pipe):
-    init = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
-    low = generate(pipe, GenerationSpec("x", seed=1, steps=10, init_image=init, strength=0.1)).images[0]
-    high = generate(pipe, GenerationSpec("x", seed=1, steps=10, init_image=init, strength=1.0)).images[0]
+    # the shipped model: the module's few-step pipeline has a VAE that carries no image back (~60 levels off at any strength)
+    shipped = load_pipeline("shapes-world", device="cpu")
+    init = world.render(world.sample_scene(np.random.default_rng(0), shape="triangle", colour="yellow", size="large", background="teal"))
+    low = generate(shipped, GenerationSpec("x", seed=1, steps=10, init_image=init, strength=0.1)).images[0]
+    high = generate(shipped, GenerationSpec("x", seed=1, steps=10, init_image=init, strength=1.0)).images[0]
     d_low, d_high = np.abs(_px(low) - _px(init)).mean(), np.abs(_px(high) - _px(init)).mean()
-    assert d_low < d_high
+    assert d_low < 12 and 3 * d_low < d_high, (d_low, d_high)
     zero = generate(pipe, GenerationSpec("x", seed=1, steps=10, init_image=init, strength=0.0)).images[0]
     assert np.array_equal(_px(zero), _px(init))  # no step to run: unchanged, as in A1111
 
