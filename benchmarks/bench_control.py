@@ -244,7 +244,7 @@ def lessons(pipe, controlnet, args) -> None:
     control_modes(pipe, controlnet, args, args.lessons)
     # 4. keep the layout, change the colours: ControlNet against img2img
     layout = layout_cases(min(n, 16), kind)
-    kept_layout = measure.keep_layout(pipe, controlnet, layout, shape_region, judge=checker.check, scales=(0.5, 1.0), strengths=(0.5, 0.75, 0.9),
+    kept_layout = measure.keep_layout(pipe, controlnet, layout, shape_region, judge=checker.check, scales=(0.5, 1.0), strengths=(0.3, 0.5, 0.75, 0.9),
                                       steps=args.steps)
     _save(kept_layout.groupby("method", sort=False)[["layout_iou", "colour_ok", "background_ok"]].mean(), args.lessons, "keep_layout",
           f"keep the layout, change colour and background ({len(layout['table'])} inputs)")
