@@ -34,6 +34,8 @@ def no_model_load(monkeypatch):
     (["--unconditional-weight", "-0.5"], "unconditional_weight: -0.5 is not valid"),
     (["--lr-scheduler", "linear"], "lr_scheduler: 'linear' is not valid"),
     (["--images", "0"], "--images: 0 is not valid"),
+    (["--timestep-range", "300", "0"], "timestep_range: (300, 0) is not valid"),
+    (["--init", "no/such/controlnet"], "--init: 'no/such/controlnet' is not valid"),
     (["--model", "no/such/dir"], "--model: 'no/such/dir' is not valid"),
     (["--condition", "depth"], "invalid choice: 'depth'"),
 ])

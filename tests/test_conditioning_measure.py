@@ -149,11 +149,19 @@ def test_panel_trains_resumes_and_measures(world, tmp_path):
     panel.guided_weight.value = -1.0
     panel.start_training(background=False)
     assert panel.last_error.startswith("guided_weight: -1.0 is not valid")
+    panel.guided_weight.value, panel.timestep_range.value = 0.0, "300,0"
+    panel.start_training(background=False)
+    assert panel.last_error.startswith("timestep_range: (300, 0) is not valid")
+    panel.timestep_range.value = "0-300"
+    panel.start_training(background=False)
+    assert panel.last_error.startswith("timestep_range: '0-300' is not valid")
     panel.guided_weight.value, panel.guided_cfg.value, panel.lr_scheduler.value = 1.0, 3.0, "cosine"
+    panel.timestep_range.value, panel.init.value = "0,300", "shapes-world-edges"
     panel.start_training(background=False)
     assert panel.last_error is None and Path(panel.controlnet.value).name == "controlnet"
     saved = json.loads((tmp_path / "run" / "controlnet_config.json").read_text())
-    assert (saved["guided_weight"], saved["guided_cfg"], saved["lr_scheduler"]) == (1.0, 3.0, "cosine")
+    assert (saved["guided_weight"], saved["guided_cfg"], saved["lr_scheduler"], saved["timestep_range"]) == (1.0, 3.0, "cosine", [0, 300])
+    assert saved["init"].startswith("shapes-world-edges [")
     panel.start_measure(background=False)
     assert panel.last_error is None and list(panel.table.scale) == [0.0, 1.0]
     panel.scales.value = "0,5"

@@ -114,7 +114,53 @@ def test_a_cosine_run_decays_and_its_steps_are_fixed(world, data, tmp_path):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("field, value", [("steps", 0), ("batch", -1), ("lr", 0.0), ("lr_scheduler", "linear"), ("text_dropout", 1.5), ("embedding_channels", (16, -3))])
+def test_a_timestep_range_is_what_the_steps_draw_from_and_fits_the_model(world, data, tmp_path):
+    """One step at t = 0 and one at t = 999 (the same batch and noise otherwise) give different weights; no range
+    is the whole [0, 1000), step for step; a range past the scheduler's timesteps is one line before the run starts."""
+    from safetensors.torch import load_file
+
+    from sdlab.conditioning.train import timestep_bounds
+
+    def run(name, bounds):
+        cfg = ControlNetConfig(steps=1, batch=2, warmup_steps=0, timestep_range=bounds)
+        return load_file(train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / name, cfg, progress=False)
+                         / "diffusion_pytorch_model.safetensors")
+
+    low, high, default, whole = run("low", (0, 1)), run("high", (999, 1000)), run("default", None), run("whole", (0, 1000))
+    assert any(not torch.equal(low[k], high[k]) for k in low)
+    assert all(torch.equal(default[k], whole[k]) for k in default)
+    assert timestep_bounds(ControlNetConfig(timestep_range=(0, 300)), 1000) == (0, 300)
+    with pytest.raises(ValidationError, match=r"^timestep_range: \(0, 1001\) is not valid; valid: .*<= 1000") as err:
+        train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / "past", ControlNetConfig(steps=1, timestep_range=(0, 1001)))
+    assert "\n" not in str(err.value) and not (tmp_path / "past").exists()
+
+
+def test_a_run_continues_from_an_init_controlnet_and_leaves_it_as_it_was(world, data, tmp_path):
+    from diffusers import ControlNetModel
+
+    cfg = ControlNetConfig(steps=1, batch=2, warmup_steps=0, lr=1e-12)
+    init = _fresh(world, cfg)
+    with torch.no_grad():
+        for p in init.controlnet_mid_block.parameters():
+            p.fill_(0.01)  # not a zero convolution any more
+    before = _state(init)
+    trained = ControlNetModel.from_pretrained(train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / "a", cfg,
+                                                               progress=False, init=init))
+    assert all(torch.equal(v, init.state_dict()[k]) for k, v in before.items())  # the model handed in is not changed
+    assert torch.allclose(trained.controlnet_mid_block.weight, before["controlnet_mid_block.weight"], atol=1e-6)  # started from it
+    saved = json.loads((tmp_path / "a" / "controlnet_config.json").read_text())
+    assert saved["init"] is not None and saved["init"].endswith("]")
+    with pytest.raises(ValidationError, match="init"):  # its directory does not resume from zero convolutions
+        train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / "a", cfg, progress=False)
+    with pytest.raises(ValidationError, match="^init: .* is not valid; valid: a ControlNet of this UNet's shape"):
+        train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / "b",
+                         ControlNetConfig(steps=1, batch=2, embedding_channels=(8, 16, 32)), progress=False, init=init)
+    with pytest.raises(ValidationError, match="^init: 'UNet2DConditionModel' is not valid"):
+        train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / "c", cfg, progress=False, init=world.unet)
+
+
+@pytest.mark.parametrize("field, value", [("steps", 0), ("batch", -1), ("lr", 0.0), ("lr_scheduler", "linear"), ("text_dropout", 1.5),
+                                          ("embedding_channels", (16, -3)), ("timestep_range", (300, 0)), ("timestep_range", (0,))])
 def test_config_refuses_bad_values_in_one_line(field, value):
     with pytest.raises(ValidationError, match=f"^{field}: .* is not valid; valid: "):
         ControlNetConfig(**{field: value})

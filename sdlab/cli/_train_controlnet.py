@@ -26,6 +26,9 @@ def register(methods) -> None:
     p.add_argument("--guided-cfg", type=float, default=5.0, help="the CFG scale of that loss (default 5, the shapes world's)")
     p.add_argument("--unconditional-weight", type=float, default=0.5,
                    help="with --guided-weight: also a loss on the empty prompt's prediction, this much (default 0.5)")
+    p.add_argument("--timestep-range", type=int, nargs=2, metavar=("LO", "HI"),
+                   help="draw training timesteps from [LO, HI) only (default: all; low ones refine outlines, high ones place the layout)")
+    p.add_argument("--init", help="continue from this ControlNet (registered name or diffusers directory) instead of zero convolutions")
     p.add_argument("--snapshot-every", type=int, default=0, help="keep the ControlNet every N steps (default 0: never)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true",
@@ -36,11 +39,13 @@ def register(methods) -> None:
 
 def cmd_controlnet(args) -> int:
     from ..conditioning.train import CHECKPOINT, ControlNetConfig
+    from ..errors import SdlabError
     from ..validation import POSITIVE_INT, invalid, validate_params
 
     cfg = ControlNetConfig(steps=args.steps, batch=args.batch, lr=args.lr, lr_scheduler=args.lr_scheduler, text_dropout=args.text_dropout, focus_weight=args.focus_weight,
                            guided_weight=args.guided_weight, guided_cfg=args.guided_cfg,
-                           unconditional_weight=args.unconditional_weight, snapshot_every=args.snapshot_every, seed=args.seed)  # refuses bad values in one line
+                           unconditional_weight=args.unconditional_weight, snapshot_every=args.snapshot_every, seed=args.seed,
+                           timestep_range=tuple(args.timestep_range) if args.timestep_range else None)  # refuses bad values in one line
     validate_params({"--images": args.images}, {"--images": [POSITIVE_INT]})
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -51,12 +56,25 @@ def cmd_controlnet(args) -> int:
     if args.model != "shapes-world" and not (model / "model_index.json").exists():
         raise invalid("--model", args.model, "shapes-world or a diffusers pipeline directory (one with model_index.json)")
 
+    if args.init:
+        from ..control.nets import resolve
+
+        try:
+            resolve(args.init)  # checks only: a missing ControlNet is one line before the base model loads
+        except SdlabError as exc:
+            raise invalid("--init", args.init, "a registered ControlNet name or a diffusers ControlNet directory") from exc
+
     from ..conditioning.train import train_controlnet
     from ..mini.control_data import training_data
     from ..models import load_pipeline
 
     data = training_data(args.images, args.condition, seed=args.seed)
     pipe = load_pipeline(args.model, device="cpu")
-    print(train_controlnet(pipe, data["images"], data["captions"], data["maps"], out, cfg, progress=not args.quiet, focus=data["masks"],
+    init = None
+    if args.init:
+        from ..control.nets import load_controlnet
+
+        init = load_controlnet(args.init)
+    print(train_controlnet(pipe, data["images"], data["captions"], data["maps"], out, cfg, progress=not args.quiet, focus=data["masks"], init=init,
                            describe={"condition": args.condition, "model": args.model, "dataset": "shapes world", "data_seed": args.seed}))
     return 0

@@ -59,6 +59,10 @@ def _channels_ok(value) -> bool:
     return value is None or (isinstance(value, tuple) and len(value) >= 1 and all(isinstance(c, int) and c > 0 for c in value))
 
 
+def _range_ok(value) -> bool:
+    return value is None or (isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value) and 0 <= value[0] < value[1])
+
+
 @dataclass(frozen=True)
 class ControlNetConfig:
     """What decides a ControlNet run (with the base model and the data, it is reproducible)."""
@@ -80,6 +84,7 @@ class ControlNetConfig:
     guided_weight: float = 0.0  # weight of the loss on the CFG-guided prediction u + g (c - u) (0: off; the plain loss stays)
     guided_cfg: float = 5.0  # the CFG scale g of that loss (the model's generation default, for the shapes world)
     unconditional_weight: float = 0.5  # with the guided loss: weight of the loss on the empty prompt's prediction u
+    timestep_range: tuple | None = None  # (lo, hi): draw the training timesteps from [lo, hi) only (None: all); low ones refine outlines, high ones place the layout
 
     _parameter_constraints = {
         "steps": [POSITIVE_INT], "batch": [POSITIVE_INT], "lr": [POSITIVE], "warmup_steps": [NON_NEGATIVE_INT], "lr_scheduler": [Options(LR_SCHEDULERS)],
@@ -87,6 +92,7 @@ class ControlNetConfig:
         "checkpoint_minutes": [NON_NEGATIVE], "snapshot_every": [NON_NEGATIVE_INT], "log_every": [POSITIVE_INT],
         "embedding_channels": [Check(_channels_ok, "a tuple of positive channel counts or None")],
         "guided_weight": [NON_NEGATIVE], "guided_cfg": [POSITIVE], "unconditional_weight": [NON_NEGATIVE],
+        "timestep_range": [Check(_range_ok, "None or a (lo, hi) pair of integers with 0 <= lo < hi")],
     }
 
     def __post_init__(self) -> None:
@@ -148,6 +154,14 @@ def save_model_dir(model, path: Path) -> Path:
     return path
 
 
+def timestep_bounds(cfg: ControlNetConfig, num_train_timesteps: int) -> tuple[int, int]:
+    """The [lo, hi) the run draws its timesteps from; a range past the scheduler's timesteps is refused in one line."""
+    lo, hi = cfg.timestep_range or (0, num_train_timesteps)
+    if hi > num_train_timesteps:
+        raise invalid("timestep_range", tuple(cfg.timestep_range), f"a (lo, hi) pair with 0 <= lo < hi <= {num_train_timesteps} (the model's timesteps)")
+    return lo, hi
+
+
 def _step_generator(seed: int, step: int):
     import torch
 
@@ -202,6 +216,19 @@ def _encode(pipe, images: np.ndarray, captions: Sequence[str], out: Path):
     return encoded
 
 
+def _init_record(init) -> str | None:
+    """What a run started from, for its config: the ControlNet's name and a hash of its weights (None: a fresh copy)."""
+    if init is None:
+        return None
+    from ..control.nets import name_and_hash
+
+    digest = hashlib.sha256()
+    for key, tensor in sorted(init.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return f"{name_and_hash(init)[0]} [{digest.hexdigest()[:12]}]"
+
+
 # Settings that do not change the trajectory: a run may be resumed with more steps (with a constant learning
 # rate a longer run passes through the shorter one; a cosine's steps set its whole curve) or other bookkeeping.
 FREE_ON_RESUME = ("steps", "checkpoint_minutes", "snapshot_every", "log_every")
@@ -223,6 +250,7 @@ def _check_run_dir(out: Path, record: dict) -> None:
 def train_controlnet(
     pipe, images: np.ndarray, captions: Sequence[str], maps, out_dir: str | Path, cfg: ControlNetConfig = ControlNetConfig(),
     callback: Callback | None = None, progress: bool = True, describe: dict | None = None, focus: np.ndarray | None = None,
+    init=None,
 ) -> Path:
     """Train a ControlNet for ``pipe``'s UNet on (image, caption, condition map) triples; return its directory.
 
@@ -232,6 +260,9 @@ def train_controlnet(
     ``focus`` (N, H, W) marks each image's subject; with ``cfg.focus_weight`` the loss on the latent cells it touches
     (and their neighbours) weighs ``1 + focus_weight`` times as much: a small shape covers a few of the latent cells,
     and under plain MSE the map's layout is a small share of the loss.
+    ``init`` (a ``ControlNetModel`` for this UNet) is the ControlNet to continue from, as diffusers'
+    ``train_controlnet.py --controlnet_model_name_or_path``; None starts from a fresh copy with zero convolutions.
+    It is copied: the model handed in is not changed.
     """
     import torch
     from diffusers import ControlNetModel, DDPMScheduler
@@ -243,9 +274,14 @@ def train_controlnet(
     if fam not in SUPPORTED_FAMILIES:
         raise ValidationError(f"pipe: a {fam} model is not valid; valid: a ControlNet is trained here for "
                               f"{' and '.join(SUPPORTED_FAMILIES)} UNets (StableDiffusionControlNetPipeline)")
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    lo, hi = timestep_bounds(cfg, sched.config.num_train_timesteps)
+    if init is not None and not isinstance(init, ControlNetModel):
+        raise invalid("init", type(init).__name__, "a diffusers ControlNetModel (sdlab.control.nets.load_controlnet) or None")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_run_dir(out, {**asdict(cfg), "embedding_channels": list(embedding_channels(pipe.vae_scale_factor, cfg)),
+                         "timestep_range": list(cfg.timestep_range) if cfg.timestep_range else None, "init": _init_record(init),
                          "data": data_fingerprint(images, captions, stacked, focus if cfg.focus_weight else None), "n_images": len(images), **(describe or {})})
     started = time.time()
     encoded = _encode(pipe, np.asarray(images), list(captions), out)
@@ -253,9 +289,13 @@ def train_controlnet(
     locked = copy.deepcopy(pipe.unet).float().requires_grad_(False).eval()  # the user's UNet is never touched
     torch.manual_seed(cfg.seed)
     controlnet = ControlNetModel.from_unet(locked, conditioning_embedding_out_channels=embedding_channels(pipe.vae_scale_factor, cfg))
+    if init is not None:
+        try:
+            controlnet.load_state_dict(init.state_dict())
+        except RuntimeError:
+            raise invalid("init", _init_record(init), "a ControlNet of this UNet's shape with this run's embedding_channels") from None
     controlnet.to(device).train()
     opt = torch.optim.AdamW(controlnet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = DDPMScheduler.from_config(pipe.scheduler.config)
     prediction = sched.config.prediction_type
     weights = loss_weights(sched.alphas_cumprod, prediction, cfg.min_snr_gamma)
     ckpt_path, start = out / CHECKPOINT, 0
@@ -285,7 +325,7 @@ def train_controlnet(
             idx = torch.randint(len(latents), (cfg.batch,), generator=g)
             variant = torch.randint(len(maps_t), (cfg.batch,), generator=g)
             drop = torch.rand(cfg.batch, generator=g) < cfg.text_dropout
-            t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch,), generator=g)
+            t = torch.randint(lo, hi, (cfg.batch,), generator=g)
             z0 = latents[idx]
             eps = torch.randn(z0.shape, generator=g)
             cond = maps_t[variant, idx].permute(0, 3, 1, 2).float().div(255.0)  # [0, 1], as the pipeline hands it in

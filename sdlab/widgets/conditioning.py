@@ -40,6 +40,10 @@ class ConditioningPanel(Panel):
         self.guided_weight = W.FloatText(value=default.guided_weight, description="CFG loss",
                                          tooltip="weight of a loss on the CFG-guided prediction (0: off; a step costs about twice as much)")
         self.guided_cfg = W.FloatText(value=default.guided_cfg, description="at CFG", tooltip="the CFG scale of that loss")
+        self.timestep_range = W.Text(value="", description="Timesteps", placeholder="all; or lo,hi",
+                                     tooltip="draw training timesteps from [lo, hi) only (low ones refine outlines, high ones place the layout)")
+        self.init = W.Text(value="", description="Start from", placeholder="zero convolutions; or a ControlNet name or directory",
+                           layout=W.Layout(width="60%"), tooltip="continue an existing ControlNet instead of a fresh copy")
         self.train_button = W.Button(description="Train", button_style="primary", icon="play")
         self.train_button.on_click(lambda _: self.start_training())
         self.controlnet = W.Text(value=controlnet, description="ControlNet", layout=W.Layout(width="60%"),
@@ -53,7 +57,7 @@ class ConditioningPanel(Panel):
         self.widget = W.VBox([
             W.HTML("<b>Train a ControlNet</b> (the shapes world's own captions; the map carries the layout)"),
             W.HBox([self.condition, self.out_dir]), W.HBox([self.steps, self.lr, self.lr_scheduler]), W.HBox([self.images, self.seed]), self.focus_weight,
-            W.HBox([self.guided_weight, self.guided_cfg]), self.train_button,
+            W.HBox([self.guided_weight, self.guided_cfg]), W.HBox([self.timestep_range, self.init]), self.train_button,
             W.HTML("<b>Measure control fidelity</b> (IoU of the outline's region and the generated shape)"),
             self.controlnet, W.HBox([self.cases, self.scales, self.measure_button]),
             self.progress_row(), self.status, self.plot, self.samples,
@@ -63,9 +67,16 @@ class ConditioningPanel(Panel):
     def config(self):
         from ..conditioning.train import ControlNetConfig
 
+        from ..validation import invalid
+
+        text = self.timestep_range.value.strip()
+        try:
+            bounds = tuple(int(v) for v in text.split(",")) if text else None
+        except ValueError:
+            raise invalid("timestep_range", text, "empty (all timesteps) or lo,hi with 0 <= lo < hi, e.g. 0,300") from None
         return ControlNetConfig(steps=int(self.steps.value), lr=float(self.lr.value), lr_scheduler=self.lr_scheduler.value, seed=int(self.seed.value),
                                 focus_weight=float(self.focus_weight.value), guided_weight=float(self.guided_weight.value),
-                                guided_cfg=float(self.guided_cfg.value))
+                                guided_cfg=float(self.guided_cfg.value), timestep_range=bounds)
 
     def start_training(self, background: bool = True) -> None:
         try:
@@ -73,15 +84,16 @@ class ConditioningPanel(Panel):
         except SdlabError as exc:
             self.show_error(str(exc))
             return
-        condition, out_dir, n = self.condition.value, self.out_dir.value, int(self.images.value)
+        condition, out_dir, n, init = self.condition.value, self.out_dir.value, int(self.images.value), self.init.value.strip()
 
         def work(callback):
             from ..conditioning.train import train_controlnet
+            from ..control.nets import load_controlnet
             from ..mini.control_data import training_data
 
             data = training_data(n, condition, seed=cfg.seed)
             return train_controlnet(self.pipe, data["images"], data["captions"], data["maps"], out_dir, cfg, callback=callback,
-                                    progress=False, focus=data["masks"], describe={"condition": condition, "dataset": "shapes world", "data_seed": cfg.seed})
+                                    progress=False, focus=data["masks"], init=load_controlnet(init) if init else None, describe={"condition": condition, "dataset": "shapes world", "data_seed": cfg.seed})
 
         self.run(work, self._trained, background)
 
