@@ -155,6 +155,7 @@ def test_a_run_continues_from_an_init_controlnet_and_leaves_it_as_it_was(world, 
     with pytest.raises(ValidationError, match="^init: .* is not valid; valid: a ControlNet of this UNet's shape"):
         train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / "b",
                          ControlNetConfig(steps=1, batch=2, embedding_channels=(8, 16, 32)), progress=False, init=init)
+    assert not (tmp_path / "b").exists()  # refused before the run directory is written
     with pytest.raises(ValidationError, match="^init: 'UNet2DConditionModel' is not valid"):
         train_controlnet(world, data["images"], data["captions"], data["maps"], tmp_path / "c", cfg, progress=False, init=world.unet)
 

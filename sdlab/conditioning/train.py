@@ -278,22 +278,23 @@ def train_controlnet(
     lo, hi = timestep_bounds(cfg, sched.config.num_train_timesteps)
     if init is not None and not isinstance(init, ControlNetModel):
         raise invalid("init", type(init).__name__, "a diffusers ControlNetModel (sdlab.control.nets.load_controlnet) or None")
+    on_record = _init_record(init)
+    locked = copy.deepcopy(pipe.unet).float().requires_grad_(False).eval()  # the user's UNet is never touched
+    torch.manual_seed(cfg.seed)
+    controlnet = ControlNetModel.from_unet(locked, conditioning_embedding_out_channels=embedding_channels(pipe.vae_scale_factor, cfg))
+    if init is not None:  # a ControlNet that does not fit is refused before the run directory is written or the data encoded
+        try:
+            controlnet.load_state_dict(init.state_dict())
+        except RuntimeError:
+            raise invalid("init", on_record, "a ControlNet of this UNet's shape with this run's embedding_channels") from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_run_dir(out, {**asdict(cfg), "embedding_channels": list(embedding_channels(pipe.vae_scale_factor, cfg)),
-                         "timestep_range": list(cfg.timestep_range) if cfg.timestep_range else None, "init": _init_record(init),
+                         "timestep_range": list(cfg.timestep_range) if cfg.timestep_range else None, "init": on_record,
                          "data": data_fingerprint(images, captions, stacked, focus if cfg.focus_weight else None), "n_images": len(images), **(describe or {})})
     started = time.time()
     encoded = _encode(pipe, np.asarray(images), list(captions), out)
     device = pipe.unet.device
-    locked = copy.deepcopy(pipe.unet).float().requires_grad_(False).eval()  # the user's UNet is never touched
-    torch.manual_seed(cfg.seed)
-    controlnet = ControlNetModel.from_unet(locked, conditioning_embedding_out_channels=embedding_channels(pipe.vae_scale_factor, cfg))
-    if init is not None:
-        try:
-            controlnet.load_state_dict(init.state_dict())
-        except RuntimeError:
-            raise invalid("init", _init_record(init), "a ControlNet of this UNet's shape with this run's embedding_channels") from None
     controlnet.to(device).train()
     opt = torch.optim.AdamW(controlnet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     prediction = sched.config.prediction_type
