@@ -12,7 +12,7 @@ def register(methods) -> None:
                    help="edges: Canny and exact outlines (fill50k-like); mask: the shape's region")
     p.add_argument("--out", required=True, help="run directory: data cache, checkpoint, log, snapshots and controlnet/")
     p.add_argument("--model", default="shapes-world", help="the locked base model (default: the shipped shapes world)")
-    p.add_argument("--steps", type=int, default=2500, help="optimiser steps (default 2500: the shipped ControlNets)")
+    p.add_argument("--steps", type=int, default=2500, help="optimiser steps (default 2500: the first stage of the shipped edge ControlNet)")
     p.add_argument("--batch", type=int, default=32, help="images per step (default 32)")
     p.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate after a 50-step warm-up (default 5e-4)")
     p.add_argument("--lr-scheduler", default="constant",
