@@ -1,7 +1,7 @@
 """ControlNet on the shapes world, measured: training time, control fidelity, and what control costs per image.
 
-1. training: the minutes and steps of a ControlNet run, read from its ``train_log.jsonl`` (``--run``, with the
-   load average logged beside each line), or a fresh run trained here (``--train-out``, timed);
+1. training: the minutes and steps of a ControlNet's runs, read from their ``train_log.jsonl`` (``--run``, with the
+   load average logged beside each line; a recipe of stages adds up), or a fresh run trained here (``--train-out``, timed);
 2. fidelity: mean IoU between each held-out outline's filled region and the generated shape, with the ControlNet
    at scale 1 and without control (the base model on the same prompts and seeds), through sdlab's generate;
 3. cost: seconds per image with and without the ControlNet (same prompts, interleaved, fastest of several);
@@ -12,7 +12,7 @@
 Targets (issue 24): training <= 30 min, IoU >= 0.85 at scale 1 on >= 100 held-out outlines, control <= 1.6x the time.
 Usage:
     python benchmarks/bench_control.py [--controlnet shapes-world-edges] [--condition edges] [--n 100]
-                                       [--run runs/controlnet/edges | --train-out DIR --train-steps 2000] [--json OUT]
+                                       [--run RUN [RUN2 ...] | --train-out DIR --train-steps 2000] [--json OUT]
                                        [--lessons DIR --lesson-n 30]
 """
 from __future__ import annotations
@@ -36,15 +36,20 @@ def load() -> str:
     return "load average %.2f %.2f %.2f" % os.getloadavg()
 
 
-def training_figures(run_dir: str) -> dict:
-    """Minutes, steps and mean load of a run, from its log (all its sessions: resumed runs add up)."""
-    records = [json.loads(line) for line in open(os.path.join(run_dir, "train_log.jsonl")) if line.strip()]
-    done = [r for r in records if r.get("stage") == "controlnet_done"]
-    steps = [r for r in records if r.get("stage") == "controlnet"]
-    minutes = sum(r["seconds_this_run"] for r in done) / 60 if done else (steps[-1]["time"] - steps[0]["time"]) / 60
-    loads = [r["load"] for r in steps if "load" in r]
-    return {"train_minutes": minutes, "train_steps": steps[-1]["step"] + 1 if steps else 0,
-            "train_mean_load": float(np.mean(loads)) if loads else None, "finished": bool(done)}
+def training_figures(run_dirs: list[str]) -> dict:
+    """Minutes, steps and mean load of a ControlNet's runs, from their logs: a recipe's stages (a run continued
+    from another with ``--init``) and a run's resumed sessions add up."""
+    minutes, steps, loads, done = 0.0, 0, [], True
+    for run_dir in run_dirs:
+        records = [json.loads(line) for line in open(os.path.join(run_dir, "train_log.jsonl")) if line.strip()]
+        finished = [r for r in records if r.get("stage") == "controlnet_done"]
+        logged = [r for r in records if r.get("stage") == "controlnet"]
+        minutes += sum(r["seconds_this_run"] for r in finished) / 60 if finished else (logged[-1]["time"] - logged[0]["time"]) / 60
+        steps += logged[-1]["step"] + 1 if logged else 0
+        loads += [r["load"] for r in logged if "load" in r]
+        done = done and bool(finished)
+    return {"train_minutes": minutes, "train_steps": steps, "train_mean_load": float(np.mean(loads)) if loads else None,
+            "train_stages": len(run_dirs), "finished": done}
 
 
 def load_controlnet(name: str):
@@ -71,7 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--condition", default="edges", choices=("edges", "mask"))
     parser.add_argument("--n", type=int, default=100, help="held-out outlines (default 100)")
     parser.add_argument("--steps", type=int, help="denoising steps (default: the model's, 25)")
-    parser.add_argument("--run", help="a ControlNet run directory whose training log gives the training figures")
+    parser.add_argument("--run", nargs="+", help="the ControlNet's run directories, whose training logs give the training figures: "
+                        "several for a recipe of stages (a run continued with --init after the run it started from), in order")
     parser.add_argument("--train-out", help="train a ControlNet here first (timed) and measure it")
     parser.add_argument("--train-steps", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=8, help="timed images with and without control")
@@ -99,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
         controlnet_dir = train_controlnet(pipe, data["images"], data["captions"], data["maps"], args.train_out,
                                           ControlNetConfig(steps=args.train_steps), progress=False)
         figures["train_minutes_here"] = (time.perf_counter() - started) / 60
-        args.run, args.controlnet = args.train_out, str(controlnet_dir)
+        args.run, args.controlnet = [args.train_out], str(controlnet_dir)
     if args.run:
         figures.update(training_figures(args.run))
     controlnet = load_controlnet(args.controlnet)
@@ -140,7 +146,8 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append((f"IoU, ControlNet at scale 1, guess mode, CFG {g}", value, ">= 0.85", value >= 0.85))
     if "train_minutes" in figures:
         load_note = f"mean load {figures['train_mean_load']:.1f}" if figures.get("train_mean_load") else "load not logged"
-        rows.insert(0, (f"training minutes ({figures['train_steps']} steps, {load_note})", figures["train_minutes"], "<= 30",
+        stages = f", {figures['train_stages']} runs" if figures["train_stages"] > 1 else ""
+        rows.insert(0, (f"training minutes ({figures['train_steps']} steps{stages}, {load_note})", figures["train_minutes"], "<= 30",
                         figures["train_minutes"] <= 30))
     report(rows)
     print(f"seconds per image: {plain:.3f} uncontrolled, {controlled:.3f} controlled (fastest of {args.repeat})")
@@ -227,7 +234,10 @@ def lessons(pipe, controlnet, args) -> None:
 
         from sdlab.conditioning.train import snapshots
 
-        kept = [(0, None)] + [(step, ControlNetModel.from_pretrained(path)) for step, path in snapshots(args.run) if step % args.snapshot_stride == 0]
+        kept, offset = [(0, None)], 0  # a later stage's snapshots count on from the steps before it
+        for run in args.run:
+            kept += [(offset + step, ControlNetModel.from_pretrained(path)) for step, path in snapshots(run) if (offset + step) % args.snapshot_stride == 0]
+            offset += training_figures([run])["train_steps"]
         over = pd.concat([base.assign(step=0)] + [measure.fidelity(pipe, m, cases, shape_region, steps=args.steps, control_type=kind).assign(step=s)
                                                  for s, m in kept[1:]], ignore_index=True)
         _save(measure.summarize(over, by=("step",)), args.lessons, "iou_vs_training_step", f"IoU at scale 1 vs training step ({n} cases)")

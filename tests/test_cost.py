@@ -66,7 +66,7 @@ def test_check_spec_reads_the_model_defaults_and_the_init_image(machine, tmp_pat
 
 def test_a_controlnet_adds_its_encoder_for_the_steps_it_acts(machine):
     """The shipped edge ControlNet is the UNet's encoder and middle block: estimated at 1.39x an uncontrolled image
-    (bench_control.py measures 1.48x), its file in the weights, half the extra time with a half window."""
+    (bench_control.py's measured ratio is in the net's sdlab.json), its file in the weights, half the extra time with a half window."""
     import numpy as np
     import torch
 
