@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sdlab.finetune import evaluate  # noqa: E402
+from sdlab.finetune import evaluate, preserve  # noqa: E402
 from sdlab.finetune.common import Dataset  # noqa: E402
 from sdlab.mini import checker, concepts, world  # noqa: E402
 from sdlab.models import load_pipeline  # noqa: E402
@@ -110,6 +110,26 @@ CELLS = {
     "dreambooth-ruby-prior": ("dreambooth", "ruby", "clean", {"prior_weight": 1.0}),
     "dreambooth-ruby-noprior": ("dreambooth", "ruby", "clean", {"prior_weight": 0.0}),
     "lora-ruby-lr5e-4-cosine": ("lora", "ruby", "clean", {"lr": 5e-4, "lr_scheduler": "cosine"}),
+    # output preservation: the base model's own predictions as targets (not the noise) on what must not change
+    "lora-star-cosine-keep-world": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ["world"], "preserve_weight": 1.0,
+                                                              "preserve_batch": 8}),
+    "lora-star-cosine-keep-dop-blank": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ["class-word", "blank"],
+                                                                  "preserve_weight": 1.0, "preserve_batch": 8}),
+    "lora-star-keep-world": ("lora", "star", "clean", {"preserve": ["world"], "preserve_weight": 1.0, "preserve_batch": 8}),
+    "lora-star-cosine-keep-world-w3": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ["world"], "preserve_weight": 3.0,
+                                                                 "preserve_batch": 8}),
+    "lora-star-cosine-keep-all": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ["world", "class-word", "blank"],
+                                                            "preserve_weight": 1.0, "preserve_batch": 8}),
+    "dreambooth-star-keep-world": ("dreambooth", "star", "clean", {"prior_weight": 0.0, "preserve": ["world"], "preserve_weight": 1.0,
+                                                                   "preserve_batch": 4}),
+    "dreambooth-star-keep-all": ("dreambooth", "star", "clean", {"prior_weight": 0.0, "preserve": ["world", "class-word", "blank"],
+                                                                 "preserve_weight": 1.0, "preserve_batch": 8}),
+    "dreambooth-star-cosine-keep-all": ("dreambooth", "star", "clean", {"prior_weight": 0.0, "preserve": ["world", "class-word", "blank"],
+                                                                        "preserve_weight": 1.0, "preserve_batch": 8, "lr_scheduler": "cosine"}),
+    "lora-star-cosine-keep-all-800": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ["world", "class-word", "blank"],
+                                                                "preserve_weight": 1.0, "preserve_batch": 8, "steps": 800}),
+    "lora-star-b16-cosine-keep-all": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ["world", "class-word", "blank"],
+                                                                "preserve_weight": 1.0, "preserve_batch": 8, "batch": 16}),
 }
 STEPS = {"embedding": 300, "lora": 400, "hypernetwork": 400, "dreambooth": 400}
 # What each method trains with here (the lab's defaults are for real SD; the 4M-parameter shapes world takes larger steps).
@@ -121,7 +141,7 @@ CONFIGS = {
     "dreambooth": dict(lr=5e-4, mask_weight=12.0),
 }
 # extra keys that are the cell's data, not its method's config: fine-tuning images, class images and their prompts
-NOT_CONFIG = ("prior_weight", "class_images", "n_class", "images", "class_masks")
+NOT_CONFIG = ("prior_weight", "class_images", "n_class", "images", "class_masks", "preserve")
 TARGETS = {"minutes": {"embedding": 10, "lora": 10, "hypernetwork": 10, "dreambooth": 20}}
 
 
@@ -161,6 +181,9 @@ def train(pipe, name: str, out: Path, quick: bool):
     if data_kind == "lowres":
         images = concepts.degrade(images, 16)
     data, run = Dataset(images, table["TEXT"].tolist(), masks), out / name
+    keep = None
+    if extra.get("preserve"):  # output preservation's items (sdlab.finetune.preserve's kinds)
+        keep = preserve.preservation_data(extra["preserve"], data, trigger(method, c), c.class_word, world_images=8 if quick else 200)
     fields = {**CONFIGS[method], **{k: v for k, v in extra.items() if k not in NOT_CONFIG}, "steps": steps}
     load = os.getloadavg()[0]
     if method == "embedding":
@@ -170,7 +193,7 @@ def train(pipe, name: str, out: Path, quick: bool):
     elif method == "lora":
         prior = extra.get("prior_weight", 0.0)
         result = lora.train_lora(pipe, data, run, lora.LoraConfig(**fields, prior_weight=prior),
-                                 class_data=class_set(pipe, cname, extra, quick) if prior > 0 else None)
+                                 class_data=class_set(pipe, cname, extra, quick) if prior > 0 else None, preserve_data=keep)
         path = result.save(run / "lora.safetensors")
         make = lambda s: result.apply(pipe, s)  # noqa: E731
     elif method == "hypernetwork":
@@ -183,7 +206,7 @@ def train(pipe, name: str, out: Path, quick: bool):
     else:
         class_data = class_set(pipe, cname, extra, quick) if extra["prior_weight"] > 0 else None
         cfg = dreambooth.DreamBoothConfig(**fields, prior_weight=extra["prior_weight"])
-        result = dreambooth.train_dreambooth(pipe, data, run, cfg, class_data)
+        result = dreambooth.train_dreambooth(pipe, data, run, cfg, class_data, preserve_data=keep)
         path = run / "unet.safetensors"
         from safetensors.torch import save_file
 

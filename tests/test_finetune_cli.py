@@ -37,6 +37,13 @@ def folders(tmp_path):
     (["lora", "--concept", "star", "--token", "star", "--lr-scheduler", "linear"], "lr_scheduler: 'linear' is not valid; valid: one of constant, cosine"),
     (["lora", "--concept", "star", "--token", "star", "--caption-dropout", "1"], "caption_dropout: 1.0 is not valid"),
     (["embedding", "--concept", "star", "--token", "star", "--model", "{empty}"], "--model: "),
+    (["lora", "--concept", "star", "--token", "star", "--preserve-weight", "1", "--preserve", "class-word,blanks"],
+     "--preserve: 'blanks' is not valid; valid: one of class-word, blank, class-images, world"),
+    (["lora", "--images", "{good}", "--token", "sks", "--preserve-weight", "1"], "--class-word: None is not valid"),
+    (["dreambooth", "--concept", "star", "--token", "sks", "--preserve-weight", "-1"], "preserve_weight: -1.0 is not valid"),
+    (["lora", "--concept", "star", "--token", "star", "--preserve-weight", "1", "--preserve", "world", "--model", "{empty}"],
+     "--preserve: 'world' is not valid; valid: kinds without world for a model other than shapes-world"),
+    (["lora", "--concept", "star", "--token", "star", "--preserve-weight", "1", "--preserve-batch", "0"], "--preserve-batch: 0 is not valid"),
 ])
 def test_bad_input_exits_2_with_one_line_before_loading(argv, message, folders, tmp_path, capsys, monkeypatch):
     import sdlab.models
@@ -69,6 +76,16 @@ def test_lora_with_prior_preservation_generates_class_images_of_the_class_word(t
     records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert records and all(np.isfinite(r["loss"]) for r in records if "loss" in r)
     assert json.loads((out / "finetune_config.json").read_text())["config"]["prior_weight"] == 1.0
+
+
+def test_lora_with_output_preservation_records_what_it_kept(tmp_path, capsys):
+    out = tmp_path / "keep"
+    argv = ["train", "lora", "--concept", "star", "--token", "star", "-n", "4", "--steps", "2", "--batch", "2", "--quiet",
+            "--preserve-weight", "1", "--preserve", "class-word,blank", "--out", str(out)]
+    assert main(argv) == 0
+    recorded = json.loads((out / "finetune_config.json").read_text())
+    assert recorded["preserve"] == ["class-word", "blank"] and recorded["config"]["preserve_weight"] == 1.0
+    assert main([a if a != "class-word,blank" else "blank" for a in argv]) == 2  # another preservation is another run
 
 
 def test_embedding_from_a_folder_uses_sidecar_captions(folders, tmp_path):

@@ -75,3 +75,20 @@ def test_sd3_is_refused_in_one_line(family_dir, tmp_path):
     pipe = load_pipeline(family_dir("sd3"))
     with pytest.raises(ValidationError, match=r"^model: 'sd3' is not valid; valid: a model of family sd1, sd2, sdxl"):
         lora.train_lora(pipe, _data(), tmp_path)
+
+
+@pytest.mark.parametrize("name", ["sd1", "sd2", "sdxl"])
+def test_output_preservation_on_the_family(family_dir, name, tmp_path):
+    """The teacher (the user's UNet, read only) gets what the trained copy gets: SDXL's pooled text and size ids, SD 2's
+    v-prediction; with the text encoder trained it reads the base encoders' states. 0 at the first step, then not."""
+    from sdlab.finetune.preserve import preservation_data
+
+    pipe = load_pipeline(family_dir(name))
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    data = _data()
+    keep = preservation_data("class-word,blank", data, trigger="sks", class_word="cat")
+    cfg = dict(batch=2, lr=1e-2, preserve_weight=1.0, preserve_batch=2, train_text_encoder=True)
+    first = lora.train_lora(pipe, data, tmp_path / "first", lora.LoraConfig(steps=1, **cfg), preserve_data=keep)
+    later = lora.train_lora(pipe, data, tmp_path / "later", lora.LoraConfig(steps=3, **cfg), preserve_data=keep)
+    assert first.info["last_preserve_loss"] < 1e-9 < later.info["last_preserve_loss"]
+    assert all(torch.equal(v, pipe.unet.state_dict()[k]) for k, v in before.items())

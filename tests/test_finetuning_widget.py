@@ -75,3 +75,17 @@ def test_panel_caption_dropout_follows_the_method_and_reaches_the_run(pipe, tmp_
     panel.start(background=False)
     assert panel.last_error is None
     assert panel.trained.info["caption_dropout"] == 0.25
+
+
+def test_panel_output_preservation_reaches_the_run(pipe, tmp_path):
+    from sdlab.widgets.finetuning import FinetuningPanel
+
+    panel = FinetuningPanel(pipe, out_dir=str(tmp_path))
+    assert panel.keep_weight.value == 0.0 and panel.keep.value == ("class-word", "blank")  # off by default
+    panel.method.value = "embedding"
+    assert panel.keep_weight.disabled  # textual inversion changes no weight the base model uses
+    panel.method.value = "lora"
+    panel.keep_weight.value, panel.keep.value, panel.steps.value = 2.0, ("class-word", "blank", "world"), 1
+    panel.start(background=False)
+    assert panel.last_error is None
+    assert panel.trained.info["preserve_weight"] == 2.0 and panel.trained.info["n_preserve"] == 20 + 20 + 200

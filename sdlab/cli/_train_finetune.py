@@ -63,6 +63,14 @@ def register(methods) -> None:
             p.add_argument("--prior-weight", type=float, default=1.0 if method == "dreambooth" else 0.0,
                            help=f"prior-preservation loss weight (0: off; default {1.0 if method == 'dreambooth' else 0.0:g})")
             p.add_argument("--class-images", type=int, default=50, help="class images the base model generates (default 50)")
+            p.add_argument("--preserve-weight", type=float, default=0.0,
+                           help="output preservation's weight (0: off, the default): the base model's own predictions are kept "
+                           "on the --preserve items (ai-toolkit's DOP/BPP)")
+            p.add_argument("--preserve", default="class-word,blank",
+                           help="what output preservation keeps, comma-separated: class-word (the subject's images, the class word "
+                           "for the trigger), blank (the subject's images, empty prompt), class-images (the base model's class "
+                           "images), world (the shapes world's own images); default class-word,blank")
+            p.add_argument("--preserve-batch", type=int, default=4, help="preservation items per step (default 4)")
         if method == "hypernetwork":
             p.add_argument("--layer-structure", default="1,2,1", help="A1111's layer structure (default 1,2,1)")
             p.add_argument("--activation", default="linear", help="linear, relu, leakyrelu, elu, swish, tanh, sigmoid")
@@ -83,11 +91,11 @@ def _config(args):
     if args.finetune_method == "lora":
         from ..finetune.lora import LoraConfig
 
-        return LoraConfig(**given, rank=args.rank, alpha=args.alpha, train_text_encoder=args.train_text_encoder, prior_weight=args.prior_weight)
+        return LoraConfig(**given, **_keeping(args), rank=args.rank, alpha=args.alpha, train_text_encoder=args.train_text_encoder)
     if args.finetune_method == "dreambooth":
         from ..finetune.dreambooth import DreamBoothConfig
 
-        return DreamBoothConfig(**given, prior_weight=args.prior_weight)
+        return DreamBoothConfig(**given, **_keeping(args))
     from ..finetune.hypernetwork import HypernetworkTrainConfig
     from ..validation import invalid
 
@@ -96,6 +104,11 @@ def _config(args):
     except ValueError:
         raise invalid("--layer-structure", args.layer_structure, "comma-separated numbers, e.g. 1,2,1") from None
     return HypernetworkTrainConfig(**given, layer_structure=structure, activation_func=args.activation)
+
+
+def _keeping(args) -> dict:
+    """Prior and output preservation's fields (DreamBooth and LoRA)."""
+    return {"prior_weight": args.prior_weight, "preserve_weight": args.preserve_weight, "preserve_batch": args.preserve_batch}
 
 
 def _tokenizer_check(model: str, token: str) -> None:
@@ -127,12 +140,21 @@ def cmd_finetune(args) -> int:
         validate_params({"--concept": args.concept}, {"--concept": [Options(concepts.CONCEPTS)]})
         concept = concepts.CONCEPTS[args.concept]
     prior = method in ("dreambooth", "lora") and cfg.prior_weight > 0  # class images of the class word
+    keep = ()
+    if method in ("dreambooth", "lora") and cfg.preserve_weight > 0:
+        from ..finetune.preserve import check_kinds
+
+        keep = check_kinds(args.preserve, "--preserve")
+        if "world" in keep and args.model != "shapes-world":
+            raise invalid("--preserve", args.preserve, "kinds without world for a model other than shapes-world (world: its own images)")
     class_word = None
-    if method == "dreambooth" or prior:
+    if method == "dreambooth" or prior or "class-word" in keep or "class-images" in keep:
         class_word = args.class_word or (concept.class_word if concept else None)
         if not class_word:
             raise invalid("--class-word", args.class_word, "the subject's class word, e.g. dog (needed with --images)")
         validate_params({"--class-images": args.class_images}, {"--class-images": [Interval(int, 1, 10_000)]})
+    if keep:
+        validate_params({"--preserve-batch": args.preserve_batch}, {"--preserve-batch": [Interval(int, 1, 10_000)]})
     if args.model != "shapes-world" and not (Path(args.model) / "model_index.json").exists():
         raise invalid("--model", args.model, "shapes-world or a diffusers pipeline directory (one with model_index.json)")
     out = Path(args.out)
@@ -154,7 +176,7 @@ def cmd_finetune(args) -> int:
 
         check_token_text(token)
         _tokenizer_check(args.model, token)
-    recorded = {"method": method, "model": args.model, "images": args.images, "concept": args.concept, "token": token,
+    recorded = {"method": method, "model": args.model, "images": args.images, "concept": args.concept, "token": token, "preserve": list(keep),
                 "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}}
     config_file = out / "finetune_config.json"
     if config_file.exists() and json.loads(config_file.read_text()) != recorded:
@@ -169,16 +191,20 @@ def cmd_finetune(args) -> int:
 
     data = Dataset(images, captions, masks)
     pipe = load_pipeline(args.model, device=args.device)
-    class_data = None
-    if prior:
+    class_data = preserve_data = None
+    if prior or "class-images" in keep:
         from ..finetune.dreambooth import class_images
 
         prompts = concepts.class_prompts(concept.name, args.class_images) if concept else [f"a {class_word}"] * args.class_images
         class_data = Dataset(class_images(pipe, prompts), prompts)
+    if keep:
+        from ..finetune.preserve import preservation_data
+
+        preserve_data = preservation_data(keep, data, trigger, class_word or "", class_data)
     info = model_info(pipe)
     init = getattr(args, "init_word", None) or (concept.init_word if concept else "a")
     trained = train_and_save(method, pipe, data, out, cfg, token, init, class_data, getattr(args, "format", "pt"),
                              {"name": f"{info.name}-{method}", "defaults": info.defaults, "preview": info.preview},
-                             progress=not args.quiet)
+                             progress=not args.quiet, preserve_data=preserve_data)
     print(f"{method}: {trained.path} ({cfg.steps} steps, {trained.info.get('seconds', 0.0) / 60:.1f} min)")
     return 0

@@ -72,6 +72,24 @@ class TrainConfig:
         validate_fields(self)
 
 
+PRIOR_CONSTRAINTS = {**BASE_CONSTRAINTS, "prior_weight": [NON_NEGATIVE], "class_batch": [NON_NEGATIVE_INT],
+                     "preserve_weight": [NON_NEGATIVE], "preserve_batch": [NON_NEGATIVE_INT]}
+
+
+@dataclass(frozen=True)
+class PriorConfig(TrainConfig):
+    """What the weight-changing methods (DreamBooth, LoRA) add to keep the base model: two ways, each with its own data."""
+
+    prior_weight: float = 0.0  # prior preservation: weight of the class images' loss (kohya's regularisation images; 0: off)
+    class_batch: int = 4  # class images per step when prior_weight > 0
+    preserve_weight: float = 0.0  # output preservation: weight of the loss pulling the model's predictions on the preservation
+    #                               items toward the base model's own (ai-toolkit's DOP and BPP, kohya's differential output
+    #                               preservation); 0 at the first step, where the model still is the base model
+    preserve_batch: int = 4  # preservation items per step when preserve_weight > 0
+
+    _parameter_constraints = PRIOR_CONSTRAINTS
+
+
 @dataclass
 class Dataset:
     """Fine-tuning images (uint8, N x H x W x 3) and one caption each."""
@@ -214,14 +232,20 @@ def snr_weights(scheduler, gamma: float | None) -> torch.Tensor:
 
 
 def diffusion_loss(unet, scheduler, weights: torch.Tensor, z0: torch.Tensor, states: torch.Tensor, g: torch.Generator,
-                   added: dict | None = None, reduce: bool = True, cells: torch.Tensor | None = None) -> torch.Tensor:
+                   added: dict | None = None, reduce: bool = True, cells: torch.Tensor | None = None,
+                   teacher=None, teacher_states: torch.Tensor | None = None) -> torch.Tensor:
     """Noise ``z0`` at timesteps drawn from ``g`` and return the weighted MSE of the UNet's prediction
-    (``cells``: per-latent-cell weights, normalised to mean 1 per image)."""
+    (``cells``: per-latent-cell weights, normalised to mean 1 per image). With a ``teacher`` UNet the target
+    is the teacher's own prediction for the same input (with ``teacher_states``, default ``states``), not the
+    noise: output preservation, the loss that is 0 while the model still predicts what the teacher does."""
     noise = torch.randn(z0.shape, generator=g).to(z0.device, z0.dtype)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z0),), generator=g)
     noisy = scheduler.add_noise(z0, noise, t)
     kind = scheduler.config.prediction_type
-    if kind == "epsilon":
+    if teacher is not None:
+        with torch.no_grad():
+            target = teacher(noisy, t.to(z0.device), states if teacher_states is None else teacher_states, added_cond_kwargs=added).sample
+    elif kind == "epsilon":
         target = noise
     elif kind == "v_prediction":
         target = scheduler.get_velocity(z0, noise, t)
@@ -321,7 +345,7 @@ class EncodedSet:
         return len(self.latents)
 
     def loss(self, unet, scheduler, weights: torch.Tensor, batch: int, g: torch.Generator, encode=None,
-             caption_dropout: float = 0.0) -> torch.Tensor:
+             caption_dropout: float = 0.0, teacher=None) -> torch.Tensor:
         """The loss on ``batch`` items drawn with ``g``; ``encode(captions) -> (states, pooled)`` re-encodes their
         captions (a text encoder being trained), else the states encoded once are used. ``caption_dropout``: the
         share of the drawn items trained on the empty prompt instead (drawn from ``g`` only when it is not 0)."""
@@ -337,7 +361,8 @@ class EncodedSet:
                 if pooled is not None:
                     pooled = torch.where(where[:, None], self.empty[1].to(pooled.dtype), pooled)
         added = {"text_embeds": pooled, "time_ids": sdxl_time_ids(*self.size, len(idx), self.latents.device)} if self.sdxl else None
-        return diffusion_loss(unet, scheduler, weights, self.latents[idx], states, g, added, cells=None if self.cells is None else self.cells[idx])
+        return diffusion_loss(unet, scheduler, weights, self.latents[idx], states, g, added, cells=None if self.cells is None else self.cells[idx],
+                              teacher=teacher, teacher_states=None if encode is None else self.states[idx])
 
 
 class PriorSet(EncodedSet):
@@ -350,20 +375,26 @@ class PriorSet(EncodedSet):
 
 
 def subject_and_prior_loss(cfg: TrainConfig, unet, scheduler, weights: torch.Tensor, subject: EncodedSet, prior: PriorSet | None,
-                           encode=None, last: dict | None = None):
+                           encode=None, last: dict | None = None, preserve: PriorSet | None = None, teacher=None):
     """The ``loss(step, g)`` of DreamBooth and a LoRA: the subject's loss on ``cfg.batch`` images, plus
-    ``cfg.prior_weight`` times the class images' on ``cfg.class_batch`` (drawn after, from the same generator);
-    ``last["prior"]`` keeps the latest prior term."""
+    ``cfg.prior_weight`` times the class images' on ``cfg.class_batch`` (drawn after, from the same generator),
+    plus ``cfg.preserve_weight`` times output preservation on ``preserve`` (``cfg.preserve_batch`` items, the
+    ``teacher``'s predictions as targets); ``last`` keeps the latest prior and preservation terms."""
 
     def loss(step: int, g: torch.Generator) -> torch.Tensor:
         with autocast(cfg, unet.device):
-            instance = subject.loss(unet, scheduler, weights, cfg.batch, g, encode, cfg.caption_dropout)
-            if prior is None:
-                return instance
-            term = prior.loss(unet, scheduler, weights, cfg.class_batch, g, encode, cfg.caption_dropout)
-        if last is not None:
-            last["prior"] = float(term.detach())
-        return instance + cfg.prior_weight * term
+            total = subject.loss(unet, scheduler, weights, cfg.batch, g, encode, cfg.caption_dropout)
+            if prior is not None:
+                term = prior.loss(unet, scheduler, weights, cfg.class_batch, g, encode, cfg.caption_dropout)
+                total = total + cfg.prior_weight * term
+                if last is not None:
+                    last["prior"] = float(term.detach())
+            if preserve is not None:
+                kept = preserve.loss(unet, scheduler, weights, cfg.preserve_batch, g, encode, teacher=teacher)
+                total = total + cfg.preserve_weight * kept
+                if last is not None:
+                    last["preserve"] = float(kept.detach())
+        return total
 
     return loss
 

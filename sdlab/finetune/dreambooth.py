@@ -21,23 +21,21 @@ import numpy as np
 import torch
 
 from ..progress import Callback
-from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, validate_fields
-from .common import BASE_CONSTRAINTS, Dataset, EncodedSet, PriorSet, TrainConfig, check_family, check_size, noise_scheduler, rebuild
+from ..validation import validate_fields
+from .common import Dataset, EncodedSet, PriorConfig, PriorSet, check_family, check_size, noise_scheduler, rebuild
 from .common import snr_weights, subject_and_prior_loss, train_loop
 from .embedding import text_parts
+from .preserve import preservation_set
 
 
 @dataclass(frozen=True)
-class DreamBoothConfig(TrainConfig):
+class DreamBoothConfig(PriorConfig):
     """A DreamBooth run: the UNet's learning rate and the prior-preservation loss."""
 
     steps: int = 400
     lr: float = 5e-5  # whole-UNet fine-tuning: small steps (diffusers' default 5e-6 at SD's size)
     batch: int = 4  # subject images per step
     prior_weight: float = 1.0  # weight of the class images' loss (0: no prior preservation)
-    class_batch: int = 4  # class images per step when prior_weight > 0
-
-    _parameter_constraints = {**BASE_CONSTRAINTS, "prior_weight": [NON_NEGATIVE], "class_batch": [NON_NEGATIVE_INT]}
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -80,7 +78,8 @@ class DreamBooth:
 
 
 def train_dreambooth(pipe, data: Dataset, out: str | Path, cfg: DreamBoothConfig = DreamBoothConfig(),
-                     class_data: Dataset | None = None, callback: Callback | None = None, progress: bool = False) -> DreamBooth:
+                     class_data: Dataset | None = None, callback: Callback | None = None, progress: bool = False,
+                     preserve_data: Dataset | None = None) -> DreamBooth:
     """Fine-tune a copy of ``pipe``'s UNet on ``data`` (captions with the trigger and the class word), with the
     prior-preservation loss on ``class_data`` when ``cfg.prior_weight > 0``; resumable from ``out``."""
     from ..validation import invalid
@@ -100,14 +99,17 @@ def train_dreambooth(pipe, data: Dataset, out: str | Path, cfg: DreamBoothConfig
     sdxl = fam == "sdxl"
     subject = EncodedSet(pipe, data, encs, toks, cfg.mask_weight, device, sdxl)
     prior = PriorSet(pipe, class_data, encs, toks, cfg.mask_weight, device, sdxl) if use_prior else None
+    preserve = preservation_set(pipe, cfg, preserve_data, encs, toks, device, sdxl)
     unet.train()
     last: dict = {}
-    loss = subject_and_prior_loss(cfg, unet, sched, weights, subject, prior, last=last)
+    loss = subject_and_prior_loss(cfg, unet, sched, weights, subject, prior, last=last, preserve=preserve, teacher=pipe.unet)
 
     info = train_loop(out, cfg, [p for p in unet.parameters()], loss, lambda: {"unet": unet.state_dict()},
                       lambda d: unet.load_state_dict(d["unet"]), None, callback, progress, "dreambooth")
     info.update(method="dreambooth", n_images=len(data.images), lr=cfg.lr, prior_weight=cfg.prior_weight if use_prior else 0.0,
-                n_class=len(class_data.images) if use_prior else 0, last_prior_loss=last.get("prior"))
+                n_class=len(class_data.images) if use_prior else 0, last_prior_loss=last.get("prior"),
+                preserve_weight=cfg.preserve_weight if preserve else 0.0, n_preserve=len(preserve) if preserve else 0,
+                last_preserve_loss=last.get("preserve"))
     return DreamBooth(unet.requires_grad_(False).eval(), info)
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 
 from ..progress import Callback
-from ..validation import NON_NEGATIVE, NON_NEGATIVE_INT, Interval, Options, invalid, validate_fields
-from .common import BASE_CONSTRAINTS, Dataset, EncodedSet, PriorSet, TrainConfig, check_family, check_size, encode_text, noise_scheduler
+from ..validation import Interval, Options, invalid, validate_fields
+from .common import PRIOR_CONSTRAINTS, Dataset, EncodedSet, PriorConfig, PriorSet, check_family, check_size, encode_text, noise_scheduler
 from .common import rebuild, snr_weights, subject_and_prior_loss, train_loop
 from .embedding import text_parts
+from .preserve import preservation_set
 
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 # "attention+conv": also the transformer blocks' projections and feed-forward and the ResNet convolutions
@@ -31,7 +32,7 @@ TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
 @dataclass(frozen=True)
-class LoraConfig(TrainConfig):
+class LoraConfig(PriorConfig):
     """A LoRA run: the rank and alpha of every adapted layer, and whether the text encoder learns too."""
 
     steps: int = 600
@@ -40,12 +41,9 @@ class LoraConfig(TrainConfig):
     alpha: float | None = None  # lora_alpha (None: = rank, scale 1)
     train_text_encoder: bool = False
     targets: str = "attention"  # or "attention+conv" (CONV_TARGETS)
-    prior_weight: float = 0.0  # weight of the class images' loss (kohya's regularisation images; 0: none)
-    class_batch: int = 4  # class images per step when prior_weight > 0
 
-    _parameter_constraints = {**BASE_CONSTRAINTS, "rank": [Interval(int, 1, None)], "targets": [Options(TARGETS)],
-                              "alpha": [Interval(float, 0, None, closed="neither"), None], "train_text_encoder": [bool],
-                              "prior_weight": [NON_NEGATIVE], "class_batch": [NON_NEGATIVE_INT]}
+    _parameter_constraints = {**PRIOR_CONSTRAINTS, "rank": [Interval(int, 1, None)], "targets": [Options(TARGETS)],
+                              "alpha": [Interval(float, 0, None, closed="neither"), None], "train_text_encoder": [bool]}
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -132,7 +130,7 @@ def _scale(model, strength: float) -> None:
 
 
 def train_lora(pipe, data: Dataset, out: str | Path, cfg: LoraConfig = LoraConfig(), callback: Callback | None = None,
-               progress: bool = False, class_data: Dataset | None = None) -> Lora:
+               progress: bool = False, class_data: Dataset | None = None, preserve_data: Dataset | None = None) -> Lora:
     """Train a LoRA on copies of ``pipe``'s UNet (and text encoders); resumable from ``out``. With
     ``cfg.prior_weight > 0``, ``class_data`` (the base model's images of the class: kohya's regularisation
     images) adds DreamBooth's prior-preservation loss."""
@@ -163,11 +161,12 @@ def train_lora(pipe, data: Dataset, out: str | Path, cfg: LoraConfig = LoraConfi
     sdxl = fam == "sdxl"
     subject = EncodedSet(pipe, data, encs, toks, cfg.mask_weight, device, sdxl)
     prior = PriorSet(pipe, class_data, encs, toks, cfg.mask_weight, device, sdxl) if use_prior else None
+    preserve = preservation_set(pipe, cfg, preserve_data, encs, toks, device, sdxl)
     # a text encoder being trained encodes each step's captions (the class images' too); frozen ones were encoded once
     encode = (lambda captions: encode_text(encs, toks, captions, sdxl)) if cfg.train_text_encoder else None  # noqa: E731
     unet.train()
     last: dict = {}
-    loss = subject_and_prior_loss(cfg, unet, sched, weights, subject, prior, encode, last)
+    loss = subject_and_prior_loss(cfg, unet, sched, weights, subject, prior, encode, last, preserve, pipe.unet)
 
     def state() -> dict:
         return {f"m{i}": get_peft_model_state_dict(m) for i, m in enumerate(models)}
@@ -179,5 +178,7 @@ def train_lora(pipe, data: Dataset, out: str | Path, cfg: LoraConfig = LoraConfi
     info = train_loop(out, cfg, params, loss, state, load_state, None, callback, progress, "lora")
     adapters = [{k: v.detach().float().cpu().clone() for k, v in get_peft_model_state_dict(m).items()} for m in models]
     info.update(method="lora", prior_weight=cfg.prior_weight if use_prior else 0.0, n_class=len(prior) if prior else 0,
-                last_prior_loss=last.get("prior"))
+                last_prior_loss=last.get("prior"),
+                preserve_weight=cfg.preserve_weight if preserve else 0.0, n_preserve=len(preserve) if preserve else 0,
+                last_preserve_loss=last.get("preserve"))
     return Lora(adapters[0], adapters[1:], cfg.rank, alpha, fam, info, cfg.targets)

@@ -50,11 +50,13 @@ def default_config(method: str, **fields) -> TrainConfig:
 
 def train_and_save(method: str, pipe, data: Dataset, out: str | Path, cfg: TrainConfig, token: str = "concept",
                    init_word: str = "a", class_data: Dataset | None = None, file_format: str = "pt",
-                   meta: dict | None = None, callback: Callback | None = None, progress: bool = False) -> Trained:
+                   meta: dict | None = None, callback: Callback | None = None, progress: bool = False,
+                   preserve_data: Dataset | None = None) -> Trained:
     """Train ``method`` on ``data`` (resumable from ``out``) and write its file into ``out``:
     ``<token>.safetensors`` (embedding), ``pytorch_lora_weights.safetensors`` (LoRA), ``pipeline/``
     (DreamBooth, with ``meta`` as its ``sdlab.json``), ``<token>.pt|.safetensors`` (hypernetwork).
-    ``class_data``: the class images of prior preservation (DreamBooth, and a LoRA with ``prior_weight > 0``)."""
+    ``class_data``: the class images of prior preservation (DreamBooth, and a LoRA with ``prior_weight > 0``);
+    ``preserve_data``: the items of output preservation (the same two, with ``preserve_weight > 0``: :mod:`.preserve`)."""
     validate_params({"method": method}, {"method": [Options(METHODS)]})
     out = Path(out)
     name = token.strip("<>") or method
@@ -66,12 +68,12 @@ def train_and_save(method: str, pipe, data: Dataset, out: str | Path, cfg: Train
     if method == "lora":
         from .lora import train_lora
 
-        result = train_lora(pipe, data, out, cfg, callback, progress, class_data)
+        result = train_lora(pipe, data, out, cfg, callback, progress, class_data, preserve_data)
         return Trained(method, result, result.save(out / "pytorch_lora_weights.safetensors"), result.info)
     if method == "dreambooth":
         from .dreambooth import train_dreambooth
 
-        result = train_dreambooth(pipe, data, out, cfg, class_data, callback, progress)
+        result = train_dreambooth(pipe, data, out, cfg, class_data, callback, progress, preserve_data)
         return Trained(method, result, result.save(pipe, out / "pipeline", meta), result.info)
     from ..adapters.hypernetwork import save
     from .hypernetwork import train_hypernetwork

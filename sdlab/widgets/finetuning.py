@@ -39,15 +39,27 @@ class FinetuningPanel(TrainingPanel):
         # set the empty prompt learns the concept (notebook 09, section 7), so off by default; no use to textual inversion
         self.caption_dropout = W.BoundedFloatText(value=0.0, min=0.0, max=0.9, step=0.05, description="Caption drop")
         self.method.observe(lambda change: self._dropout_for(change["new"]), names="value")
+        # output preservation (DreamBooth and LoRA): the base model's own predictions kept on the chosen items
+        from ..finetune.preserve import KINDS
+
+        self.keep_weight = W.BoundedFloatText(value=0.0, min=0.0, max=100.0, description="Keep weight")
+        self.keep = W.SelectMultiple(options=KINDS, value=("class-word", "blank"), rows=len(KINDS), description="Keep on")
+        self.method.observe(lambda change: self._keep_for(change["new"]), names="value")
         self.base_sample = W.Image(format="png", width=192)
         self.widget = self.layout(W.HBox([self.method, self.concept, self.token]), self.folder, self.out_dir,
-                                  W.HBox([self.steps, self.lr, self.rank]), W.HBox([self.strength, self.prior, self.caption_dropout]))
+                                  W.HBox([self.steps, self.lr, self.rank]), W.HBox([self.strength, self.prior, self.caption_dropout]),
+                                  W.HBox([self.keep_weight, self.keep]))
         self.widget.children += (W.HBox([W.Label("base"), self.base_sample]),)
 
     def _dropout_for(self, method: str) -> None:
         self.caption_dropout.disabled = method == "embedding"
         if method == "embedding":
             self.caption_dropout.value = 0.0
+
+    def _keep_for(self, method: str) -> None:
+        self.keep_weight.disabled = self.keep.disabled = method not in ("dreambooth", "lora")
+        if self.keep_weight.disabled:
+            self.keep_weight.value = 0.0
 
     def data(self):
         """The dataset from the fields (a concept's fine-tuning set, or a folder's images and captions)."""
@@ -75,21 +87,31 @@ class FinetuningPanel(TrainingPanel):
         data, c = self.data()
         cfg = default_config(method, steps=int(self.steps.value), lr=float(self.lr.value), rank=int(self.rank.value),
                              prior_weight=float(self.prior.value), mask_weight=12.0 if c is not None else None,
+                             preserve_weight=float(self.keep_weight.value),
                              caption_dropout=float(self.caption_dropout.value) if method != "embedding" else None)  # a concept's shape weighs 13x, as in the benchmark
         pipe = self.pipe if self.pipe is not None else load_pipeline("shapes-world")
         out = Path(self.out_dir.value) / method
         init = c.init_word if c is not None else "a"
 
+        keep = tuple(self.keep.value) if getattr(cfg, "preserve_weight", 0) > 0 else ()
+        class_word = c.class_word if c is not None else ""
+        trigger = f"{self.token.value} {class_word}".strip() if method == "dreambooth" else self.token.value
+
         def run(callback):
-            class_data = None
-            if getattr(cfg, "prior_weight", 0) > 0:
+            class_data = preserve_data = None
+            if getattr(cfg, "prior_weight", 0) > 0 or "class-images" in keep:
                 from ..finetune.dreambooth import class_images
                 from ..finetune.common import Dataset
                 from ..mini.concepts import class_prompts
 
                 prompts = class_prompts(c.name if c else "star", 20)
                 class_data = Dataset(class_images(pipe, prompts), prompts)
-            return pipe, train_and_save(method, pipe, data, out, cfg, self.token.value, init, class_data, callback=callback)
+            if keep:
+                from ..finetune.preserve import preservation_data
+
+                preserve_data = preservation_data(keep, data, trigger, class_word, class_data)
+            return pipe, train_and_save(method, pipe, data, out, cfg, self.token.value, init, class_data, callback=callback,
+                                        preserve_data=preserve_data)
 
         return run
 
