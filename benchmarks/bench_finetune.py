@@ -128,6 +128,12 @@ CELLS = {
                                                                         "preserve_weight": 1.0, "preserve_batch": 8, "lr_scheduler": "cosine"}),
     "lora-star-cosine-keep-all-800": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ["world", "class-word", "blank"],
                                                                 "preserve_weight": 1.0, "preserve_batch": 8, "steps": 800}),
+    "lora-star-lr3e-3-cosine-keep-world": ("lora", "star", "clean", {"lr": 3e-3, "lr_scheduler": "cosine", "preserve": ["world"],
+                                                                     "preserve_weight": 1.0, "preserve_batch": 8}),
+    "lora-star-cosine-keep-world-pb16": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ["world"], "preserve_weight": 1.0,
+                                                                   "preserve_batch": 16}),
+    "lora-ruby-cosine-keep-world": ("lora", "ruby", "clean", {"lr_scheduler": "cosine", "preserve": ["world"], "preserve_weight": 1.0,
+                                                              "preserve_batch": 8}),
     "lora-star-b16-cosine-keep-all": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ["world", "class-word", "blank"],
                                                                 "preserve_weight": 1.0, "preserve_batch": 8, "batch": 16}),
 }
@@ -344,10 +350,10 @@ def report(done: dict, out: Path) -> None:
         if r["method"] == "embedding" and r["concept"] in REACHABLE and r["data"] == "clean":
             ok = min(r["success_seen"], r["success_held_out"]) >= 0.90
             print(f"  {r['cell']:<26} {r['concept']} seen {r['success_seen']:.2f} held-out {r['success_held_out']:.2f}  target >= 0.90  {'PASS' if ok else 'MISS'}")
-        if r["method"] == "dreambooth" or (r["method"] == "lora" and r.get("prior_weight", 0) > 0):
-            ok = r["base_drop"] <= 0.03 if r.get("prior_weight", 0) > 0 else True
-            verdict = ("PASS" if ok else "MISS") if r.get("prior_weight", 0) > 0 else "measured (no prior preservation)"
-            print(f"  {r['cell']:<26} base drop {r['base_drop']:+.3f}  target <= 0.03 with prior preservation  {verdict}")
+        kept = (r.get("prior_weight") or 0) > 0 or (r.get("preserve_weight") or 0) > 0  # prior or output preservation
+        if r["method"] == "dreambooth" or (r["method"] == "lora" and kept):
+            verdict = ("PASS" if r["base_drop"] <= 0.03 else "MISS") if kept else "measured (no preservation)"
+            print(f"  {r['cell']:<26} base drop {r['base_drop']:+.3f}  target <= 0.03 with prior or output preservation  {verdict}")
 
 
 if __name__ == "__main__":
