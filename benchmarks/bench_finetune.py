@@ -10,6 +10,8 @@ Each cell trains one method on one concept's fine-tuning set (20 images unless t
   the base figure by construction), and the class word without the trigger (DreamBooth's language
   drift: the share of "a ... cross" prompts still drawn as crosses);
 - the data-quality effect: the same LoRA run on the set shrunk to 16x16 and upscaled back;
+- what keeps the base model: prior preservation (class images, the noise as target) and output
+  preservation (``preserve``: the base UNet's own predictions as target, :mod:`sdlab.finetune.preserve`);
 - LoRA and hypernetwork strength sweeps 0 -> 1.5; training minutes (with the load average: the CPU
   is shared) and file size.
 

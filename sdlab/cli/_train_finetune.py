@@ -2,7 +2,7 @@
 
 The images come from a folder (``--images DIR``; a caption per image from a ``.txt`` file of
 the same name, else ``--caption`` with ``{token}``) or from a shapes-world concept
-(``--concept star|sun|outlined``). Everything the user typed is checked before a model is
+(``--concept star|sun|ruby|outlined``). Everything the user typed is checked before a model is
 loaded: an empty folder, images of mixed sizes, a token already in the vocabulary, a rank
 <= 0, an unknown concept each end in one line and exit status 2. ``--out`` is the run
 directory: its checkpoint makes a killed run continue when the same command runs again.
@@ -26,7 +26,8 @@ def register(methods) -> None:
         p = methods.add_parser(method, help=helps[method] + "; resumes if killed")
         source = p.add_mutually_exclusive_group(required=True)
         source.add_argument("--images", help="folder of training images (one size); captions from NAME.txt beside each")
-        source.add_argument("--concept", help="a shapes-world concept: star (new shape), sun (reachable subject), outlined (style)")
+        source.add_argument("--concept", help="a shapes-world concept: star (new shape), sun and ruby (reachable: a subject, a "
+                            "colour word), outlined (style)")
         p.add_argument("--token", required=method != "hypernetwork",
                        help="the trigger word (embedding: a new token; lora/dreambooth: a rare word in the captions)")
         p.add_argument("--out", required=True, help="run directory: checkpoint, log and the result file")
@@ -176,7 +177,8 @@ def cmd_finetune(args) -> int:
 
         check_token_text(token)
         _tokenizer_check(args.model, token)
-    recorded = {"method": method, "model": args.model, "images": args.images, "concept": args.concept, "token": token, "preserve": list(keep),
+    recorded = {"method": method, "model": args.model, "images": args.images, "concept": args.concept, "token": token,
+                "preserve": list(keep),
                 "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}}
     config_file = out / "finetune_config.json"
     if config_file.exists() and json.loads(config_file.read_text()) != recorded:
