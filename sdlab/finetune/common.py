@@ -233,18 +233,20 @@ def snr_weights(scheduler, gamma: float | None) -> torch.Tensor:
 
 def diffusion_loss(unet, scheduler, weights: torch.Tensor, z0: torch.Tensor, states: torch.Tensor, g: torch.Generator,
                    added: dict | None = None, reduce: bool = True, cells: torch.Tensor | None = None,
-                   teacher=None, teacher_states: torch.Tensor | None = None) -> torch.Tensor:
+                   teacher=None, teacher_inputs: tuple | None = None) -> torch.Tensor:
     """Noise ``z0`` at timesteps drawn from ``g`` and return the weighted MSE of the UNet's prediction
     (``cells``: per-latent-cell weights, normalised to mean 1 per image). With a ``teacher`` UNet the target
-    is the teacher's own prediction for the same input (with ``teacher_states``, default ``states``), not the
-    noise: output preservation, the loss that is 0 while the model still predicts what the teacher does."""
+    is the teacher's own prediction for the same noisy latents (given ``teacher_inputs`` = (states, added), else
+    ``states`` and ``added``), not the noise: output preservation, the loss that is 0 while the model still
+    predicts what the teacher does."""
     noise = torch.randn(z0.shape, generator=g).to(z0.device, z0.dtype)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z0),), generator=g)
     noisy = scheduler.add_noise(z0, noise, t)
     kind = scheduler.config.prediction_type
     if teacher is not None:
+        t_states, t_added = teacher_inputs or (states, added)
         with torch.no_grad():
-            target = teacher(noisy, t.to(z0.device), states if teacher_states is None else teacher_states, added_cond_kwargs=added).sample
+            target = teacher(noisy, t.to(z0.device), t_states, added_cond_kwargs=t_added).sample
     elif kind == "epsilon":
         target = noise
     elif kind == "v_prediction":
@@ -360,9 +362,15 @@ class EncodedSet:
                 states = torch.where(where[:, None, None], self.empty[0].to(states.dtype), states)
                 if pooled is not None:
                     pooled = torch.where(where[:, None], self.empty[1].to(pooled.dtype), pooled)
-        added = {"text_embeds": pooled, "time_ids": sdxl_time_ids(*self.size, len(idx), self.latents.device)} if self.sdxl else None
+        added = self._added(pooled, len(idx))
+        # a teacher reads the states the frozen encoders gave once, not those of the encoders being trained
+        base = (self.states[idx], self._added(self.pooled[idx] if self.pooled is not None else None, len(idx))) if encode else None
         return diffusion_loss(unet, scheduler, weights, self.latents[idx], states, g, added, cells=None if self.cells is None else self.cells[idx],
-                              teacher=teacher, teacher_states=None if encode is None else self.states[idx])
+                              teacher=teacher, teacher_inputs=base if teacher is not None else None)
+
+    def _added(self, pooled, n: int) -> dict | None:
+        """SDXL's added conditioning for ``n`` items (their pooled text, the set's size as micro-conditioning)."""
+        return {"text_embeds": pooled, "time_ids": sdxl_time_ids(*self.size, n, self.latents.device)} if self.sdxl else None
 
 
 class PriorSet(EncodedSet):

@@ -81,7 +81,8 @@ def train_dreambooth(pipe, data: Dataset, out: str | Path, cfg: DreamBoothConfig
                      class_data: Dataset | None = None, callback: Callback | None = None, progress: bool = False,
                      preserve_data: Dataset | None = None) -> DreamBooth:
     """Fine-tune a copy of ``pipe``'s UNet on ``data`` (captions with the trigger and the class word), with the
-    prior-preservation loss on ``class_data`` when ``cfg.prior_weight > 0``; resumable from ``out``."""
+    prior-preservation loss on ``class_data`` when ``cfg.prior_weight > 0`` and output preservation on ``preserve_data``
+    when ``cfg.preserve_weight > 0`` (``pipe.unet``, never written, the teacher); resumable from ``out``."""
     from ..validation import invalid
 
     fam = check_family(pipe, "DreamBooth")

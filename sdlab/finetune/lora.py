@@ -133,7 +133,8 @@ def train_lora(pipe, data: Dataset, out: str | Path, cfg: LoraConfig = LoraConfi
                progress: bool = False, class_data: Dataset | None = None, preserve_data: Dataset | None = None) -> Lora:
     """Train a LoRA on copies of ``pipe``'s UNet (and text encoders); resumable from ``out``. With
     ``cfg.prior_weight > 0``, ``class_data`` (the base model's images of the class: kohya's regularisation
-    images) adds DreamBooth's prior-preservation loss."""
+    images) adds DreamBooth's prior-preservation loss; with ``cfg.preserve_weight > 0``, ``preserve_data``
+    (:func:`.preserve.preservation_data`) adds output preservation, ``pipe.unet`` the teacher."""
     from peft import LoraConfig as PeftConfig
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
