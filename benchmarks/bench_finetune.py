@@ -196,7 +196,8 @@ def train(pipe, name: str, out: Path, quick: bool):
     data, run = Dataset(images, table["TEXT"].tolist(), masks), out / name
     keep = None
     if extra.get("preserve"):  # output preservation's items (sdlab.finetune.preserve's kinds)
-        keep = preserve.preservation_data(extra["preserve"], data, trigger(method, c), c.class_word, world_images=8 if quick else 200)
+        world_data = Dataset(*concepts.world_images(8 if quick else concepts.WORLD_PRESERVATION_IMAGES)) if "world" in extra["preserve"] else None
+        keep = preserve.preservation_data(extra["preserve"], data, trigger(method, c), c.class_word, world_data=world_data)
     fields = {**CONFIGS[method], **{k: v for k, v in extra.items() if k not in NOT_CONFIG}, "steps": steps}
     load = os.getloadavg()[0]
     if method == "embedding":

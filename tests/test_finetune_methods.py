@@ -247,7 +247,7 @@ def test_preservation_items_and_their_refusals(pipe, data):
 
     prompts = concepts.class_prompts("star", 2)
     class_data = Dataset(np.zeros((2, 64, 64, 3), np.uint8), prompts)
-    items = preservation_data(["world", "class-images"], data, class_data=class_data, world_images=3)
+    items = preservation_data(["world", "class-images"], data, class_data=class_data, world_data=Dataset(*concepts.world_images(3)))
     assert len(items.images) == 5 and items.captions[3:] == prompts and all(items.captions[:3])
     with pytest.raises(ValidationError, match=r"^preserve: 'blanks' is not valid; valid: one of class-word, blank, class-images, world"):
         preservation_data("class-word,blanks", data, "star", "cross")
@@ -255,6 +255,8 @@ def test_preservation_items_and_their_refusals(pipe, data):
         preservation_data("", data)
     with pytest.raises(ValidationError, match=r"^class_data: None is not valid"):
         preservation_data("class-images", data)
+    with pytest.raises(ValidationError, match=r"^world_data: None is not valid"):
+        preservation_data("world", data)
     with pytest.raises(ValidationError, match=r"^class_word: '' is not valid"):
         preservation_data("class-word", data, "star", "")
     with pytest.raises(ValidationError, match=r"^preserve: 'blank,class-images' is not valid; valid: kinds whose images have one size"):

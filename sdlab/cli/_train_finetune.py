@@ -201,8 +201,10 @@ def cmd_finetune(args) -> int:
         class_data = Dataset(class_images(pipe, prompts), prompts)
     if keep:
         from ..finetune.preserve import preservation_data
+        from ..mini.concepts import world_images
 
-        preserve_data = preservation_data(keep, data, trigger, class_word or "", class_data)
+        world_data = Dataset(*world_images()) if "world" in keep else None  # only with shapes-world (checked above)
+        preserve_data = preservation_data(keep, data, trigger, class_word or "", class_data, world_data)
     info = model_info(pipe)
     init = getattr(args, "init_word", None) or (concept.init_word if concept else "a")
     trained = train_and_save(method, pipe, data, out, cfg, token, init, class_data, getattr(args, "format", "pt"),

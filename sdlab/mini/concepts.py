@@ -280,3 +280,14 @@ def shape_masks(images: np.ndarray) -> np.ndarray:
 
     with torch.no_grad():
         return foreground(to_tensor(np.asarray(images)))[:, 0].numpy()
+
+
+WORLD_PRESERVATION_IMAGES = 200  # the world's own training images output preservation keeps the base model on (seed 6)
+
+
+def world_images(n: int = WORLD_PRESERVATION_IMAGES, seed: int = 6) -> tuple[np.ndarray, list[str]]:
+    """``n`` of the shapes world's own training images and their captions (not the benchmark's evaluation draws):
+    ``world`` output preservation's items (:func:`sdlab.finetune.preserve.preservation_data`, ``world_data``)."""
+    images, meta = world.make_dataset(n, seed=seed)
+    return images, meta["TEXT"].tolist()
+

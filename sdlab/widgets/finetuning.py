@@ -109,7 +109,11 @@ class FinetuningPanel(TrainingPanel):
             if keep:
                 from ..finetune.preserve import preservation_data
 
-                preserve_data = preservation_data(keep, data, trigger, class_word, class_data)
+                from ..finetune.common import Dataset
+                from ..mini.concepts import world_images
+
+                world_data = Dataset(*world_images()) if "world" in keep else None
+                preserve_data = preservation_data(keep, data, trigger, class_word, class_data, world_data)
             return pipe, train_and_save(method, pipe, data, out, cfg, self.token.value, init, class_data, callback=callback,
                                         preserve_data=preserve_data)
 
