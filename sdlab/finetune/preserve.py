@@ -48,8 +48,9 @@ def preservation_data(kinds, data: Dataset, trigger: str = "", class_word: str =
     the class images (needed by ``class-images``); ``world_data`` the base model's own training images
     (needed by ``world``). Refuses, in one line, a kind whose input is missing.
     """
+    items = check_kinds(kinds)
     parts: list[tuple[np.ndarray, list[str]]] = []
-    for kind in check_kinds(kinds):
+    for kind in items:
         if kind == "class-word":
             if not trigger.strip() or not class_word.strip():
                 raise invalid("class_word", class_word, "a class word and a trigger in the captions (class-word preservation)")
@@ -66,7 +67,7 @@ def preservation_data(kinds, data: Dataset, trigger: str = "", class_word: str =
             parts.append((world_data.images, list(world_data.captions)))
     sizes = {p[0].shape[1:] for p in parts}
     if len(sizes) > 1:
-        raise invalid("preserve", ",".join(check_kinds(kinds)), "kinds whose images have one size (the subject's and the class images')")
+        raise invalid("preserve", ",".join(items), "kinds whose images have one size (the subject's and the class images')")
     return Dataset(np.concatenate([p[0] for p in parts]), [c for p in parts for c in p[1]])
 
 
@@ -78,4 +79,4 @@ def preservation_set(pipe, cfg, data: Dataset | None, encoders: list, tokenizers
     if data is None:
         raise invalid("preserve_data", None, "images and captions to keep the base model's predictions on (preservation_data(...)) "
                       "when preserve_weight > 0")
-    return PriorSet(pipe, Dataset(data.images, data.captions), encoders, tokenizers, 0.0, device, sdxl)
+    return PriorSet(pipe, data, encoders, tokenizers, 0.0, device, sdxl)
