@@ -136,3 +136,19 @@ def test_a_run_killed_mid_training_resumes_to_the_same_file(tmp_path):
     subprocess.run(argv + ["--out", str(cut)], check=True, env=env, capture_output=True)
     a, b = load_file(str(whole / "pytorch_lora_weights.safetensors")), load_file(str(cut / "pytorch_lora_weights.safetensors"))
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_recorded_before_output_preservation_still_resumes(tmp_path, capsys):
+    """A run directory from an sdlab without the preservation fields: the same command continues it, another is refused."""
+    out = tmp_path / "run"
+    argv = ["train", "lora", "--concept", "star", "--token", "star", "-n", "4", "--steps", "2", "--batch", "2", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    config_file = out / "finetune_config.json"
+    recorded = json.loads(config_file.read_text())
+    del recorded["preserve"]
+    for field in ("preserve_weight", "preserve_batch"):
+        del recorded["config"][field]
+    config_file.write_text(json.dumps(recorded))
+    log = (out / "train_log.jsonl").read_text()
+    assert main(argv) == 0 and (out / "train_log.jsonl").read_text() == log
+    assert main(argv[:-2] + ["--preserve-weight", "1", "--out", str(out)]) == 2

@@ -181,30 +181,22 @@ def cmd_finetune(args) -> int:
                 "preserve": list(keep),
                 "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}}
     config_file = out / "finetune_config.json"
-    if config_file.exists() and json.loads(config_file.read_text()) != recorded:
+    if config_file.exists() and not _same_run(json.loads(config_file.read_text()), recorded, cfg):
         raise invalid("--out", args.out, "a new directory, or the one of an identical command (it holds another run)")
     out.mkdir(parents=True, exist_ok=True)
     from ..io import atomic_write_text
 
     atomic_write_text(config_file, json.dumps(recorded, indent=2))
     from ..finetune.common import Dataset
-    from ..finetune.run import train_and_save
+    from ..finetune.run import keeping_sets, train_and_save
+    from ..mini.concepts import world_images
     from ..models import load_pipeline, model_info
 
     data = Dataset(images, captions, masks)
     pipe = load_pipeline(args.model, device=args.device)
-    class_data = preserve_data = None
-    if prior or "class-images" in keep:
-        from ..finetune.dreambooth import class_images
-
-        prompts = concepts.class_prompts(concept.name, args.class_images) if concept else [f"a {class_word}"] * args.class_images
-        class_data = Dataset(class_images(pipe, prompts), prompts)
-    if keep:
-        from ..finetune.preserve import preservation_data
-        from ..mini.concepts import world_images
-
-        world_data = Dataset(*world_images()) if "world" in keep else None  # only with shapes-world (checked above)
-        preserve_data = preservation_data(keep, data, trigger, class_word or "", class_data, world_data)
+    prompts = concepts.class_prompts(concept.name, args.class_images) if concept else [f"a {class_word}"] * args.class_images
+    world_data = Dataset(*world_images()) if "world" in keep else None  # only with shapes-world (checked above)
+    class_data, preserve_data = keeping_sets(pipe, data, trigger, class_word or "", prompts, prior, keep, world_data)
     info = model_info(pipe)
     init = getattr(args, "init_word", None) or (concept.init_word if concept else "a")
     trained = train_and_save(method, pipe, data, out, cfg, token, init, class_data, getattr(args, "format", "pt"),
@@ -212,3 +204,13 @@ def cmd_finetune(args) -> int:
                              progress=not args.quiet, preserve_data=preserve_data)
     print(f"{method}: {trained.path} ({cfg.steps} steps, {trained.info.get('seconds', 0.0) / 60:.1f} min)")
     return 0
+
+
+def _same_run(old: dict, new: dict, cfg) -> bool:
+    """Whether the run recorded in ``old`` is the command ``new``. A run recorded by an older sdlab lacks the
+    fields added since (output preservation's): it is the same run when those are at their defaults now."""
+    import dataclasses
+
+    defaults = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in dataclasses.fields(cfg)}
+    config = {**{k: defaults[k] for k in new["config"] if k in defaults}, **old.get("config", {})}
+    return {"preserve": [], **old, "config": config} == new

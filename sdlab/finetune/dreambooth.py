@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from ..progress import Callback
-from ..validation import validate_fields
 from .common import Dataset, EncodedSet, PriorConfig, PriorSet, check_family, check_size, noise_scheduler, rebuild
 from .common import snr_weights, subject_and_prior_loss, train_loop
 from .embedding import text_parts
@@ -36,9 +35,6 @@ class DreamBoothConfig(PriorConfig):
     lr: float = 5e-5  # whole-UNet fine-tuning: small steps (diffusers' default 5e-6 at SD's size)
     batch: int = 4  # subject images per step
     prior_weight: float = 1.0  # weight of the class images' loss (0: no prior preservation)
-
-    def __post_init__(self) -> None:
-        validate_fields(self)
 
 
 def class_images(pipe, prompts: list[str], seed: int = 10_000, callback: Callback | None = None) -> np.ndarray:

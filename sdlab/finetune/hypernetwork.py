@@ -17,7 +17,7 @@ import torch
 
 from ..adapters import hypernetwork as hn_lib
 from ..progress import Callback
-from ..validation import Check, Options, validate_fields
+from ..validation import Check, Options
 from .common import BASE_CONSTRAINTS, Dataset, EncodedSet, TrainConfig, autocast, check_family, check_size, noise_scheduler, snr_weights
 from .common import train_loop
 from .embedding import text_parts
@@ -38,9 +38,6 @@ class HypernetworkTrainConfig(TrainConfig):
         "activation_func": [Options(hn_lib.ACTIVATIONS)],
         "sizes": [Check(lambda s: len(s) > 0 and all(isinstance(x, int) and x > 0 for x in s), "one or more widths"), None],
     }
-
-    def __post_init__(self) -> None:
-        validate_fields(self)
 
 
 def train_hypernetwork(pipe, data: Dataset, out: str | Path, name: str = "hypernetwork",

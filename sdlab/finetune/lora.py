@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..progress import Callback
-from ..validation import Interval, Options, invalid, validate_fields
+from ..validation import Interval, Options, invalid
 from .common import PRIOR_CONSTRAINTS, Dataset, EncodedSet, PriorConfig, PriorSet, check_family, check_size, encode_text, noise_scheduler
 from .common import rebuild, snr_weights, subject_and_prior_loss, train_loop
 from .embedding import text_parts
@@ -44,9 +44,6 @@ class LoraConfig(PriorConfig):
 
     _parameter_constraints = {**PRIOR_CONSTRAINTS, "rank": [Interval(int, 1, None)], "targets": [Options(TARGETS)],
                               "alpha": [Interval(float, 0, None, closed="neither"), None], "train_text_encoder": [bool]}
-
-    def __post_init__(self) -> None:
-        validate_fields(self)
 
 
 @dataclass

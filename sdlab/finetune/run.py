@@ -48,6 +48,24 @@ def default_config(method: str, **fields) -> TrainConfig:
     return cls(**{k: v for k, v in fields.items() if v is not None and k in cls.__dataclass_fields__})
 
 
+def keeping_sets(pipe, data: Dataset, trigger: str, class_word: str, class_prompts: list[str], prior: bool,
+                 keep: tuple[str, ...] = (), world_data: Dataset | None = None) -> tuple[Dataset | None, Dataset | None]:
+    """What keeps the base model, built from the base model ``pipe`` before training: the class images
+    (generated from ``class_prompts`` when ``prior`` preservation is on or ``keep`` holds ``class-images``)
+    and output preservation's items of the ``keep`` kinds (:func:`.preserve.preservation_data`; ``world``
+    needs ``world_data``). Returns ``(class_data, preserve_data)``, ``None`` for what is not used."""
+    class_data = preserve_data = None
+    if prior or "class-images" in keep:
+        from .dreambooth import class_images
+
+        class_data = Dataset(class_images(pipe, class_prompts), class_prompts)
+    if keep:
+        from .preserve import preservation_data
+
+        preserve_data = preservation_data(keep, data, trigger, class_word, class_data, world_data)
+    return class_data, preserve_data
+
+
 def train_and_save(method: str, pipe, data: Dataset, out: str | Path, cfg: TrainConfig, token: str = "concept",
                    init_word: str = "a", class_data: Dataset | None = None, file_format: str = "pt",
                    meta: dict | None = None, callback: Callback | None = None, progress: bool = False,

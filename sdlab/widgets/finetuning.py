@@ -98,22 +98,13 @@ class FinetuningPanel(TrainingPanel):
         trigger = f"{self.token.value} {class_word}".strip() if method == "dreambooth" else self.token.value
 
         def run(callback):
-            class_data = preserve_data = None
-            if getattr(cfg, "prior_weight", 0) > 0 or "class-images" in keep:
-                from ..finetune.dreambooth import class_images
-                from ..finetune.common import Dataset
-                from ..mini.concepts import class_prompts
+            from ..finetune.common import Dataset
+            from ..finetune.run import keeping_sets
+            from ..mini.concepts import class_prompts, world_images
 
-                prompts = class_prompts(c.name if c else "star", 20)
-                class_data = Dataset(class_images(pipe, prompts), prompts)
-            if keep:
-                from ..finetune.preserve import preservation_data
-
-                from ..finetune.common import Dataset
-                from ..mini.concepts import world_images
-
-                world_data = Dataset(*world_images()) if "world" in keep else None
-                preserve_data = preservation_data(keep, data, trigger, class_word, class_data, world_data)
+            world_data = Dataset(*world_images()) if "world" in keep else None
+            class_data, preserve_data = keeping_sets(pipe, data, trigger, class_word, class_prompts(c.name if c else "star", 20),
+                                                     getattr(cfg, "prior_weight", 0) > 0, keep, world_data)
             return pipe, train_and_save(method, pipe, data, out, cfg, self.token.value, init, class_data, callback=callback,
                                         preserve_data=preserve_data)
 
