@@ -251,14 +251,24 @@ def ceiling(pipe, cname: str, n_eval: int) -> dict:
                                                           concepts.score), "concept_ok") for split in ("seen", "held_out")}
 
 
-def measure(pipe, make, name: str, info: dict, n_eval: int, n_base: int, base_all: float, do_sweep: bool = True) -> dict:
+def paired_error(base_each: list | None, table: pd.DataFrame) -> dict:
+    """The base drop's standard error from the prompts that changed (same prompts and seeds as the base run)."""
+    if base_each is None:  # a base file from before the per-prompt results were kept
+        return {}
+    paired = evaluate.paired_drop(base_each, table["all_ok"].astype(bool))
+    return {"base_drop_se": paired["se"], "base_lost": paired["lost"], "base_gained": paired["gained"]}
+
+
+def measure(pipe, make, name: str, info: dict, n_eval: int, n_base: int, base_all: float, do_sweep: bool = True,
+            base_each: list | None = None) -> dict:
     method, cname, data_kind, extra = CELLS[name]
     tuned = _pipe_of(make(1.0))
     if cname == "world":  # no concept: what the recipe alone costs the base model
         table = evaluate.generate_table(tuned, world.evaluation_prompts(n_base), score_world)
         row = {"cell": name, "method": method, "concept": cname, "kind": "world", "data": data_kind, **extra, **info,
                "base_all_five": evaluate.share(table, "all_ok"), "base_drop": base_all - evaluate.share(table, "all_ok"),
-               **{f"base_{a}": evaluate.share(table, f"{a}_ok") for a in ("shape", "colour", "size", "position")}}
+               **{f"base_{a}": evaluate.share(table, f"{a}_ok") for a in ("shape", "colour", "size", "position")},
+               **paired_error(base_each, table)}
         row["load_measured"] = round(os.getloadavg()[0], 2)
         return row
     c = concepts.CONCEPTS[cname]
@@ -268,11 +278,14 @@ def measure(pipe, make, name: str, info: dict, n_eval: int, n_base: int, base_al
         table = evaluate.generate_table(tuned, prompts, concepts.score)
         row[f"success_{split}"] = evaluate.share(table, "concept_ok")
         row[f"all_ok_{split}"] = evaluate.share(table, "all_ok")
+        if c.colour is None:  # which colours the concept reaches (held out: those the set never showed)
+            row[f"success_{split}_by_colour"] = evaluate.share(table, "concept_ok", by="colour").round(3).to_dict()
     if method == "embedding":
         row["base_all_five"] = base_all  # no base prompt holds the token: the same images, bit for bit
     else:
         table = evaluate.generate_table(tuned, world.evaluation_prompts(n_base), score_world)
         row["base_all_five"] = evaluate.share(table, "all_ok")
+        row.update(paired_error(base_each, table))
     row["base_drop"] = base_all - row["base_all_five"]
     if c.kind in ("new shape", "reachable subject") and method in ("dreambooth", "lora"):  # the class word is a shape
         prompts = pd.DataFrame([{"prompt": p, "seed": 500 + i, "shape": c.class_word, **world.parse_caption(p)}
@@ -309,8 +322,11 @@ def main() -> None:
         base_file = out / f"base-{n_base}.json"
         if not base_file.exists():
             table = evaluate.generate_table(pipe, world.evaluation_prompts(n_base), score_world)
-            base_file.write_text(json.dumps({"all_ok": evaluate.share(table, "all_ok"), **evaluate.conditions()}))
-        base_all = json.loads(base_file.read_text())["all_ok"]
+            base_file.write_text(json.dumps({"all_ok": evaluate.share(table, "all_ok"), "each_ok": table["all_ok"].astype(bool).tolist(),
+                                             **evaluate.conditions()}))
+        base_saved = json.loads(base_file.read_text())
+        base_all = base_saved["all_ok"]
+        base_each = base_saved.get("each_ok")  # per prompt, for the paired drop's standard error (older files lack it)
         for cname in sorted({CELLS[name][1] for name in args.cells.split(",")} & set(REACHABLE)):
             ceiling_file = out / f"ceiling-{cname}-{n_eval}.json"
             if not ceiling_file.exists():  # what the base model does with the words the token stands for
@@ -320,7 +336,7 @@ def main() -> None:
                 continue
             started = time.time()
             make, info = train(pipe, name, out, args.quick)
-            row = measure(pipe, make, name, info, n_eval, n_base, base_all, not args.no_sweep)
+            row = measure(pipe, make, name, info, n_eval, n_base, base_all, not args.no_sweep, base_each)
             row["wall_minutes_cell"] = (time.time() - started) / 60
             with open(results, "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -335,17 +351,20 @@ def report(done: dict, out: Path) -> None:
         return
     table = pd.DataFrame(done.values())
     base = [json.loads(p.read_text()) for p in sorted(out.glob("base-*.json"))]
-    print(f"base model all-five accuracy: {base[-1]['all_ok']:.3f} ({base[-1]})" if base else "")
+    shown = {k: v for k, v in base[-1].items() if k != "each_ok"} if base else {}
+    print(f"base model all-five accuracy: {shown['all_ok']:.3f} ({shown})" if base else "")
     for cname in REACHABLE:
         for p in sorted(out.glob(f"ceiling-{cname}-*.json")):
             print(f"base model with {concepts.CONCEPTS[cname].plain!r} for the {cname} token ({p.name}): {json.loads(p.read_text())}")
-    cols = [c for c in ("cell", "success_seen", "success_held_out", "base_all_five", "base_drop", "class_word_kept", "minutes",
+    cols = [c for c in ("cell", "success_seen", "success_held_out", "base_all_five", "base_drop", "base_drop_se", "class_word_kept", "minutes",
                         "file_kb", "load_train_start", "load_train_end") if c in table]
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table[cols].round(3).to_string(index=False))
     for _, r in table.iterrows():
         if isinstance(r.get("strength_sweep"), dict):
             print(f"strength sweep {r['cell']}: {r['strength_sweep']}")
+        if isinstance(r.get("success_held_out_by_colour"), dict):
+            print(f"held-out colours {r['cell']}: {r['success_held_out_by_colour']}")
     print("\ntargets:")
     for _, r in table.iterrows():
         limit = TARGETS["minutes"][r["method"]]
@@ -361,7 +380,8 @@ def report(done: dict, out: Path) -> None:
         kept = (r.get("prior_weight") or 0) > 0 or (r.get("preserve_weight") or 0) > 0  # prior or output preservation
         if r["method"] == "dreambooth" or (r["method"] == "lora" and kept):
             verdict = ("PASS" if r["base_drop"] <= 0.03 else "MISS") if kept else "measured (no preservation)"
-            print(f"  {r['cell']:<26} base drop {r['base_drop']:+.3f}  target <= 0.03 with prior or output preservation  {verdict}")
+            se = f" +- {r['base_drop_se']:.3f}" if pd.notna(r.get("base_drop_se")) else ""
+            print(f"  {r['cell']:<26} base drop {r['base_drop']:+.3f}{se}  target <= 0.03 with prior or output preservation  {verdict}")
 
 
 if __name__ == "__main__":

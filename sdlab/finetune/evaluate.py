@@ -40,6 +40,22 @@ def share(table: pd.DataFrame, column: str, by: str | None = None) -> pd.Series 
     return float(values.mean()) if by is None else values.groupby(table[by]).mean()
 
 
+def paired_drop(before, after) -> dict:
+    """How much a fine-tune lost on the same prompts and seeds: ``before``/``after`` are one boolean per prompt
+    (right or not). The drop is their mean difference; its standard error counts only the prompts that changed
+    (``lost``: right before, wrong after; ``gained``: the reverse), as a paired design allows, so a drop can be
+    told from the noise of a few hundred prompts."""
+    before, after = np.asarray(before, bool), np.asarray(after, bool)
+    if before.shape != after.shape or before.ndim != 1 or not len(before):
+        from ..validation import invalid
+
+        raise invalid("after", f"{after.shape} results", f"one per prompt of before ({before.shape[0] if before.ndim else 0})")
+    n, lost, gained = len(before), int((before & ~after).sum()), int((~before & after).sum())
+    drop = (lost - gained) / n
+    se = float(np.sqrt(max(lost + gained - (lost - gained) ** 2 / n, 0.0) / (n * (n - 1)))) if n > 1 else float("nan")
+    return {"drop": drop, "se": se, "lost": lost, "gained": gained, "n": n}
+
+
 def strength_sweep(make_pipe: Callable[[float], object], prompts: pd.DataFrame, score: Score, column: str = "concept_ok",
                    strengths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)) -> pd.DataFrame:
     """``column``'s share at each strength; ``make_pipe(strength)`` builds the pipeline (a LoRA's or hypernetwork's)."""
