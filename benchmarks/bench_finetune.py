@@ -38,6 +38,7 @@ from sdlab.finetune.common import Dataset  # noqa: E402
 from sdlab.mini import checker, concepts, world  # noqa: E402
 from sdlab.models import load_pipeline  # noqa: E402
 
+ALL_WB = ["world", "world-blank", "class-word", "blank"]  # output preservation on every kind but class-images
 # name: (method, concept, data, extra)
 CELLS = {
     "embedding-sun": ("embedding", "sun", "clean", {}),
@@ -143,6 +144,15 @@ CELLS = {
                                                               "preserve_batch": 8}),
     "lora-star-b16-cosine-keep-all": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ["world", "class-word", "blank"],
                                                                 "preserve_weight": 1.0, "preserve_batch": 8, "batch": 16}),
+    # the world's images under the empty prompt too (world-blank): CFG's unconditional branch on the base model's kind of image
+    "lora-star-cosine-keep-all-wb": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ALL_WB, "preserve_weight": 1.0,
+                                                               "preserve_batch": 8}),
+    "lora-star-cosine-keep-all-wb-w2": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ALL_WB, "preserve_weight": 2.0,
+                                                                  "preserve_batch": 8}),
+    "lora-star-cosine-keep-all-wb-w3": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ALL_WB, "preserve_weight": 3.0,
+                                                                  "preserve_batch": 8}),
+    "lora-star-cosine-keep-all-wb-w2-600": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ALL_WB, "preserve_weight": 2.0,
+                                                                      "preserve_batch": 8, "steps": 600}),
 }
 STEPS = {"embedding": 300, "lora": 400, "hypernetwork": 400, "dreambooth": 400}
 # What each method trains with here (the lab's defaults are for real SD; the 4M-parameter shapes world takes larger steps).
@@ -196,7 +206,8 @@ def train(pipe, name: str, out: Path, quick: bool):
     data, run = Dataset(images, table["TEXT"].tolist(), masks), out / name
     keep = None
     if extra.get("preserve"):  # output preservation's items (sdlab.finetune.preserve's kinds)
-        world_data = Dataset(*concepts.world_images(8 if quick else concepts.WORLD_PRESERVATION_IMAGES)) if "world" in extra["preserve"] else None
+        world = set(preserve.WORLD_KINDS) & set(extra["preserve"])
+        world_data = Dataset(*concepts.world_images(8 if quick else concepts.WORLD_PRESERVATION_IMAGES)) if world else None
         keep = preserve.preservation_data(extra["preserve"], data, trigger(method, c), c.class_word, world_data=world_data)
     fields = {**CONFIGS[method], **{k: v for k, v in extra.items() if k not in NOT_CONFIG}, "steps": steps}
     load = os.getloadavg()[0]

@@ -38,11 +38,13 @@ def folders(tmp_path):
     (["lora", "--concept", "star", "--token", "star", "--caption-dropout", "1"], "caption_dropout: 1.0 is not valid"),
     (["embedding", "--concept", "star", "--token", "star", "--model", "{empty}"], "--model: "),
     (["lora", "--concept", "star", "--token", "star", "--preserve-weight", "1", "--preserve", "class-word,blanks"],
-     "--preserve: 'blanks' is not valid; valid: one of class-word, blank, class-images, world"),
+     "--preserve: 'blanks' is not valid; valid: one of class-word, blank, class-images, world, world-blank"),
     (["lora", "--images", "{good}", "--token", "sks", "--preserve-weight", "1"], "--class-word: None is not valid"),
     (["dreambooth", "--concept", "star", "--token", "sks", "--preserve-weight", "-1"], "preserve_weight: -1.0 is not valid"),
     (["lora", "--concept", "star", "--token", "star", "--preserve-weight", "1", "--preserve", "world", "--model", "{empty}"],
-     "--preserve: 'world' is not valid; valid: kinds without world for a model other than shapes-world"),
+     "--preserve: 'world' is not valid; valid: kinds without world or world-blank for a model other than shapes-world"),
+    (["lora", "--concept", "star", "--token", "star", "--preserve-weight", "1", "--preserve", "blank,world-blank", "--model", "{empty}"],
+     "--preserve: 'blank,world-blank' is not valid; valid: kinds without world or world-blank"),
     (["lora", "--concept", "star", "--token", "star", "--preserve-weight", "1", "--preserve-batch", "0"], "--preserve-batch: 0 is not valid"),
 ])
 def test_bad_input_exits_2_with_one_line_before_loading(argv, message, folders, tmp_path, capsys, monkeypatch):

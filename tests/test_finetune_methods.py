@@ -249,7 +249,10 @@ def test_preservation_items_and_their_refusals(pipe, data):
     class_data = Dataset(np.zeros((2, 64, 64, 3), np.uint8), prompts)
     items = preservation_data(["world", "class-images"], data, class_data=class_data, world_data=Dataset(*concepts.world_images(3)))
     assert len(items.images) == 5 and items.captions[3:] == prompts and all(items.captions[:3])
-    with pytest.raises(ValidationError, match=r"^preserve: 'blanks' is not valid; valid: one of class-word, blank, class-images, world"):
+    world_data = Dataset(*concepts.world_images(3))
+    both = preservation_data("world,world-blank", data, world_data=world_data)  # the same images, the second time unconditioned
+    assert np.array_equal(both.images[3:], world_data.images) and both.captions == list(world_data.captions) + [""] * 3
+    with pytest.raises(ValidationError, match=r"^preserve: 'blanks' is not valid; valid: one of class-word, blank, class-images, world, world-blank"):
         preservation_data("class-word,blanks", data, "star", "cross")
     with pytest.raises(ValidationError, match=r"^preserve: '' is not valid; valid: one or more of"):
         preservation_data("", data)
@@ -257,6 +260,8 @@ def test_preservation_items_and_their_refusals(pipe, data):
         preservation_data("class-images", data)
     with pytest.raises(ValidationError, match=r"^world_data: None is not valid"):
         preservation_data("world", data)
+    with pytest.raises(ValidationError, match=r"^world_data: None is not valid; valid: .* for world-blank preservation$"):
+        preservation_data("blank,world-blank", data)
     with pytest.raises(ValidationError, match=r"^class_word: '' is not valid"):
         preservation_data("class-word", data, "star", "")
     with pytest.raises(ValidationError, match=r"^preserve: 'blank,class-images' is not valid; valid: kinds whose images have one size"):

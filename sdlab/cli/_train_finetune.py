@@ -70,7 +70,8 @@ def register(methods) -> None:
             p.add_argument("--preserve", default="class-word,blank",
                            help="what output preservation keeps, comma-separated: class-word (the subject's images, the class word "
                            "for the trigger), blank (the subject's images, empty prompt), class-images (the base model's class "
-                           "images), world (the shapes world's own images); default class-word,blank")
+                           "images), world (the shapes world's own images), world-blank (the same, empty prompt: CFG's unconditional branch); "
+                           "default class-word,blank")
             p.add_argument("--preserve-batch", type=int, default=4, help="preservation items per step (default 4)")
         if method == "hypernetwork":
             p.add_argument("--layer-structure", default="1,2,1", help="A1111's layer structure (default 1,2,1)")
@@ -143,11 +144,12 @@ def cmd_finetune(args) -> int:
     prior = method in ("dreambooth", "lora") and cfg.prior_weight > 0  # class images of the class word
     keep = ()
     if method in ("dreambooth", "lora") and cfg.preserve_weight > 0:
-        from ..finetune.preserve import check_kinds
+        from ..finetune.preserve import WORLD_KINDS, check_kinds
 
         keep = check_kinds(args.preserve, "--preserve")
-        if "world" in keep and args.model != "shapes-world":
-            raise invalid("--preserve", args.preserve, "kinds without world for a model other than shapes-world (world: its own images)")
+        if set(keep) & set(WORLD_KINDS) and args.model != "shapes-world":
+            raise invalid("--preserve", args.preserve, "kinds without world or world-blank for a model other than shapes-world "
+                          "(they are its own images)")
     class_word = None
     if method == "dreambooth" or prior or "class-word" in keep or "class-images" in keep:
         class_word = args.class_word or (concept.class_word if concept else None)
@@ -188,6 +190,7 @@ def cmd_finetune(args) -> int:
 
     atomic_write_text(config_file, json.dumps(recorded, indent=2))
     from ..finetune.common import Dataset
+    from ..finetune.preserve import WORLD_KINDS
     from ..finetune.run import keeping_sets, train_and_save
     from ..mini.concepts import world_images
     from ..models import load_pipeline, model_info
@@ -195,7 +198,7 @@ def cmd_finetune(args) -> int:
     data = Dataset(images, captions, masks)
     pipe = load_pipeline(args.model, device=args.device)
     prompts = concepts.class_prompts(concept.name, args.class_images) if concept else [f"a {class_word}"] * args.class_images
-    world_data = Dataset(*world_images()) if "world" in keep else None  # only with shapes-world (checked above)
+    world_data = Dataset(*world_images()) if set(WORLD_KINDS) & set(keep) else None  # only with shapes-world (checked above)
     class_data, preserve_data = keeping_sets(pipe, data, trigger, class_word or "", prompts, prior, keep, world_data)
     info = model_info(pipe)
     init = getattr(args, "init_word", None) or (concept.init_word if concept else "a")

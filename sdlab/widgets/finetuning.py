@@ -99,10 +99,11 @@ class FinetuningPanel(TrainingPanel):
 
         def run(callback):
             from ..finetune.common import Dataset
+            from ..finetune.preserve import WORLD_KINDS
             from ..finetune.run import keeping_sets
             from ..mini.concepts import class_prompts, world_images
 
-            world_data = Dataset(*world_images()) if "world" in keep else None
+            world_data = Dataset(*world_images()) if set(WORLD_KINDS) & set(keep) else None
             class_data, preserve_data = keeping_sets(pipe, data, trigger, class_word, class_prompts(c.name if c else "star", 20),
                                                      getattr(cfg, "prior_weight", 0) > 0, keep, world_data)
             return pipe, train_and_save(method, pipe, data, out, cfg, self.token.value, init, class_data, callback=callback,
