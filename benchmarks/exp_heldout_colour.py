@@ -1,0 +1,76 @@
+"""Experiment (issue 23): why a star LoRA misses the white stars among the held-out colours, and what is not the cause.
+
+Every star LoRA on attention + convolutions measured held out at 52-67 %; the misses are the white stars. This
+probe takes one trained LoRA file and the held-out white prompts of ``bench_finetune.py``'s evaluation and asks:
+
+1. what the **base model** draws for them, and for the same prompts with another word in the trigger's place or
+   another colour (is white + an unknown word already a cross before any fine-tuning?);
+2. what the **LoRA** draws for them, and for the same prompts with each other held-out colour in white's place
+   (same seeds, positions and backgrounds: only the colour word differs);
+3. the LoRA's white stars at strengths above 1 (is the star there, only too weak?).
+
+    python benchmarks/exp_heldout_colour.py --lora runs/finetune/bench/lora-star-cosine-keep-all/lora.safetensors
+
+Prints one tidy table: model, prompt variant, the share read as a star, and the shapes the checker read.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import pandas as pd
+import torch
+
+from sdlab.finetune import evaluate
+from sdlab.mini import concepts
+from sdlab.models import load_pipeline
+
+
+def with_lora(pipe, path: str, strength: float):
+    """A new pipeline carrying the LoRA file at ``strength`` (plain diffusers' loader on a copy of the UNet)."""
+    import copy
+
+    from diffusers import StableDiffusionPipeline
+
+    from sdlab.models import rebuild_pipeline
+
+    plain = StableDiffusionPipeline(**{**pipe.components, "unet": copy.deepcopy(pipe.unet)})
+    plain.load_lora_weights(path, adapter_name="probe")
+    plain.set_adapters(["probe"], [strength])
+    return rebuild_pipeline(pipe, unet=plain.unet)
+
+
+def read(pipe, prompts: pd.DataFrame, model: str, variant: str) -> dict:
+    table = evaluate.generate_table(pipe, prompts, concepts.score)
+    return {"model": model, "variant": variant, "n": len(table), "star": evaluate.share(table, "concept_ok"),
+            "shapes read": table["found_shape"].value_counts().to_dict()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lora", required=True, help="a star LoRA in diffusers' format (bench_finetune.py writes one per cell)")
+    ap.add_argument("--eval", type=int, default=48, help="held-out prompts drawn, as bench_finetune.py (default 48)")
+    args = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    pipe = load_pipeline("shapes-world")
+    held = concepts.evaluation_prompts("star", "star", args.eval, "held_out")
+    white = held[held["colour"] == "white"].reset_index(drop=True)
+
+    def swap(old: str, new: str, **columns) -> pd.DataFrame:
+        return white.assign(prompt=white["prompt"].str.replace(old, new, regex=False), **columns)
+
+    rows = [read(pipe, white, "base", "white star")]
+    rows += [read(pipe, swap("white star", f"white {word}"), "base", f"white {word}") for word in ("sks", "pentagram")]
+    rows += [read(pipe, swap("white star", f"{colour} star", colour=colour), "base", f"{colour} star") for colour in ("red", "orange")]
+    tuned = with_lora(pipe, args.lora, 1.0)
+    rows.append(read(tuned, white, "LoRA x1", "white star"))
+    for colour in sorted(set(held["colour"]) - {"white"}):
+        rows.append(read(tuned, swap("white star", f"{colour} star", colour=colour), "LoRA x1", f"{colour} star"))
+    for strength in (1.5, 2.0, 3.0):
+        rows.append(read(with_lora(pipe, args.lora, strength), white, f"LoRA x{strength:g}", "white star"))
+    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+        print(pd.DataFrame(rows).round(3).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
