@@ -197,7 +197,9 @@ def cmd_finetune(args) -> int:
 
     data = Dataset(images, captions, masks)
     pipe = load_pipeline(args.model, device=args.device)
-    prompts = concepts.class_prompts(concept.name, args.class_images) if concept else [f"a {class_word}"] * args.class_images
+    prompts = []  # the class images' prompts, where prior preservation or class-images preservation makes them
+    if prior or "class-images" in keep:
+        prompts = concepts.class_prompts(concept.name, args.class_images) if concept else [f"a {class_word}"] * args.class_images
     world_data = Dataset(*world_images()) if set(WORLD_KINDS) & set(keep) else None  # only with shapes-world (checked above)
     class_data, preserve_data = keeping_sets(pipe, data, trigger, class_word or "", prompts, prior, keep, world_data)
     info = model_info(pipe)
