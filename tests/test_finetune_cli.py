@@ -19,7 +19,10 @@ def folders(tmp_path):
     for i in range(2):
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(good / f"{i}.png")
     (good / "0.txt").write_text("a large red star on a white background")
-    return {"empty": empty, "mixed": mixed, "good": good}
+    small = tmp_path / "small"
+    small.mkdir()
+    Image.new("RGB", (32, 32)).save(small / "a.png")
+    return {"empty": empty, "mixed": mixed, "good": good, "small": small}
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -46,6 +49,12 @@ def folders(tmp_path):
     (["lora", "--concept", "star", "--token", "star", "--preserve-weight", "1", "--preserve", "blank,world-blank", "--model", "{empty}"],
      "--preserve: 'blank,world-blank' is not valid; valid: kinds without world or world-blank"),
     (["lora", "--concept", "star", "--token", "star", "--preserve-weight", "1", "--preserve-batch", "0"], "--preserve-batch: 0 is not valid"),
+    (["lora", "--concept", "star", "--token", "star", "--world-images", "{good}"],
+     "--world-images: '{good}' is not valid; valid: given with --preserve-weight > 0 and world or world-blank in --preserve"),
+    (["lora", "--concept", "star", "--token", "star", "--preserve-weight", "1", "--preserve", "world", "--world-images", "{empty}"],
+     "--world-images: '{empty}' is not valid; valid: a folder holding one or more images"),
+    (["dreambooth", "--concept", "star", "--token", "sks", "--preserve-weight", "1", "--preserve", "world-blank", "--world-images", "{small}"],
+     "--world-images: '{small}' is not valid; valid: images of the subject's size (64x64)"),
 ])
 def test_bad_input_exits_2_with_one_line_before_loading(argv, message, folders, tmp_path, capsys, monkeypatch):
     import sdlab.models
@@ -88,6 +97,22 @@ def test_lora_with_output_preservation_records_what_it_kept(tmp_path, capsys):
     recorded = json.loads((out / "finetune_config.json").read_text())
     assert recorded["preserve"] == ["class-word", "blank"] and recorded["config"]["preserve_weight"] == 1.0
     assert main([a if a != "class-word,blank" else "blank" for a in argv]) == 2  # another preservation is another run
+
+
+def test_output_preservation_on_a_folder_of_the_users_world_images(folders, tmp_path):
+    """--world-images: a real-SD user's images like the base model's data (LAION-style captions in NAME.txt) as the
+    world and world-blank items; recorded, so another folder is another run."""
+    out = tmp_path / "keep-world"
+    argv = ["train", "lora", "--concept", "star", "--token", "star", "-n", "4", "--steps", "2", "--batch", "2", "--quiet",
+            "--preserve-weight", "1", "--preserve", "world,world-blank", "--preserve-batch", "2",
+            "--world-images", str(folders["good"]), "--out", str(out)]
+    assert main(argv) == 0
+    recorded = json.loads((out / "finetune_config.json").read_text())
+    assert recorded["world_images"] == str(folders["good"]) and recorded["preserve"] == ["world", "world-blank"]
+    import shutil
+
+    other = shutil.copytree(folders["good"], tmp_path / "good2")
+    assert main(argv[:-4] + ["--world-images", str(other), "--out", str(out)]) == 2
 
 
 def test_embedding_from_a_folder_uses_sidecar_captions(folders, tmp_path):

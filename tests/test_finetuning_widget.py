@@ -1,6 +1,7 @@
 """The fine-tuning panel, driven without a browser: a run, its loss and samples, Cancel and resume, a bad field."""
 import pytest
 import torch
+from PIL import Image
 
 from sdlab.models import load_pipeline
 
@@ -89,3 +90,10 @@ def test_panel_output_preservation_reaches_the_run(pipe, tmp_path):
     panel.start(background=False)
     assert panel.last_error is None
     assert panel.trained.info["preserve_weight"] == 2.0 and panel.trained.info["n_preserve"] == 20 + 20 + 200
+    world_dir = tmp_path / "world"  # a user's own images like the base model's: the world kinds' items
+    world_dir.mkdir()
+    for i in range(3):
+        Image.new("RGB", (64, 64), (40 * i, 90, 200)).save(world_dir / f"{i}.png")
+    panel.keep.value, panel.world_folder.value, panel.out_dir.value = ("world", "world-blank"), str(world_dir), str(tmp_path / "w")
+    panel.start(background=False)
+    assert panel.last_error is None and panel.trained.info["n_preserve"] == 3 + 3

@@ -72,6 +72,9 @@ def register(methods) -> None:
                            "for the trigger), blank (the subject's images, empty prompt), class-images (the base model's class "
                            "images), world (the shapes world's own images), world-blank (the same, empty prompt: CFG's unconditional branch); "
                            "default class-word,blank")
+            p.add_argument("--world-images", help="folder of images like the base model's own training data, one caption per "
+                           "image in NAME.txt (none: the empty prompt), the subject's size: the world and world-blank items "
+                           "(default on shapes-world: 200 of its own training images)")
             p.add_argument("--preserve-batch", type=int, default=4, help="preservation items per step (default 4)")
         if method == "hypernetwork":
             p.add_argument("--layer-structure", default="1,2,1", help="A1111's layer structure (default 1,2,1)")
@@ -147,9 +150,11 @@ def cmd_finetune(args) -> int:
         from ..finetune.preserve import WORLD_KINDS, check_kinds
 
         keep = check_kinds(args.preserve, "--preserve")
-        if set(keep) & set(WORLD_KINDS) and args.model != "shapes-world":
-            raise invalid("--preserve", args.preserve, "kinds without world or world-blank for a model other than shapes-world "
-                          "(they are its own images)")
+        if set(keep) & set(WORLD_KINDS) and args.model != "shapes-world" and not args.world_images:
+            raise invalid("--preserve", args.preserve, "kinds without world or world-blank for a model other than shapes-world, "
+                          "or --world-images DIR (images like that model's own)")
+    if getattr(args, "world_images", None) and not (keep and set(keep) & set(WORLD_KINDS)):  # imported where keep is made
+        raise invalid("--world-images", args.world_images, "given with --preserve-weight > 0 and world or world-blank in --preserve")
     class_word = None
     if method == "dreambooth" or prior or "class-word" in keep or "class-images" in keep:
         class_word = args.class_word or (concept.class_word if concept else None)
@@ -174,13 +179,20 @@ def cmd_finetune(args) -> int:
         masks = None
         if cfg.mask_weight:
             raise invalid("--mask-weight", cfg.mask_weight, "0 with --images (masks come with a --concept)")
+    world_folder = None  # (images, captions) of --world-images, read before the model loads
+    if getattr(args, "world_images", None):
+        from ..finetune.common import read_folder
+
+        world_folder = read_folder(args.world_images, "", "", "--world-images")
+        if world_folder[0].shape[1:3] != images.shape[1:3]:
+            raise invalid("--world-images", args.world_images, f"images of the subject's size ({images.shape[2]}x{images.shape[1]})")
     if method == "embedding":
         from ..finetune.embedding import check_token_text
 
         check_token_text(token)
         _tokenizer_check(args.model, token)
     recorded = {"method": method, "model": args.model, "images": args.images, "concept": args.concept, "token": token,
-                "preserve": list(keep),
+                "preserve": list(keep), "world_images": getattr(args, "world_images", None),
                 "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}}
     config_file = out / "finetune_config.json"
     if config_file.exists() and not _same_run(json.loads(config_file.read_text()), recorded, cfg):
@@ -200,7 +212,9 @@ def cmd_finetune(args) -> int:
     prompts = []  # the class images' prompts, where prior preservation or class-images preservation makes them
     if prior or "class-images" in keep:
         prompts = concepts.class_prompts(concept.name, args.class_images) if concept else [f"a {class_word}"] * args.class_images
-    world_data = Dataset(*world_images()) if set(WORLD_KINDS) & set(keep) else None  # only with shapes-world (checked above)
+    world_data = None
+    if set(WORLD_KINDS) & set(keep):  # --world-images, else the shapes world's own (checked above: only on shapes-world)
+        world_data = Dataset(*(world_folder or world_images()))
     class_data, preserve_data = keeping_sets(pipe, data, trigger, class_word or "", prompts, prior, keep, world_data)
     info = model_info(pipe)
     init = getattr(args, "init_word", None) or (concept.init_word if concept else "a")
@@ -218,4 +232,4 @@ def _same_run(old: dict, new: dict, cfg) -> bool:
 
     defaults = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in dataclasses.fields(cfg)}
     config = {**{k: defaults[k] for k in new["config"] if k in defaults}, **old.get("config", {})}
-    return {"preserve": [], **old, "config": config} == new
+    return {"preserve": [], "world_images": None, **old, "config": config} == new

@@ -128,18 +128,19 @@ def check_images(images) -> np.ndarray:
     return np.stack(arrays).astype(np.uint8)
 
 
-def read_folder(folder: str, template: str, token: str):
+def read_folder(folder: str, template: str, token: str, name: str = "--images"):
     """Images (one size) and captions from ``folder``: each image's caption from ``NAME.txt`` beside it (kohya's and
-    A1111's convention), else ``template`` with ``{token}`` replaced; refuses an empty folder or mixed sizes in one line."""
+    A1111's convention), else ``template`` with ``{token}`` replaced; refuses an empty folder or mixed sizes in one line
+    (``name``: the option the folder came from, as the refusal names it)."""
     from ..images import open_image
 
     path = Path(folder)
     if not path.is_dir():
-        raise invalid("--images", folder, "an existing folder of images")
+        raise invalid(name, folder, "an existing folder of images")
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise invalid("--images", folder, f"a folder holding one or more images ({', '.join(IMAGE_SUFFIXES)})")
-    images = check_images([np.asarray(open_image(f, "--images").convert("RGB")) for f in files])
+        raise invalid(name, folder, f"a folder holding one or more images ({', '.join(IMAGE_SUFFIXES)})")
+    images = check_images([np.asarray(open_image(f, name).convert("RGB")) for f in files])
     captions = []
     for f in files:
         sidecar = f.with_suffix(".txt")

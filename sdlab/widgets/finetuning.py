@@ -44,11 +44,13 @@ class FinetuningPanel(TrainingPanel):
 
         self.keep_weight = W.BoundedFloatText(value=0.0, min=0.0, max=100.0, description="Keep weight")
         self.keep = W.SelectMultiple(options=KINDS, value=("class-word", "blank"), rows=len(KINDS), description="Keep on")
+        self.world_folder = W.Text(value="", description="World dir",
+                                   placeholder="images like the model's own (NAME.txt captions); empty: the shapes world's")
         self.method.observe(lambda change: self._keep_for(change["new"]), names="value")
         self.base_sample = W.Image(format="png", width=192)
         self.widget = self.layout(W.HBox([self.method, self.concept, self.token]), self.folder, self.out_dir,
                                   W.HBox([self.steps, self.lr, self.rank]), W.HBox([self.strength, self.prior, self.caption_dropout]),
-                                  W.HBox([self.keep_weight, self.keep]))
+                                  W.HBox([self.keep_weight, self.keep, self.world_folder]))
         self.widget.children += (W.HBox([W.Label("base"), self.base_sample]),)
 
     def _dropout_for(self, method: str) -> None:
@@ -57,7 +59,7 @@ class FinetuningPanel(TrainingPanel):
             self.caption_dropout.value = 0.0
 
     def _keep_for(self, method: str) -> None:
-        self.keep_weight.disabled = self.keep.disabled = method not in ("dreambooth", "lora")
+        self.keep_weight.disabled = self.keep.disabled = self.world_folder.disabled = method not in ("dreambooth", "lora")
         if self.keep_weight.disabled:
             self.keep_weight.value = 0.0
 
@@ -96,20 +98,28 @@ class FinetuningPanel(TrainingPanel):
         keep = tuple(self.keep.value) if getattr(cfg, "preserve_weight", 0) > 0 else ()
         class_word = c.class_word if c is not None else ""
         trigger = f"{self.token.value} {class_word}".strip() if method == "dreambooth" else self.token.value
+        world_data = self._world_data(keep)
 
         def run(callback):
-            from ..finetune.common import Dataset
-            from ..finetune.preserve import WORLD_KINDS
             from ..finetune.run import keeping_sets
-            from ..mini.concepts import class_prompts, world_images
+            from ..mini.concepts import class_prompts
 
-            world_data = Dataset(*world_images()) if set(WORLD_KINDS) & set(keep) else None
             class_data, preserve_data = keeping_sets(pipe, data, trigger, class_word, class_prompts(c.name if c else "star", 20),
                                                      getattr(cfg, "prior_weight", 0) > 0, keep, world_data)
             return pipe, train_and_save(method, pipe, data, out, cfg, self.token.value, init, class_data, callback=callback,
                                         preserve_data=preserve_data)
 
         return run
+
+    def _world_data(self, keep: tuple):
+        """The world and world-blank items: the World dir's images and captions, else the shapes world's own."""
+        from ..finetune.common import Dataset, read_folder
+        from ..finetune.preserve import WORLD_KINDS
+        from ..mini.concepts import world_images
+
+        if not set(WORLD_KINDS) & set(keep):
+            return None
+        return Dataset(*(read_folder(self.world_folder.value, "", "", "World dir") if self.world_folder.value.strip() else world_images()))
 
     def _finished(self, result) -> None:
         import matplotlib.pyplot as plt
