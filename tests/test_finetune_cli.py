@@ -179,3 +179,20 @@ def test_a_run_recorded_before_output_preservation_still_resumes(tmp_path, capsy
     log = (out / "train_log.jsonl").read_text()
     assert main(argv) == 0 and (out / "train_log.jsonl").read_text() == log
     assert main(argv[:-2] + ["--preserve-weight", "1", "--out", str(out)]) == 2
+
+
+def test_world_preservation_on_a_real_family_takes_the_users_folder(family_dir, tmp_path):
+    """On a model other than the shapes world the world kinds need --world-images; with it, a LoRA trains on a tiny SD 1."""
+    rng = np.random.default_rng(1)
+    subject, world_dir = tmp_path / "subject", tmp_path / "world"
+    for d in (subject, world_dir):
+        d.mkdir()
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    (world_dir / "0.txt").write_text("a photo of a street at night")
+    argv = ["train", "lora", "--images", str(subject), "--token", "sks", "--class-word", "cat", "--model", str(family_dir("sd1")),
+            "--steps", "1", "--batch", "1", "--quiet", "--preserve-weight", "1", "--preserve", "blank,world,world-blank",
+            "--preserve-batch", "2", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2  # world kinds without a folder of that model's kind of image
+    assert main(argv + ["--world-images", str(world_dir)]) == 0
+    assert (tmp_path / "run" / "pytorch_lora_weights.safetensors").exists()
