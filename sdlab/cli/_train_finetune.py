@@ -70,8 +70,8 @@ def register(methods) -> None:
             p.add_argument("--preserve", default="class-word,blank",
                            help="what output preservation keeps, comma-separated: class-word (the subject's images, the class word "
                            "for the trigger), blank (the subject's images, empty prompt), class-images (the base model's class "
-                           "images), world (the shapes world's own images), world-blank (the same, empty prompt: CFG's unconditional branch); "
-                           "default class-word,blank")
+                           "images), world (images like the base model's own: the shapes world's, or --world-images), world-blank (the same, "
+                           "empty prompt: CFG's unconditional branch); default class-word,blank")
             p.add_argument("--world-images", help="folder of images like the base model's own training data, one caption per "
                            "image in NAME.txt (none: the empty prompt), the subject's size: the world and world-blank items "
                            "(default on shapes-world: 200 of its own training images)")
@@ -213,7 +213,7 @@ def cmd_finetune(args) -> int:
     if prior or "class-images" in keep:
         prompts = concepts.class_prompts(concept.name, args.class_images) if concept else [f"a {class_word}"] * args.class_images
     world_data = None
-    if set(WORLD_KINDS) & set(keep):  # --world-images, else the shapes world's own (checked above: only on shapes-world)
+    if set(WORLD_KINDS) & set(keep):  # --world-images, else the shapes world's own (checked above: another model needs the folder)
         world_data = Dataset(*(world_folder or world_images()))
     class_data, preserve_data = keeping_sets(pipe, data, trigger, class_word or "", prompts, prior, keep, world_data)
     info = model_info(pipe)

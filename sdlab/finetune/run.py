@@ -52,8 +52,8 @@ def keeping_sets(pipe, data: Dataset, trigger: str, class_word: str, class_promp
                  keep: tuple[str, ...] = (), world_data: Dataset | None = None) -> tuple[Dataset | None, Dataset | None]:
     """What keeps the base model, built from the base model ``pipe`` before training: the class images
     (generated from ``class_prompts`` when ``prior`` preservation is on or ``keep`` holds ``class-images``)
-    and output preservation's items of the ``keep`` kinds (:func:`.preserve.preservation_data`; ``world``
-    needs ``world_data``). Returns ``(class_data, preserve_data)``, ``None`` for what is not used."""
+    and output preservation's items of the ``keep`` kinds (:func:`.preserve.preservation_data`; ``world`` and
+    ``world-blank`` need ``world_data``). Returns ``(class_data, preserve_data)``, ``None`` for what is not used."""
     class_data = preserve_data = None
     if prior or "class-images" in keep:
         from .dreambooth import class_images
