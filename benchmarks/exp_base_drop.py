@@ -10,15 +10,15 @@ the drop with its paired standard error (:func:`sdlab.finetune.evaluate.paired_d
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 
 import torch
 
+from _common import with_lora_file
 from sdlab.finetune import evaluate
 from sdlab.mini import checker, world
-from sdlab.models import load_pipeline, rebuild_pipeline
+from sdlab.models import load_pipeline
 
 
 def main() -> None:
@@ -27,16 +27,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=480, help="evaluation prompts (default 480)")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from diffusers import StableDiffusionPipeline
-
     pipe = load_pipeline("shapes-world")
     prompts = world.evaluation_prompts(args.n)
     base = evaluate.generate_table(pipe, prompts, checker.score)["all_ok"].astype(bool)
     print(json.dumps({"model": "base", "n": args.n, "all_five": round(float(base.mean()), 4), **evaluate.conditions()}), flush=True)
     for path in args.loras:
-        plain = StableDiffusionPipeline(**{**pipe.components, "unet": copy.deepcopy(pipe.unet)})
-        plain.load_lora_weights(path)
-        tuned = evaluate.generate_table(rebuild_pipeline(pipe, unet=plain.unet), prompts, checker.score)["all_ok"].astype(bool)
+        tuned = evaluate.generate_table(with_lora_file(pipe, path), prompts, checker.score)["all_ok"].astype(bool)
         print(json.dumps({"model": path, "all_five": round(float(tuned.mean()), 4),
                           **{k: round(v, 4) if isinstance(v, float) else v for k, v in evaluate.paired_drop(base, tuned).items()}}),
               flush=True)

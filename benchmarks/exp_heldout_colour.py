@@ -21,23 +21,10 @@ import os
 import pandas as pd
 import torch
 
+from _common import with_lora_file
 from sdlab.finetune import evaluate
 from sdlab.mini import concepts
 from sdlab.models import load_pipeline
-
-
-def with_lora(pipe, path: str, strength: float):
-    """A new pipeline carrying the LoRA file at ``strength`` (plain diffusers' loader on a copy of the UNet)."""
-    import copy
-
-    from diffusers import StableDiffusionPipeline
-
-    from sdlab.models import rebuild_pipeline
-
-    plain = StableDiffusionPipeline(**{**pipe.components, "unet": copy.deepcopy(pipe.unet)})
-    plain.load_lora_weights(path, adapter_name="probe")
-    plain.set_adapters(["probe"], [strength])
-    return rebuild_pipeline(pipe, unet=plain.unet)
 
 
 def read(pipe, prompts: pd.DataFrame, model: str, variant: str) -> dict:
@@ -62,12 +49,12 @@ def main() -> None:
     rows = [read(pipe, white, "base", "white star")]
     rows += [read(pipe, swap("white star", f"white {word}"), "base", f"white {word}") for word in ("sks", "pentagram")]
     rows += [read(pipe, swap("white star", f"{colour} star", colour=colour), "base", f"{colour} star") for colour in ("red", "orange")]
-    tuned = with_lora(pipe, args.lora, 1.0)
+    tuned = with_lora_file(pipe, args.lora, 1.0)
     rows.append(read(tuned, white, "LoRA x1", "white star"))
     for colour in sorted(set(held["colour"]) - {"white"}):
         rows.append(read(tuned, swap("white star", f"{colour} star", colour=colour), "LoRA x1", f"{colour} star"))
     for strength in (1.5, 2.0, 3.0):
-        rows.append(read(with_lora(pipe, args.lora, strength), white, f"LoRA x{strength:g}", "white star"))
+        rows.append(read(with_lora_file(pipe, args.lora, strength), white, f"LoRA x{strength:g}", "white star"))
     with pd.option_context("display.width", 200, "display.max_colwidth", 80):
         print(pd.DataFrame(rows).round(3).to_string(index=False))
 
