@@ -145,16 +145,17 @@ def cmd_finetune(args) -> int:
         validate_params({"--concept": args.concept}, {"--concept": [Options(concepts.CONCEPTS)]})
         concept = concepts.CONCEPTS[args.concept]
     prior = method in ("dreambooth", "lora") and cfg.prior_weight > 0  # class images of the class word
+    world_dir = getattr(args, "world_images", None)  # lora and dreambooth have --world-images
     keep = ()
     if method in ("dreambooth", "lora") and cfg.preserve_weight > 0:
         from ..finetune.preserve import WORLD_KINDS, check_kinds
 
         keep = check_kinds(args.preserve, "--preserve")
-        if set(keep) & set(WORLD_KINDS) and args.model != "shapes-world" and not args.world_images:
+        if set(keep) & set(WORLD_KINDS) and args.model != "shapes-world" and not world_dir:
             raise invalid("--preserve", args.preserve, "kinds without world or world-blank for a model other than shapes-world, "
                           "or --world-images DIR (images like that model's own)")
-    if getattr(args, "world_images", None) and not (keep and set(keep) & set(WORLD_KINDS)):  # imported where keep is made
-        raise invalid("--world-images", args.world_images, "given with --preserve-weight > 0 and world or world-blank in --preserve")
+    if world_dir and not (keep and set(keep) & set(WORLD_KINDS)):  # imported where keep is made
+        raise invalid("--world-images", world_dir, "given with --preserve-weight > 0 and world or world-blank in --preserve")
     class_word = None
     if method == "dreambooth" or prior or "class-word" in keep or "class-images" in keep:
         class_word = args.class_word or (concept.class_word if concept else None)
@@ -180,19 +181,19 @@ def cmd_finetune(args) -> int:
         if cfg.mask_weight:
             raise invalid("--mask-weight", cfg.mask_weight, "0 with --images (masks come with a --concept)")
     world_folder = None  # (images, captions) of --world-images, read before the model loads
-    if getattr(args, "world_images", None):
+    if world_dir:
         from ..finetune.common import read_folder
 
-        world_folder = read_folder(args.world_images, "", "", "--world-images")
+        world_folder = read_folder(world_dir, "", "", "--world-images")
         if world_folder[0].shape[1:3] != images.shape[1:3]:
-            raise invalid("--world-images", args.world_images, f"images of the subject's size ({images.shape[2]}x{images.shape[1]})")
+            raise invalid("--world-images", world_dir, f"images of the subject's size ({images.shape[2]}x{images.shape[1]})")
     if method == "embedding":
         from ..finetune.embedding import check_token_text
 
         check_token_text(token)
         _tokenizer_check(args.model, token)
     recorded = {"method": method, "model": args.model, "images": args.images, "concept": args.concept, "token": token,
-                "preserve": list(keep), "world_images": getattr(args, "world_images", None),
+                "preserve": list(keep), "world_images": world_dir,
                 "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()}}
     config_file = out / "finetune_config.json"
     if config_file.exists() and not _same_run(json.loads(config_file.read_text()), recorded, cfg):
