@@ -153,6 +153,9 @@ CELLS = {
                                                                   "preserve_batch": 8}),
     "lora-star-cosine-keep-all-wb-w2-600": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ALL_WB, "preserve_weight": 2.0,
                                                                       "preserve_batch": 8, "steps": 600}),
+    # and 10% of the subject's captions trained as the empty prompt, as the base model was (kohya's caption_dropout_rate)
+    "lora-star-cosine-keep-all-wb-w2-cd": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ALL_WB, "preserve_weight": 2.0,
+                                                                     "preserve_batch": 8, "caption_dropout": 0.1}),
 }
 STEPS = {"embedding": 300, "lora": 400, "hypernetwork": 400, "dreambooth": 400}
 # What each method trains with here (the lab's defaults are for real SD; the 4M-parameter shapes world takes larger steps).

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..adapters.lora import save_lora
 from ..progress import Callback
 from ..validation import Interval, Options, invalid
 from .common import PRIOR_CONSTRAINTS, Dataset, EncodedSet, PriorConfig, PriorSet, check_family, check_size, encode_text, noise_scheduler
@@ -61,24 +62,7 @@ class Lora:
     def save(self, path: str | Path) -> Path:
         """diffusers' LoRA file (``pipe.load_lora_weights`` reads it); a directory or a ``.safetensors`` name."""
         te = self.text_encoders + [None, None]
-        try:
-            from ..adapters.lora import save_lora
-        except ImportError:
-            save_lora = None
-        if save_lora is not None:
-            return Path(save_lora(path, self.unet, te[0], te[1], family=self.family, rank=self.rank, alpha=self.alpha))
-        import diffusers
-        from diffusers.utils import convert_state_dict_to_diffusers
-
-        path = Path(path)
-        directory, name = (path.parent, path.name) if path.suffix == ".safetensors" else (path, "pytorch_lora_weights.safetensors")
-        cls = diffusers.StableDiffusionXLPipeline if self.family == "sdxl" else diffusers.StableDiffusionPipeline
-        layers = {"unet_lora_layers": convert_state_dict_to_diffusers(self.unet)}
-        for key, sd in (("text_encoder_lora_layers", te[0]), ("text_encoder_2_lora_layers", te[1])):
-            if sd:
-                layers[key] = convert_state_dict_to_diffusers(sd)
-        cls.save_lora_weights(save_directory=str(directory), weight_name=name, safe_serialization=True, **layers)
-        return directory / name
+        return Path(save_lora(path, self.unet, te[0], te[1], family=self.family, rank=self.rank, alpha=self.alpha))
 
     def apply(self, pipe, strength: float = 1.0):
         """A new pipeline with copies of ``pipe``'s UNet (and text encoders) carrying this adapter at ``strength``."""
