@@ -176,6 +176,66 @@ def preload(client, model: ModelSource) -> None:
     client.run(_load, model)
 
 
+def pipeline_summary(pipe) -> dict:
+    """What two copies of a pipeline must share to draw the same images: each component's class, the
+    scheduler's config, a tokenizer's length, and per weight its shape and float64 sum and absolute sum
+    (a fused LoRA, a learned embedding, an edited weight or a swapped scheduler all change it)."""
+    import torch
+
+    summary = {}
+    for name, part in sorted(pipe.components.items()):
+        if part is None:
+            continue
+        entry: dict[str, Any] = {"class": type(part).__name__}
+        if isinstance(part, torch.nn.Module):
+            with torch.no_grad():
+                entry["weights"] = {k: (tuple(v.shape), float(v.double().sum()), float(v.double().abs().sum()))
+                                    for k, v in part.state_dict().items()}
+        elif hasattr(part, "config") and name == "scheduler":
+            entry["config"] = {k: v for k, v in dict(part.config).items() if not k.startswith("_")}
+        elif hasattr(part, "__len__"):
+            entry["length"] = len(part)
+        summary[name] = entry
+    return summary
+
+
+def _summary_difference(ours: dict, theirs: dict) -> str | None:
+    """The first way two :func:`pipeline_summary` results differ, in a few words; None when they agree."""
+    for name in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(name), theirs.get(name)
+        if a is None or b is None:
+            return f"{name}: {'none' if a is None else a['class']} here, {'none' if b is None else b['class']} on the workers"
+        if a["class"] != b["class"]:
+            return f"{name}: {a['class']} here, {b['class']} on the workers"
+        if a.get("config") != b.get("config") or a.get("length") != b.get("length"):
+            keys = sorted(k for k in set(a.get("config", {})) | set(b.get("config", {})) if a.get("config", {}).get(k) != b.get("config", {}).get(k))
+            return f"{name}: {'config ' + ', '.join(keys[:3]) if keys else 'length'} differs"
+        wa, wb = a.get("weights", {}), b.get("weights", {})
+        extra, lacking = sorted(set(wa) - set(wb)), sorted(set(wb) - set(wa))
+        if extra or lacking:
+            return (f"{name}: {len(extra)} weights the workers' copy lacks (e.g. {extra[0]})" if extra
+                    else f"{name}: {len(lacking)} weights missing here (e.g. {lacking[0]})")
+        changed = sorted(k for k in wa if wa[k][0] != wb[k][0] or any(
+            abs(x - y) > 1e-9 * max(wa[k][2], wb[k][2], 1e-30) for x, y in zip(wa[k][1:], wb[k][1:])))
+        if changed:
+            return f"{name}: {len(changed)} weights differ (e.g. {changed[0]})"
+    return None
+
+
+def check_same_pipeline(client, model: ModelSource, pipe) -> None:
+    """Refuse, in one line, a pipeline handed in that differs from what the workers load from its source:
+    changes made in memory (a LoRA fused in, a swapped scheduler) would otherwise be silently left out."""
+    advice = "save it (pipe.save_pretrained(DIR)) and pass DIR, or run without a cluster"
+    try:
+        theirs = call_on_worker(client, model, pipeline_summary)
+    except ModelNotFoundError as exc:  # a pipeline built in memory has no source a worker can load
+        raise SdlabError(f"cluster: the workers cannot load the pipeline handed in from its source {model.source!r} "
+                         f"({str(exc).split(': ', 1)[-1][:160]}); {advice}") from None
+    difference = _summary_difference(pipeline_summary(pipe), theirs)
+    if difference is not None:
+        raise SdlabError(f"cluster: the pipeline handed in is not what the workers load from {model.source!r} ({difference}); {advice}")
+
+
 def call_on_worker(client, model: ModelSource, fn: Callable, *args):
     """``fn(pipe, *args)`` on one worker (which keeps the pipeline it loads)."""
     return _result(client.submit(_on_worker, model, fn, args, pure=False))

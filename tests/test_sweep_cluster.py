@@ -90,6 +90,41 @@ def test_cluster_sweep_equals_the_single_process_sweep(client, tiny_pipeline_dir
     assert {w: p for w, p in _pipelines(client).items() if loaded.get(w)} == {w: p for w, p in loaded.items() if p}
 
 
+def test_a_pipeline_handed_in_runs_on_workers_only_if_they_load_the_same(client, tiny_pipeline_dir, local_store, tmp_path):
+    """Workers load a pipeline's source; one changed in memory (an edited weight, a LoRA added, another
+    scheduler) is refused in one line, before any image, instead of silently sweeping the unchanged model."""
+    import copy
+
+    import torch
+    from diffusers import EulerDiscreteScheduler
+    from peft import LoraConfig
+
+    from sdlab.models import load_pipeline, rebuild_pipeline
+
+    pipe = load_pipeline(str(tiny_pipeline_dir), device="cpu")
+    run_sweep(pipe, BASE, [Axis.parse(a) for a in AXES], tmp_path / "same", metrics=sweep_metrics, max_batch=3, progress=False, cluster=client)
+    _assert_same_store(tmp_path / "same", local_store)
+
+    def fresh():
+        return load_pipeline(str(tiny_pipeline_dir), device="cpu")
+
+    edited, lora, swapped = fresh(), fresh(), fresh()  # changed in place, as load_lora_weights or a new scheduler do
+    with torch.no_grad():
+        edited.unet.conv_in.weight[0, 0, 0, 0] += 0.01
+    lora.unet.add_adapter(LoraConfig(r=2, target_modules=["to_q"]))
+    swapped.scheduler = EulerDiscreteScheduler.from_config(swapped.scheduler.config)
+    built = rebuild_pipeline(pipe, unet=copy.deepcopy(pipe.unet))  # made in memory: no source to load
+    for changed, reason in ((edited, r"is not what the workers load from .*\(unet: 1 weights differ \(e\.g\. conv_in\.weight\)\)"),
+                            (lora, r"is not what the workers load from .*\(unet: \d+ weights the workers' copy lacks \(e\.g\. .*to_q\."),
+                            (swapped, r"is not what the workers load from .*\(scheduler: EulerDiscreteScheduler here, "),
+                            (built, r"the workers cannot load the pipeline handed in from its source 'unknown'")):
+        out = tmp_path / f"changed{len(list(tmp_path.iterdir()))}"
+        with pytest.raises(SdlabError, match=rf"^cluster: .*{reason}") as caught:
+            run_sweep(changed, BASE, [Axis.parse("seed=1-2")], out, progress=False, cluster=client)
+        assert "\n" not in str(caught.value) and "pipe.save_pretrained(DIR)" in str(caught.value)
+        assert not list(out.glob("images/*.png"))
+
+
 @pytest.mark.slow
 def test_a_worker_killed_mid_sweep_loses_and_duplicates_nothing(client, tiny_pipeline_dir, local_store, tmp_path):
     client.wait_for_workers(2, timeout=60)

@@ -137,15 +137,16 @@ def run_sweep(
     ``cluster``: where the batches run (see :func:`sdlab.cluster.connect`): None for
     this process, a ``distributed.Client`` or cluster, a scheduler address, or a
     number of local worker processes. Workers load the model by its source; a
-    pipeline passed in is loaded there from its source, device and dtype, so changes
-    made to it in memory are not seen. The batches and seeds are a local run's.
+    pipeline passed in is loaded there from its source, device and dtype, and refused
+    in one line if it differs from that (weights, scheduler, tokenizer changed in
+    memory). The batches and seeds are a local run's.
     ``adapters``: the :class:`~sdlab.adapters.networks.AdapterFolders` where the cells' ``<lora:NAME:W>``
     tags and embedding names are found (A1111's X/Y/Z plot over LoRA weights is a prompt S/R axis); every
     tag is resolved before the model loads; on a cluster the folders must be at the same paths on the workers.
     """
     from ..adapters.lora import lora_hash
     from ..adapters.networks import preflight
-    from ..cluster import ModelSource, call_on_worker, connect, map_on_workers
+    from ..cluster import ModelSource, call_on_worker, check_same_pipeline, connect, map_on_workers
 
     validate_params({"max_batch": max_batch}, {"max_batch": [Interval(int, 1, None)]})
     if base.mode != "txt2img":
@@ -170,6 +171,8 @@ def run_sweep(
             loaded = model.load()
         checks = [batch[0].spec for batch in plan(cells, len(cells))]
         if loaded is not None:
+            if client is not None:
+                check_same_pipeline(client, model, loaded)
             arguments = describe(loaded, base, axes, prompts, checks)
         else:
             arguments = call_on_worker(client, model, describe, base, axes, prompts, checks)
