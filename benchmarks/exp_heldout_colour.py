@@ -7,7 +7,10 @@ probe takes one trained LoRA file and the held-out white prompts of ``bench_fine
    another colour (is white + an unknown word already a cross before any fine-tuning?);
 2. what the **LoRA** draws for them, and for the same prompts with each other held-out colour in white's place
    (same seeds, positions and backgrounds: only the colour word differs);
-3. the LoRA's white stars at strengths above 1 (is the star there, only too weak?).
+3. the LoRA's white stars at strengths above 1 (is the star there, only too weak?);
+4. where the UNet reads the colour: the white prompts with some of the text encoder's output states taken from the
+   same prompt with ``orange`` for ``white`` (the colour word's own state; the trigger's tokens' states; every state
+   after the colour word). The encoder is causal, so the states after the colour word carry it too.
 
     python benchmarks/exp_heldout_colour.py --lora runs/finetune/bench/lora-star-cosine-keep-all/lora.safetensors
 
@@ -16,7 +19,9 @@ Prints one tidy table: model, prompt variant, the share read as a star, and the 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
+import types
 
 import pandas as pd
 import torch
@@ -30,7 +35,32 @@ from sdlab.models import load_pipeline
 def read(pipe, prompts: pd.DataFrame, model: str, variant: str) -> dict:
     table = evaluate.generate_table(pipe, prompts, concepts.score)
     return {"model": model, "variant": variant, "n": len(table), "star": evaluate.share(table, "concept_ok"),
-            "shapes read": table["found_shape"].value_counts().to_dict()}
+            "shapes read": table["found_shape"].value_counts().to_dict(), "colours read": table["found_colour"].value_counts().to_dict()}
+
+
+def with_states_from(pipe, word: str, other: str, which: str):
+    """A pipeline whose text encoder (a copy) encodes each prompt holding ``word`` twice, the second time with
+    ``other`` in its place, and hands on the first encoding with ``which`` states from the second: ``"word"`` (the
+    word's own), ``"trigger"`` (the 4 tokens after it: "star" is s, t, a, r here), ``"after"`` (all after it)."""
+    from sdlab.models import rebuild_pipeline
+
+    ours, theirs = (pipe.tokenizer.convert_tokens_to_ids(w + "</w>") for w in (word, other))
+    encoder = copy.deepcopy(pipe.text_encoder)
+    forward = encoder.forward
+
+    def mixed(self, input_ids, *args, **kwargs):
+        out = forward(input_ids, *args, **kwargs)
+        swapped = forward(torch.where(input_ids == ours, theirs, input_ids), *args, **kwargs)
+        for b, row in enumerate(input_ids):
+            at = (row == ours).nonzero().flatten().tolist()
+            if at:
+                i = at[0]
+                rows = {"word": slice(i, i + 1), "trigger": slice(i + 1, i + 5), "after": slice(i + 1, None)}[which]
+                out[0][b, rows] = swapped[0][b, rows]
+        return out
+
+    encoder.forward = types.MethodType(mixed, encoder)
+    return rebuild_pipeline(pipe, text_encoder=encoder)
 
 
 def main() -> None:
@@ -55,6 +85,8 @@ def main() -> None:
         rows.append(read(tuned, swap("white star", f"{colour} star", colour=colour), "LoRA x1", f"{colour} star"))
     for strength in (1.5, 2.0, 3.0):
         rows.append(read(with_lora_file(pipe, args.lora, strength), white, f"LoRA x{strength:g}", "white star"))
+    rows += [read(with_states_from(tuned, "white", "orange", which), white, "LoRA x1", f"white star, {which} states from orange")
+             for which in ("word", "trigger", "after")]
     with pd.option_context("display.width", 200, "display.max_colwidth", 80):
         print(pd.DataFrame(rows).round(3).to_string(index=False))
 
