@@ -61,6 +61,31 @@ def test_checker_metric_scores_what_the_prompt_names():
     assert checker_metric(image, GenerationSpec("something else"))["all_ok"] is None
 
 
+def test_checker_metric_judges_the_concepts_trigger_words_on_rendered_stars_and_outlines():
+    """A sweep of a star LoRA (``a large red star <lora:star:W>``) is judged on the star; the world's prompts as before."""
+    from sdlab.mini import concepts
+    from sdlab.mini.metrics import checker_metric, wanted
+    from sdlab.spec import GenerationSpec
+
+    def drawn(shape: str, colour: str, style: str = "filled", **fixed) -> np.ndarray:
+        base = world.sample_scene(np.random.default_rng(5), shape="square", colour=colour, size="large", **fixed)
+        return np.asarray(concepts.render(world.Scene(**{**base.__dict__, "shape": shape}), style=style))
+
+    assert wanted("a large red star at the top left <lora:star:0.8>") == ({"shape": "star", "size": "large", "colour": "red", "position": "top left"}, True)
+    assert wanted("a red sun") == ({"shape": "circle", "colour": "red"}, True)  # the prompt's own words win
+    assert wanted("a starfish <lora:star:1>") == ({}, False)  # neither a longer word nor a tag names the concept
+    star, cross = drawn("star", "red", background="white"), drawn("cross", "red", background="white")
+    row = checker_metric(star, GenerationSpec("a large red star on a white background <lora:star:1>"))
+    assert row["found_shape"] == "star" and row["shape_ok"] and row["all_ok"] and row["found_style"] == "filled"
+    row = checker_metric(cross, GenerationSpec("a large red star on a white background <lora:star:1>"))
+    assert row["found_shape"] == "cross" and not row["shape_ok"] and row["all_ok"] is False
+    plain = checker_metric(cross, GenerationSpec("a large red cross on a white background"))  # the world's own reader
+    assert plain["shape_ok"] and plain["found_style"] is None and "style_ok" not in plain
+    outlined = drawn("square", "blue", "outlined", background="white")
+    assert checker_metric(outlined, GenerationSpec("a large blue outlined square"))["style_ok"]
+    assert not checker_metric(drawn("square", "blue", background="white"), GenerationSpec("a large blue outlined square"))["style_ok"]
+
+
 def test_decision_steps_finds_where_each_reading_settles():
     from types import SimpleNamespace
 

@@ -1,22 +1,43 @@
 """Shapes-world measurements that the general labs take as arguments: the CLI, panels and notebooks pass them in.
 
 - :func:`checker_metric` is a sweep metric (``(image, spec) -> dict``): per attribute the
-  prompt names, whether the attribute checker finds it in the image;
+  prompt names (the fine-tuning concepts' trigger words included), whether the checker finds it in the image;
 - :func:`decision_steps` reads a denoising trace: from which step on the checker's reading
   of the predicted clean image stops changing.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
-from . import checker, world
+from . import checker, concepts, world
+
+
+def wanted(prompt: str) -> tuple[dict[str, str], bool]:
+    """What ``prompt`` asks for, and whether it names a fine-tuning concept by its default trigger word: the world's
+    attributes (:func:`.world.parse_caption`), plus what the concept fixes where the prompt's own words do not
+    (``star``: the shape; ``outlined``: the style; ``sun``: a yellow circle; ``ruby``: red). A1111's ``<lora:...>``
+    tags are not words, so a LoRA strength sweep of ``a large red star <lora:star:W>`` is judged on the star."""
+    text = re.sub(r"<[^<>]*>", " ", prompt)
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    named = [c for c in concepts.CONCEPTS.values() if c.token in words]
+    fixed: dict[str, str] = {}
+    for c in named:
+        fixed.update({k: v for k, v in (("shape", c.shape), ("colour", c.colour)) if v})
+        if c.style != "filled":
+            fixed["style"] = c.style
+    return {**fixed, **world.parse_caption(text)}, bool(named)
 
 
 def checker_metric(image: np.ndarray, spec) -> dict:
-    """Per attribute named in ``spec.prompt``, whether the image shows it; what the checker found; ``all_ok``."""
-    want, found = world.parse_caption(spec.prompt), checker.check(image)
-    out = {f"found_{a}": found[a] for a in checker.ATTRIBUTES}
+    """Per attribute named in ``spec.prompt``, whether the image shows it; what the checker found; ``all_ok``.
+    A prompt naming a concept (:func:`wanted`) is read by :func:`.concepts.check`, which knows the star and the
+    style; any other by :func:`.checker.check`, the world's own reader (``found_style`` None)."""
+    want, named = wanted(spec.prompt)
+    found = concepts.check(image) if named else checker.check(image)
+    out = {f"found_{a}": found.get(a) for a in concepts.ATTRIBUTES}
     for a, value in want.items():
         out[f"{a}_ok"] = found[a] == value
     out["all_ok"] = all(found[a] == v for a, v in want.items()) if want else None
