@@ -153,6 +153,9 @@ CELLS = {
                                                                   "preserve_batch": 8}),
     "lora-star-cosine-keep-all-wb-w2-600": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ALL_WB, "preserve_weight": 2.0,
                                                                       "preserve_batch": 8, "steps": 600}),
+    # the heaviest preservation, trained 2.5x longer: does the star keep growing while the base model stays put?
+    "lora-star-cosine-keep-all-wb-w3-1000": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ALL_WB, "preserve_weight": 3.0,
+                                                                       "preserve_batch": 8, "steps": 1000}),
     # and 10% of the subject's captions trained as the empty prompt, as the base model was (kohya's caption_dropout_rate)
     "lora-star-cosine-keep-all-wb-w2-cd": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ALL_WB, "preserve_weight": 2.0,
                                                                      "preserve_batch": 8, "caption_dropout": 0.1}),
