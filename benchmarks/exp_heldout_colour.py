@@ -10,7 +10,9 @@ probe takes one trained LoRA file and the held-out white prompts of ``bench_fine
 3. the LoRA's white stars at strengths above 1 (is the star there, only too weak?);
 4. where the UNet reads the colour: the white prompts with some of the text encoder's output states taken from the
    same prompt with ``orange`` for ``white`` (the colour word's own state; the trigger's tokens' states; every state
-   after the colour word). The encoder is causal, so the states after the colour word carry it too.
+   after the colour word). The encoder is causal, so the states after the colour word carry it too;
+5. whether white's prompts are farther from the set's colours in the text encoder's output than the other held-out
+   colours' (L2 over all 77 states, to the nearest of red, green, blue and yellow in the same prompt).
 
     python benchmarks/exp_heldout_colour.py --lora runs/finetune/bench/lora-star-cosine-keep-all/lora.safetensors
 
@@ -63,6 +65,26 @@ def with_states_from(pipe, word: str, other: str, which: str):
     return rebuild_pipeline(pipe, text_encoder=encoder)
 
 
+def text_distances(pipe, prompts: pd.DataFrame) -> pd.DataFrame:
+    """Per held-out colour, the mean L2 distance of each prompt's text states to those of the same prompt with the
+    nearest fine-tuning colour in its place; and the set's colours' mean distance among themselves."""
+    from sdlab.mini.concepts import TRAIN_COLOURS
+
+    held = sorted(set(prompts["colour"]))
+    rows = []
+    for prompt, colour in zip(prompts["prompt"], prompts["colour"]):
+        variants = {c: prompt.replace(f"{colour} star", f"{c} star") for c in (*TRAIN_COLOURS, *held)}
+        ids = pipe.tokenizer(list(variants.values()), padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                             return_tensors="pt").input_ids
+        with torch.no_grad():
+            states = dict(zip(variants, pipe.text_encoder(ids)[0]))
+        for c in held:
+            rows.append({"colour": c, "distance": min(float((states[c] - states[t]).norm()) for t in TRAIN_COLOURS)})
+        rows.append({"colour": "(set colours to each other)", "distance": float(torch.stack(
+            [(states[a] - states[b]).norm() for i, a in enumerate(TRAIN_COLOURS) for b in TRAIN_COLOURS[i + 1:]]).mean())})
+    return pd.DataFrame(rows).groupby("colour", as_index=False)["distance"].mean()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lora", required=True, help="a star LoRA in diffusers' format (bench_finetune.py writes one per cell)")
@@ -89,6 +111,7 @@ def main() -> None:
              for which in ("word", "trigger", "after")]
     with pd.option_context("display.width", 200, "display.max_colwidth", 80):
         print(pd.DataFrame(rows).round(3).to_string(index=False))
+    print(text_distances(pipe, held).round(2).to_string(index=False))
 
 
 if __name__ == "__main__":
