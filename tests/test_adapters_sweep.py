@@ -149,6 +149,24 @@ def test_sdlab_sweep_takes_lora_dir(folders, tmp_path, capsys):
     assert len(err) == 1 and "no LoRA folder was given" in err[0]
 
 
+def test_sdlab_sweep_judges_a_star_lora_sweep_on_the_star(folders, tmp_path):
+    """The shapes world's sweep metric reads the concept a trigger word names (here the star) in every cell, the
+    ``<lora:...>`` tag aside; the world's own prompts keep the world's reader (no style read)."""
+    from sdlab.mini.concepts import ALL_SHAPES
+
+    star = "a large red star at the top left on a white background"
+    argv = ["sweep", f"{star} <lora:rnd:0>", "--x", "sr=<lora:rnd:0>,<lora:rnd:1>", "--y", "seed=1,2", "--steps", "4",
+            "--lora-dir", str(folders.lora_dirs[0])]
+    assert main(argv + ["--out", str(tmp_path / "star")]) == 0
+    table = pd.read_parquet(tmp_path / "star" / "results.parquet")
+    assert len(table) == 4 and table["found_shape"].isin(ALL_SHAPES).all() and table["found_style"].isin(["filled", "outlined"]).all()
+    assert (table["shape_ok"] == (table["found_shape"] == "star")).all() and table["colour_ok"].notna().all()
+    argv[1] = f"{PROMPT} <lora:rnd:0>"
+    assert main(argv + ["--out", str(tmp_path / "world")]) == 0
+    table = pd.read_parquet(tmp_path / "world" / "results.parquet")
+    assert table["found_style"].isna().all() and (table["shape_ok"] == (table["found_shape"] == "circle")).all()
+
+
 def test_sweep_panel_passes_its_folders(pipe, folders, tmp_path):
     from sdlab.widgets.sweep import SweepPanel
 
