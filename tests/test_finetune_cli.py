@@ -32,6 +32,7 @@ def folders(tmp_path):
     (["lora", "--concept", "star", "--token", "star", "--rank", "0"], "rank: 0 is not valid; valid: a whole number >= 1"),
     (["embedding", "--concept", "star", "--token", "<star>"], "token: '<star>' is not valid; valid: one word without spaces or the characters"),
     (["lora", "--concept", "moon", "--token", "moon"], "--concept: 'moon' is not valid; valid: one of star, sun, ruby, outlined"),
+    (["lora", "--images", "{good}"], "--token: None is not valid; valid: a trigger word (one word without spaces) when training on --images"),
     (["dreambooth", "--images", "{good}", "--token", "sks"], "--class-word: None is not valid"),
     (["lora", "--images", "{good}", "--token", "sks", "--prior-weight", "1"], "--class-word: None is not valid"),
     (["lora", "--concept", "star", "--token", "star", "--prior-weight", "-1"], "prior_weight: -1.0 is not valid"),
@@ -68,11 +69,12 @@ def test_bad_input_exits_2_with_one_line_before_loading(argv, message, folders, 
 
 def test_lora_run_writes_a_file_and_a_rerun_resumes(folders, tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["train", "lora", "--concept", "star", "--token", "star", "-n", "4", "--steps", "2", "--batch", "2", "--quiet", "--out", str(out)]
+    argv = ["train", "lora", "--concept", "star", "-n", "4", "--steps", "2", "--batch", "2", "--quiet", "--out", str(out)]
     assert main(argv) == 0
     assert (out / "pytorch_lora_weights.safetensors").stat().st_size < 1_000_000
+    assert json.loads((out / "finetune_config.json").read_text())["token"] == "star"  # the concept's own trigger
     log = (out / "train_log.jsonl").read_text().splitlines()
-    assert main(argv) == 0  # finished: nothing trains again
+    assert main(argv[:4] + ["--token", "star"] + argv[4:]) == 0  # the same run, finished: nothing trains again
     assert (out / "train_log.jsonl").read_text().splitlines() == log
     assert "lora:" in capsys.readouterr().out
     changed = [a if a != "2" else "3" for a in argv]

@@ -28,8 +28,8 @@ def register(methods) -> None:
         source.add_argument("--images", help="folder of training images (one size); captions from NAME.txt beside each")
         source.add_argument("--concept", help="a shapes-world concept: star (new shape), sun and ruby (reachable: a subject, a "
                             "colour word), outlined (style)")
-        p.add_argument("--token", required=method != "hypernetwork",
-                       help="the trigger word (embedding: a new token; lora/dreambooth: a rare word in the captions)")
+        p.add_argument("--token", help="the trigger word (embedding: a new token; lora/dreambooth: a rare word in the captions); "
+                       "needed with --images, with --concept the concept's own word by default (star, sun, ruby, outlined)")
         p.add_argument("--out", required=True, help="run directory: checkpoint, log and the result file")
         p.add_argument("--model", default="shapes-world", help="shapes-world or a diffusers pipeline directory")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -135,7 +135,6 @@ def cmd_finetune(args) -> int:
     method = args.finetune_method
     cfg = _config(args)
     validate_params({"--n-images": args.n_images}, {"--n-images": [Interval(int, 1, 500)]})
-    token = args.token or "hypernetwork"
     if args.token is not None and (not args.token.strip() or any(c.isspace() for c in args.token)):
         raise invalid("--token", args.token, "one word without spaces")
     concept = None
@@ -144,6 +143,9 @@ def cmd_finetune(args) -> int:
 
         validate_params({"--concept": args.concept}, {"--concept": [Options(concepts.CONCEPTS)]})
         concept = concepts.CONCEPTS[args.concept]
+    if args.token is None and concept is None and method != "hypernetwork":
+        raise invalid("--token", None, "a trigger word (one word without spaces) when training on --images")
+    token = args.token or (concept.token if concept is not None and method != "hypernetwork" else "hypernetwork")
     prior = method in ("dreambooth", "lora") and cfg.prior_weight > 0  # class images of the class word
     world_dir = getattr(args, "world_images", None)  # lora and dreambooth have --world-images
     keep = ()
