@@ -44,8 +44,19 @@ def test_panel_shows_a_bad_field_in_one_line(pipe, tmp_path):
     panel.start(background=False)
     assert panel.last_error.startswith("token: 'red' is not valid")
     panel.concept.value, panel.folder.value = "folder", str(tmp_path / "none")
+    assert panel.token.value == "red"  # a folder keeps the typed token
     panel.start(background=False)
     assert panel.last_error.startswith("--images: ")
+
+
+def test_panel_token_follows_the_concept(pipe, tmp_path):
+    from sdlab.mini.concepts import CONCEPTS
+    from sdlab.widgets.finetuning import FinetuningPanel
+
+    panel = FinetuningPanel(pipe, out_dir=str(tmp_path))
+    for name in ("sun", "outlined", "star"):
+        panel.concept.value = name
+        assert panel.token.value == CONCEPTS[name].token == name  # each concept's own trigger word
 
 
 def test_panel_prior_weight_follows_the_method_and_reaches_the_run(pipe, tmp_path):

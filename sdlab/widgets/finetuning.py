@@ -27,6 +27,9 @@ class FinetuningPanel(TrainingPanel):
         self.concept = W.Dropdown(options=list(CONCEPTS) + ["folder"], value="star", description="Concept")
         self.folder = W.Text(value="", description="Folder", placeholder="images (with NAME.txt captions) when Concept is folder")
         self.token = W.Text(value="star", description="Token")
+        # a concept's own trigger word follows the concept (as the CLI's default); a folder keeps what was typed
+        self.concept.observe(lambda change: change["new"] in CONCEPTS and setattr(self.token, "value", CONCEPTS[change["new"]].token),
+                             names="value")
         self.out_dir = W.Text(value=out_dir, description="Run dir", layout=W.Layout(width="60%"))
         self.steps = W.BoundedIntText(value=300, min=1, max=1_000_000, description="Steps")
         self.lr = W.FloatText(value=1e-3, description="lr")
