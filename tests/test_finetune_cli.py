@@ -76,9 +76,25 @@ def test_lora_run_writes_a_file_and_a_rerun_resumes(folders, tmp_path, capsys):
     log = (out / "train_log.jsonl").read_text().splitlines()
     assert main(argv[:4] + ["--token", "star"] + argv[4:]) == 0  # the same run, finished: nothing trains again
     assert (out / "train_log.jsonl").read_text().splitlines() == log
-    assert "lora:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "lora:" in printed and _generate_as_printed(printed, tmp_path)[2]["Lora hashes"].startswith("pytorch_lora_weights: ")
     changed = [a if a != "2" else "3" for a in argv]
     assert main(changed) == 2  # another run's directory is refused
+
+
+def _generate_as_printed(printed: str, tmp_path) -> tuple:
+    """``sdlab generate`` with the result as the run's last line (``use: ...``) says; the PNG's A1111 parameters
+    (prompt, negative prompt, fields)."""
+    import re
+
+    from sdlab.metadata import parse_parameters
+
+    use = printed.strip().splitlines()[-1]
+    tag, options = re.fullmatch(r"use: (<[^>]+>) in a prompt, with (--\S+ \S+(?: --allow-pickle)?)", use).groups()
+    assert main(["generate", f"a large red cross on a white background {tag}", *options.split(), "--steps", "2",
+                 "--out", str(tmp_path / "made")]) == 0
+    png = next((tmp_path / "made").glob("*.png"))
+    return parse_parameters(Image.open(png).text["parameters"])
 
 
 def test_lora_with_prior_preservation_generates_class_images_of_the_class_word(tmp_path, capsys):
@@ -127,13 +143,14 @@ def test_embedding_from_a_folder_uses_sidecar_captions(folders, tmp_path):
     assert json.loads((out / "finetune_config.json").read_text())["token"] == "sks-thing"
 
 
-def test_hypernetwork_on_the_style_writes_a1111_pt(tmp_path):
+def test_hypernetwork_on_the_style_writes_a1111_pt(tmp_path, capsys):
     out = tmp_path / "hn"
     assert main(["train", "hypernetwork", "--concept", "outlined", "-n", "2", "--steps", "1", "--batch", "1", "--quiet", "--out", str(out)]) == 0
     from sdlab.adapters import hypernetwork as hn_lib
 
     hn = hn_lib.load(out / "hypernetwork.pt", allow_pickle=True)
     assert hn.cfg.layer_structure == (1.0, 2.0, 1.0)
+    assert "<hypernet:hypernetwork:1>" in _generate_as_printed(capsys.readouterr().out, tmp_path)[0]  # .pt: with the consent printed
 
 
 def test_a_run_killed_mid_training_resumes_to_the_same_file(tmp_path):
