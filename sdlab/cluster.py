@@ -207,8 +207,9 @@ def _summary_difference(ours: dict, theirs: dict) -> str | None:
             return f"{name}: {'none' if a is None else a['class']} here, {'none' if b is None else b['class']} on the workers"
         if a["class"] != b["class"]:
             return f"{name}: {a['class']} here, {b['class']} on the workers"
-        if a.get("config") != b.get("config") or a.get("length") != b.get("length"):
-            keys = sorted(k for k in set(a.get("config", {})) | set(b.get("config", {})) if a.get("config", {}).get(k) != b.get("config", {}).get(k))
+        ca, cb = a.get("config", {}), b.get("config", {})
+        if ca != cb or a.get("length") != b.get("length"):
+            keys = sorted(k for k in set(ca) | set(cb) if ca.get(k) != cb.get(k))
             return f"{name}: {'config ' + ', '.join(keys[:3]) if keys else 'length'} differs"
         wa, wb = a.get("weights", {}), b.get("weights", {})
         extra, lacking = sorted(set(wa) - set(wb)), sorted(set(wb) - set(wa))
