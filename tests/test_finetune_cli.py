@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sdlab.cli import main
@@ -71,13 +72,22 @@ def test_lora_run_writes_a_file_and_a_rerun_resumes(folders, tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", "lora", "--concept", "star", "-n", "4", "--steps", "2", "--batch", "2", "--quiet", "--out", str(out)]
     assert main(argv) == 0
-    assert (out / "pytorch_lora_weights.safetensors").stat().st_size < 1_000_000
+    assert (out / "star.safetensors").stat().st_size < 1_000_000  # named after its trigger, as A1111 calls it
     assert json.loads((out / "finetune_config.json").read_text())["token"] == "star"  # the concept's own trigger
     log = (out / "train_log.jsonl").read_text().splitlines()
     assert main(argv[:4] + ["--token", "star"] + argv[4:]) == 0  # the same run, finished: nothing trains again
     assert (out / "train_log.jsonl").read_text().splitlines() == log
     printed = capsys.readouterr().out
-    assert "lora:" in printed and _generate_as_printed(printed, tmp_path)[2]["Lora hashes"].startswith("pytorch_lora_weights: ")
+    assert "<lora:star:1>" in printed and _generate_as_printed(printed, tmp_path)[2]["Lora hashes"].startswith("star: ")
+    from safetensors.torch import load_file
+
+    from sdlab.models import load_pipeline
+
+    fresh = load_pipeline("shapes-world")
+    fresh.load_lora_weights(str(out))  # plain diffusers, handed the run directory, finds the run's one .safetensors
+    saved = load_file(str(out / "star.safetensors"))
+    loaded = {f"unet.{k.replace('.default_0', '')}": v for k, v in fresh.unet.state_dict().items() if "lora_" in k}
+    assert set(loaded) == set(saved) and all(torch.equal(loaded[k], saved[k]) for k in saved)
     changed = [a if a != "2" else "3" for a in argv]
     assert main(changed) == 2  # another run's directory is refused
 
@@ -178,9 +188,9 @@ def test_a_run_killed_mid_training_resumes_to_the_same_file(tmp_path):
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
     step = torch.load(cut / "train_state.pt", weights_only=True)["step"]
-    assert 1 <= step < 40 and not (cut / "pytorch_lora_weights.safetensors").exists()
+    assert 1 <= step < 40 and not (cut / "star.safetensors").exists()
     subprocess.run(argv + ["--out", str(cut)], check=True, env=env, capture_output=True)
-    a, b = load_file(str(whole / "pytorch_lora_weights.safetensors")), load_file(str(cut / "pytorch_lora_weights.safetensors"))
+    a, b = load_file(str(whole / "star.safetensors")), load_file(str(cut / "star.safetensors"))
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -214,4 +224,4 @@ def test_world_preservation_on_a_real_family_takes_the_users_folder(family_dir, 
             "--preserve-batch", "2", "--out", str(tmp_path / "run")]
     assert main(argv) == 2  # world kinds without a folder of that model's kind of image
     assert main(argv + ["--world-images", str(world_dir)]) == 0
-    assert (tmp_path / "run" / "pytorch_lora_weights.safetensors").exists()
+    assert (tmp_path / "run" / "sks.safetensors").exists()

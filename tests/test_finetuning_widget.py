@@ -30,7 +30,7 @@ def test_panel_trains_shows_base_and_tuned_samples_and_resumes_after_cancel(pipe
     assert panel.progress.value == 1
     panel.callback = follow
     panel.start(background=False)
-    assert panel.last_error is None and panel.trained.path.name == "pytorch_lora_weights.safetensors"
+    assert panel.last_error is None and panel.trained.path.name == f"{panel.token.value}.safetensors"
     assert panel.progress.value == panel.progress.max == 3
     assert panel.loss_plot.value[:4] == b"\x89PNG" and panel.sample.value[:4] == b"\x89PNG" and panel.base_sample.value[:4] == b"\x89PNG"
 

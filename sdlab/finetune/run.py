@@ -71,8 +71,9 @@ def train_and_save(method: str, pipe, data: Dataset, out: str | Path, cfg: Train
                    meta: dict | None = None, callback: Callback | None = None, progress: bool = False,
                    preserve_data: Dataset | None = None) -> Trained:
     """Train ``method`` on ``data`` (resumable from ``out``) and write its file into ``out``:
-    ``<token>.safetensors`` (embedding), ``pytorch_lora_weights.safetensors`` (LoRA), ``pipeline/``
-    (DreamBooth, with ``meta`` as its ``sdlab.json``), ``<token>.pt|.safetensors`` (hypernetwork).
+    ``<token>.safetensors`` (embedding; a LoRA in diffusers' format, the only ``.safetensors`` in ``out``, so plain
+    ``pipe.load_lora_weights(out)`` finds it and A1111's ``<lora:<token>:1>`` names it), ``pipeline/`` (DreamBooth, with
+    ``meta`` as its ``sdlab.json``), ``<token>.pt|.safetensors`` (hypernetwork).
     ``class_data``: the class images of prior preservation (DreamBooth, and a LoRA with ``prior_weight > 0``);
     ``preserve_data``: the items of output preservation (the same two, with ``preserve_weight > 0``: :mod:`.preserve`)."""
     validate_params({"method": method}, {"method": [Options(METHODS)]})
@@ -87,7 +88,7 @@ def train_and_save(method: str, pipe, data: Dataset, out: str | Path, cfg: Train
         from .lora import train_lora
 
         result = train_lora(pipe, data, out, cfg, callback, progress, class_data, preserve_data)
-        return Trained(method, result, result.save(out / "pytorch_lora_weights.safetensors"), result.info)
+        return Trained(method, result, result.save(out / f"{name}.safetensors"), result.info)
     if method == "dreambooth":
         from .dreambooth import train_dreambooth
 
