@@ -159,6 +159,12 @@ CELLS = {
     # and 10% of the subject's captions trained as the empty prompt, as the base model was (kohya's caption_dropout_rate)
     "lora-star-cosine-keep-all-wb-w2-cd": ("lora", "star", "clean", {"lr_scheduler": "cosine", "preserve": ALL_WB, "preserve_weight": 2.0,
                                                                      "preserve_batch": 8, "caption_dropout": 0.1}),
+    # the same recipe under a trigger the base model draws no cross for (white "sks": triangles, squares, circles)
+    "lora-star-sks-wb-w3": ("lora", "star", "clean", {"token": "sks", "lr_scheduler": "cosine", "preserve": ALL_WB,
+                                                      "preserve_weight": 3.0, "preserve_batch": 8}),
+    # DreamBooth (the whole UNet) with the LoRA's smallest-drop preservation
+    "dreambooth-star-cosine-keep-all-wb-w3": ("dreambooth", "star", "clean", {"prior_weight": 0.0, "preserve": ALL_WB, "preserve_weight": 3.0,
+                                                                              "preserve_batch": 8, "lr_scheduler": "cosine"}),
 }
 STEPS = {"embedding": 300, "lora": 400, "hypernetwork": 400, "dreambooth": 400}
 # What each method trains with here (the lab's defaults are for real SD; the 4M-parameter shapes world takes larger steps).
@@ -169,9 +175,17 @@ CONFIGS = {
     "hypernetwork": dict(lr=1e-3, mask_weight=12.0),
     "dreambooth": dict(lr=5e-4, mask_weight=12.0),
 }
-# extra keys that are the cell's data, not its method's config: fine-tuning images, class images and their prompts
-NOT_CONFIG = ("prior_weight", "class_images", "n_class", "images", "class_masks", "preserve")
+# extra keys that are the cell's data, not its method's config: the trigger, fine-tuning images, class images and their prompts
+NOT_CONFIG = ("token", "prior_weight", "class_images", "n_class", "images", "class_masks", "preserve")
 TARGETS = {"minutes": {"embedding": 10, "lora": 10, "hypernetwork": 10, "dreambooth": 20}}
+
+
+def concept_of(cname: str, extra: dict) -> concepts.Concept | None:
+    """The cell's concept, with its trigger replaced where the cell names one (``token``)."""
+    import dataclasses
+
+    c = concepts.CONCEPTS.get(cname)
+    return dataclasses.replace(c, token=extra["token"]) if c and "token" in extra else c
 
 
 def trigger(method: str, c: concepts.Concept) -> str:
@@ -199,7 +213,7 @@ def train(pipe, name: str, out: Path, quick: bool):
     from sdlab.finetune import dreambooth, embedding, hypernetwork, lora
 
     method, cname, data_kind, extra = CELLS[name]
-    c = concepts.CONCEPTS.get(cname)
+    c = concept_of(cname, extra)
     steps = 3 if quick else extra.get("steps", STEPS[method])
     if cname == "world":  # the base model's own training distribution, its alt-text captions
         images, meta = world.make_dataset(extra["images"], seed=5)
@@ -288,7 +302,7 @@ def measure(pipe, make, name: str, info: dict, n_eval: int, n_base: int, base_al
                **paired_error(base_each, table)}
         row["load_measured"] = round(os.getloadavg()[0], 2)
         return row
-    c = concepts.CONCEPTS[cname]
+    c = concept_of(cname, extra)
     row = {"cell": name, "method": method, "concept": cname, "kind": c.kind, "data": data_kind, **extra, **info}
     for split in ("seen", "held_out"):
         prompts = concepts.evaluation_prompts(cname, trigger(method, c), n_eval, split)

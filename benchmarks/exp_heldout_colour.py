@@ -12,11 +12,19 @@ probe takes one trained LoRA file and the held-out white prompts of ``bench_fine
    same prompt with ``orange`` for ``white`` (the colour word's own state; the trigger's tokens' states; every state
    after the colour word). The encoder is causal, so the states after the colour word carry it too;
 5. whether white's prompts are farther from the set's colours in the text encoder's output than the other held-out
-   colours' (L2 over all 77 states, to the nearest of red, green, blue and yellow in the same prompt).
+   colours' (L2 over all 77 states, to the nearest of red, green, blue and yellow in the same prompt);
+6. the LoRA's white prompts with a word the world uses for backgrounds only (gray, grey, pink, teal) in white's
+   place: white is a background word as well as a shape's colour. The star share counts the shape alone;
+7. whether the VAE can hold a white star at all: rendered stars of each held-out colour (and red), encoded and decoded,
+   read by the checker;
+8. where the cross-attention looks (``sdlab.trace`` with attention maps, averaged over steps and layers): the share of
+   attention the colour word and the shape word's tokens get on the drawn shape and on the background, for the base
+   model's crosses and the LoRA's stars in each held-out colour.
 
     python benchmarks/exp_heldout_colour.py --lora runs/finetune/bench/lora-star-cosine-keep-all/lora.safetensors
 
-Prints one tidy table: model, prompt variant, the share read as a star, and the shapes the checker read.
+Prints tidy tables: model, prompt variant, the share read as a star and what the checker read; the text distances;
+the VAE round trip; the attention shares.
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ import copy
 import os
 import types
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -85,6 +94,45 @@ def text_distances(pipe, prompts: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).groupby("colour", as_index=False)["distance"].mean()
 
 
+def vae_round_trip(pipe, colours: tuple[str, ...], n: int = 24) -> pd.DataFrame:
+    """Rendered large stars of each colour through the VAE and back, read by the checker."""
+    from sdlab.images import from_tensor, to_tensor
+
+    rng, rows = np.random.default_rng(0), []
+    for colour in colours:
+        drawn = np.stack([np.asarray(concepts.render(concepts._scene(rng, "star", colour=colour, size="large"))) for _ in range(n)])
+        with torch.no_grad():
+            back = from_tensor(pipe.vae.decode(pipe.vae.encode(to_tensor(drawn)).latent_dist.mean).sample)
+        rows.append({"colour": colour, "drawn read as stars": sum(concepts.check(x)["shape"] == "star" for x in drawn),
+                     "decoded read as stars": sum(concepts.check(x)["shape"] == "star" for x in back), "n": n})
+    return pd.DataFrame(rows)
+
+
+def attention_shares(pipe, prompts: pd.DataFrame, model: str, shape: str, colours: tuple[str, ...]) -> pd.DataFrame:
+    """Mean attention (per latent cell, a share of 1 over the prompt's tokens) of the colour word and of the shape
+    word's tokens, on the cells the drawn shape covers and on the rest; ``prompts`` are the white ones."""
+    from sdlab.spec import GenerationSpec
+    from sdlab.trace import trace
+
+    rows = []
+    for colour in colours:
+        for r in prompts.itertuples():
+            tr = trace(pipe, GenerationSpec(r.prompt.replace("white star", f"{colour} {shape}"), seed=int(r.seed)), attention=True)
+            c = tr.tokens.index(colour)
+            end = next(i for i in range(c + 1, len(tr.tokens)) if tr.tokens[i] in ("at", "on", "in"))  # the shape word's tokens
+            mask = concepts.shape_masks(np.asarray(tr.image.convert("RGB"))[None])[0]
+            for step in tr.steps:
+                maps = step.attention.float().numpy()
+                h, w = maps.shape[1:]
+                on = mask.reshape(h, mask.shape[0] // h, w, mask.shape[1] // w).mean((1, 3)) > 0.5
+                if on.any() and not on.all():
+                    word, shape_tokens = maps[c], maps[c + 1:end].sum(0)
+                    rows.append({"model": model, "prompt": f"{colour} {shape}", "colour word on shape": word[on].mean(),
+                                 "on background": word[~on].mean(), "shape word on shape": shape_tokens[on].mean(),
+                                 "shape word on background": shape_tokens[~on].mean()})
+    return pd.DataFrame(rows).groupby(["model", "prompt"], as_index=False, sort=False).mean()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lora", required=True, help="a star LoRA in diffusers' format (bench_finetune.py writes one per cell)")
@@ -109,9 +157,15 @@ def main() -> None:
         rows.append(read(with_lora_file(pipe, args.lora, strength), white, f"LoRA x{strength:g}", "white star"))
     rows += [read(with_states_from(tuned, "white", "orange", which), white, "LoRA x1", f"white star, {which} states from orange")
              for which in ("word", "trigger", "after")]
+    rows += [read(tuned, swap("white star", f"{word} star"), "LoRA x1", f"{word} star (a background word)")
+             for word in ("gray", "grey", "pink", "teal")]
     with pd.option_context("display.width", 200, "display.max_colwidth", 80):
         print(pd.DataFrame(rows).round(3).to_string(index=False))
     print(text_distances(pipe, held).round(2).to_string(index=False))
+    colours = ("white", *sorted(set(held["colour"]) - {"white"}))
+    print(vae_round_trip(pipe, (*colours, "red")).to_string(index=False))
+    shares = pd.concat([attention_shares(pipe, white, "base", "cross", colours), attention_shares(tuned, white, "LoRA x1", "star", colours)])
+    print(shares.round(3).to_string(index=False))
 
 
 if __name__ == "__main__":
