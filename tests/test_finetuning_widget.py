@@ -31,6 +31,9 @@ def test_panel_trains_shows_base_and_tuned_samples_and_resumes_after_cancel(pipe
     panel.callback = follow
     panel.start(background=False)
     assert panel.last_error is None and panel.trained.path.name == f"{panel.token.value}.safetensors"
+    import html
+
+    assert f"use: <lora:star:1> in a prompt, with --lora-dir {tmp_path / 'lora'}" in html.unescape(panel.status.value)  # as the CLI says
     assert panel.progress.value == panel.progress.max == 3
     assert panel.loss_plot.value[:4] == b"\x89PNG" and panel.sample.value[:4] == b"\x89PNG" and panel.base_sample.value[:4] == b"\x89PNG"
 

@@ -225,17 +225,8 @@ def cmd_finetune(args) -> int:
                              {"name": f"{info.name}-{method}", "defaults": info.defaults, "preview": info.preview},
                              progress=not args.quiet, preserve_data=preserve_data)
     print(f"{method}: {trained.path} ({cfg.steps} steps, {trained.info.get('seconds', 0.0) / 60:.1f} min)")
-    path = Path(trained.path)
-    pickle = " --allow-pickle" if path.suffix == ".pt" else ""  # A1111's .pt hypernetworks load only with consent
-    print("use: " + USE[method].format(stem=path.stem, dir=path.parent, path=path) + pickle)
+    print("use: " + trained.usage())
     return 0
-
-
-# how the verbs that make images (generate, sweep, reproduce) take each result, A1111's way
-USE = {"lora": "<lora:{stem}:1> in a prompt, with --lora-dir {dir}",
-       "embedding": "the word {stem} in a prompt, with --embeddings-dir {dir}",
-       "hypernetwork": "<hypernet:{stem}:1> in a prompt, with --hypernetwork-dir {dir}",
-       "dreambooth": "--model {path}"}
 
 
 def _same_run(old: dict, new: dict, cfg) -> bool:

@@ -14,6 +14,11 @@ from ..validation import Options, validate_params
 from .common import Dataset, TrainConfig
 
 METHODS = ("embedding", "lora", "dreambooth", "hypernetwork")
+# how the verbs that make images (generate, sweep, reproduce) take each result, A1111's way
+USE = {"lora": "<lora:{stem}:1> in a prompt, with --lora-dir {dir}",
+       "embedding": "the word {stem} in a prompt, with --embeddings-dir {dir}",
+       "hypernetwork": "<hypernet:{stem}:1> in a prompt, with --hypernetwork-dir {dir}",
+       "dreambooth": "--model {path}"}
 
 
 @dataclass
@@ -34,6 +39,12 @@ class Trained:
 
             return with_hypernetwork(pipe, self.result, strength)
         return self.result.apply(pipe)
+
+    def usage(self) -> str:
+        """One line saying how ``sdlab generate`` (and sweep, reproduce) takes the result: its prompt tag or word and
+        the folder option, with ``--allow-pickle`` for A1111's pickled ``.pt`` hypernetworks (they load only with consent)."""
+        path = Path(self.path)
+        return USE[self.method].format(stem=path.stem, dir=path.parent, path=path) + (" --allow-pickle" if path.suffix == ".pt" else "")
 
 
 def default_config(method: str, **fields) -> TrainConfig:

@@ -133,7 +133,7 @@ class FinetuningPanel(TrainingPanel):
         from .base import figure_png, png_bytes
 
         pipe, self.trained = result
-        log = read_log(self.trained.path.parent if self.trained.path.is_file() else self.trained.path.parent, stage=self.trained.method)
+        log = read_log(self.trained.path.parent, stage=self.trained.method)
         fig, ax = plt.subplots(figsize=(4.5, 3))
         plot_loss(log, ax=ax)
         ax.set_title(f"{self.trained.method}: training loss")
@@ -142,4 +142,4 @@ class FinetuningPanel(TrainingPanel):
         self.base_sample.value = png_bytes(generate(pipe, spec).images[0].resize((192, 192)))
         tuned = self.trained.apply(pipe, float(self.strength.value))
         self.sample.value = png_bytes(generate(tuned, spec).images[0].resize((192, 192)))
-        self.show_info(f"saved {self.trained.path} ({self.trained.info.get('seconds', 0) / 60:.1f} min)")
+        self.show_info(f"saved {self.trained.path} ({self.trained.info.get('seconds', 0) / 60:.1f} min); use: {self.trained.usage()}")
