@@ -165,6 +165,9 @@ CELLS = {
     # DreamBooth (the whole UNet) with the LoRA's smallest-drop preservation
     "dreambooth-star-cosine-keep-all-wb-w3": ("dreambooth", "star", "clean", {"prior_weight": 0.0, "preserve": ALL_WB, "preserve_weight": 3.0,
                                                                               "preserve_batch": 8, "lr_scheduler": "cosine"}),
+    "dreambooth-star-cosine-keep-all-wb-w3-lr2e-4": ("dreambooth", "star", "clean", {"lr": 2e-4, "prior_weight": 0.0, "preserve": ALL_WB,
+                                                                                     "preserve_weight": 3.0, "preserve_batch": 8,
+                                                                                     "lr_scheduler": "cosine"}),
 }
 STEPS = {"embedding": 300, "lora": 400, "hypernetwork": 400, "dreambooth": 400}
 # What each method trains with here (the lab's defaults are for real SD; the 4M-parameter shapes world takes larger steps).

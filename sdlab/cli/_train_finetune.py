@@ -31,7 +31,8 @@ def register(methods) -> None:
         p.add_argument("--token", help="the trigger word (embedding: a new token; lora/dreambooth: a rare word in the captions); "
                        "needed with --images, with --concept the concept's own word by default (star, sun, ruby, outlined)")
         p.add_argument("--out", required=True, help="run directory: checkpoint, log and the result (TOKEN.safetensors for an "
-                       "embedding or a LoRA, TOKEN.pt or .safetensors for a hypernetwork, hypernetwork.pt without --token; pipeline/ for DreamBooth)")
+                       "embedding or a LoRA, TOKEN.pt or .safetensors for a hypernetwork, hypernetwork.pt without --token; "
+                       "pipeline/ for DreamBooth)")
         p.add_argument("--model", default="shapes-world", help="shapes-world or a diffusers pipeline directory")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
         p.add_argument("--caption", default="a {token}", help="caption for images without a .txt file ({token} is replaced)")
