@@ -32,6 +32,7 @@ def folders(tmp_path):
     (["embedding", "--concept", "star", "--token", "red"], "token: 'red' is not valid; valid: a word not already in the tokenizer's vocabulary"),
     (["lora", "--concept", "star", "--token", "star", "--rank", "0"], "rank: 0 is not valid; valid: a whole number >= 1"),
     (["embedding", "--concept", "star", "--token", "<star>"], "token: '<star>' is not valid; valid: one word without spaces or the characters"),
+    (["lora", "--concept", "star", "--token", "my/star"], "token: 'my/star' is not valid; valid: one word without spaces or the characters"),
     (["lora", "--concept", "moon", "--token", "moon"], "--concept: 'moon' is not valid; valid: one of star, sun, ruby, outlined"),
     (["lora", "--images", "{good}"], "--token: None is not valid; valid: a trigger word (one word without spaces) when training on --images"),
     (["dreambooth", "--images", "{good}", "--token", "sks"], "--class-word: None is not valid"),

@@ -191,10 +191,10 @@ def cmd_finetune(args) -> int:
         world_folder = read_folder(world_dir, "", "", "--world-images")
         if world_folder[0].shape[1:3] != images.shape[1:3]:
             raise invalid("--world-images", world_dir, f"images of the subject's size ({images.shape[2]}x{images.shape[1]})")
-    if method == "embedding":
-        from ..finetune.embedding import check_token_text
+    from ..finetune.embedding import check_token_text
 
-        check_token_text(token)
+    check_token_text(token)  # every method's result file is named after it
+    if method == "embedding":
         _tokenizer_check(args.model, token)
     recorded = {"method": method, "model": args.model, "images": args.images, "concept": args.concept, "token": token,
                 "preserve": list(keep), "world_images": world_dir,

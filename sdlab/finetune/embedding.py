@@ -60,10 +60,11 @@ def expand(text: str, token: str, num_vectors: int) -> str:
 
 
 def check_token_text(token: str) -> None:
-    """Refuse a token that is not one word A1111's prompt syntax leaves alone."""
-    if not isinstance(token, str) or not token.strip() or any(c.isspace() or c in "<>:,()[]" for c in token):
-        # A1111's prompt syntax gives these characters meaning (<lora:...>, (word:1.2), [a:b:0.5])
-        raise invalid("token", token, "one word without spaces or the characters < > : , ( ) [ ]")
+    """Refuse a token that is not one word A1111's prompt syntax leaves alone and that can name a file (the result
+    of every method is saved as ``<token>.safetensors`` or ``.pt``)."""
+    if not isinstance(token, str) or not token.strip() or any(c.isspace() or c in "<>:,()[]/\\" for c in token):
+        # A1111's prompt syntax gives these characters meaning (<lora:...>, (word:1.2), [a:b:0.5]); / and \ split paths
+        raise invalid("token", token, "one word without spaces or the characters < > : , ( ) [ ] / \\")
 
 
 def check_token(tokenizer, token: str) -> None:

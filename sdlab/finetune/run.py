@@ -88,18 +88,20 @@ def train_and_save(method: str, pipe, data: Dataset, out: str | Path, cfg: Train
     ``class_data``: the class images of prior preservation (DreamBooth, and a LoRA with ``prior_weight > 0``);
     ``preserve_data``: the items of output preservation (the same two, with ``preserve_weight > 0``: :mod:`.preserve`)."""
     validate_params({"method": method}, {"method": [Options(METHODS)]})
+    from .embedding import check_token_text
+
+    check_token_text(token)  # before any training: the result file is named after it
     out = Path(out)
-    name = token.strip("<>") or method
     if method == "embedding":
         from .embedding import train_embedding
 
         result = train_embedding(pipe, data, token, init_word, out, cfg, callback, progress)
-        return Trained(method, result, result.save(out / f"{name}.safetensors"), result.info)
+        return Trained(method, result, result.save(out / f"{token}.safetensors"), result.info)
     if method == "lora":
         from .lora import train_lora
 
         result = train_lora(pipe, data, out, cfg, callback, progress, class_data, preserve_data)
-        return Trained(method, result, result.save(out / f"{name}.safetensors"), result.info)
+        return Trained(method, result, result.save(out / f"{token}.safetensors"), result.info)
     if method == "dreambooth":
         from .dreambooth import train_dreambooth
 
@@ -108,6 +110,6 @@ def train_and_save(method: str, pipe, data: Dataset, out: str | Path, cfg: Train
     from ..adapters.hypernetwork import save
     from .hypernetwork import train_hypernetwork
 
-    result = train_hypernetwork(pipe, data, out, name, cfg, callback, progress)
+    result = train_hypernetwork(pipe, data, out, token, cfg, callback, progress)
     info = {k.removeprefix("run_"): v for k, v in result.info.items()}
-    return Trained(method, result, save(result, out / f"{name}.{file_format}"), info)
+    return Trained(method, result, save(result, out / f"{token}.{file_format}"), info)
