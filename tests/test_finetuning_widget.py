@@ -46,6 +46,10 @@ def test_panel_shows_a_bad_field_in_one_line(pipe, tmp_path):
     panel.token.value = "red"
     panel.start(background=False)
     assert panel.last_error.startswith("token: 'red' is not valid")
+    panel.method.value, panel.token.value = "lora", "my/star"  # names the LoRA's file: refused before any step
+    panel.start(background=False)
+    assert panel.last_error.startswith("token: 'my/star' is not valid") and not (tmp_path / "lora").exists()
+    panel.method.value, panel.token.value = "embedding", "red"
     panel.concept.value, panel.folder.value = "folder", str(tmp_path / "none")
     assert panel.token.value == "red"  # a folder keeps the typed token
     panel.start(background=False)
