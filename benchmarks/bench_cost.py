@@ -6,7 +6,10 @@ VmRSS after loading), beside the estimate's seconds and activation bytes (peak m
 is meant as an order of magnitude; the target is a ratio (measured / estimated) within 1/5 to 5. The load
 average is printed with the figures: under load the measured seconds grow, the estimate does not.
 
-    python benchmarks/bench_cost.py            # 64, 128 and 256 px; batch 1 and 4
+Fine-tuning (``sdlab.finetune.budget``): a LoRA's two training steps at batch 64 and 256 in fresh processes; the
+peak's growth per item beside the estimate's (the generation working set times ``TRAINING_ACTIVATIONS``).
+
+    python benchmarks/bench_cost.py            # 64, 128 and 256 px; batch 1 and 4; training
     python benchmarks/bench_cost.py --quick    # 64 px only
 """
 from __future__ import annotations
@@ -39,13 +42,43 @@ peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"seconds": seconds, "activation_bytes": max(0, peak - rss)}))
 """
 
+TRAIN_CHILD = r"""
+import json, resource, sys, tempfile
+import torch
+torch.set_num_threads(1)
+from sdlab.finetune.common import Dataset
+from sdlab.finetune.lora import LoraConfig, train_lora
+from sdlab.mini import concepts
+from sdlab.models import load_pipeline
+pipe = load_pipeline("shapes-world", device="cpu")
+images, table = concepts.make_set("star", 20)
+with tempfile.TemporaryDirectory() as out:
+    train_lora(pipe, Dataset(images, table["TEXT"].tolist()), out, LoraConfig(steps=2, batch=int(sys.argv[1])))
+print(json.dumps({"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
 
-def measure(size: int, batch: int, steps: int) -> dict:
+
+def run_child(code: str, *args) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SDLAB_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", CHILD, str(size), str(batch), str(steps)], capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(done.stderr[-2000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def training_per_item() -> tuple[float, float]:
+    """(measured, estimated) bytes a LoRA training step holds per item on the shapes world."""
+    from sdlab.cost import unet_cost
+    from sdlab.finetune.budget import TRAINING_ACTIVATIONS
+    from sdlab.models import load_pipeline
+
+    small, large = (run_child(TRAIN_CHILD, b)["peak_bytes"] for b in (64, 256))
+    _, alive = unet_cost(dict(load_pipeline("shapes-world").unet.config), 16, 16)
+    return (large - small) / (256 - 64), TRAINING_ACTIVATIONS * alive * 4
+
+
+def measure(size: int, batch: int, steps: int) -> dict:
+    return run_child(CHILD, size, batch, steps)
 
 
 def main() -> None:
@@ -68,6 +101,10 @@ def main() -> None:
         print(f"{name:<22}{est.seconds:9.2f}{got['seconds']:9.2f}{t_ratio:7.2f}{act / 1e6:14.1f}{got['activation_bytes'] / 1e6:15.1f}{m_ratio:7.2f}")
         rows.append((f"time ratio {name}", t_ratio, "1/5 .. 5", 0.2 <= t_ratio <= 5))
         rows.append((f"memory ratio {name}", m_ratio, "<= 5", m_ratio <= 5))
+    if not args.quick:
+        got, est = training_per_item()
+        print(f"LoRA training, per item: estimated {est / 1e6:.2f} MB, measured {got / 1e6:.2f} MB (batch 64 -> 256)")
+        rows.append(("training memory per item, measured / estimated", got / est, "1/2 .. 2", 0.5 <= got / est <= 2))
     report(rows)
 
 

@@ -389,6 +389,7 @@ ROWS += [
     *[(f"train {m}", ["train", m, "--images", "@/dir.png", "--token", "sks", *DREAMBOOTH.get(m, []), "--out", "@/tr-out", "--model", "@/notamodel"], "model: '")
       for m in ("lora", "embedding", "dreambooth", "hypernetwork")],
     ("train lora", ["train", "lora", "--images", "@/dir.png", "--token", "sks", "--out", "@/tr-out", "--rank", "0"], "rank: 0 is not valid"),
+    ("train lora", ["train", "lora", "--concept", "star", "--token", "my/star", "--out", "@/tr-out"], "token: 'my/star' is not valid"),
     ("train controlnet", ["train", "controlnet", "--condition", "smell", "--out", "@/cn"], "--condition: invalid choice: 'smell'"),
     ("train controlnet", ["train", "controlnet", "--condition", "edges", "--out", "@/cn", "--steps", "0"], "steps: 0 is not valid"),
     ("train controlnet", ["train", "controlnet", "--condition", "edges", "--out", "@/cn", "--lr", "-1"], "-1"),

@@ -75,6 +75,11 @@ def test_sd3_is_refused_in_one_line(family_dir, tmp_path):
     pipe = load_pipeline(family_dir("sd3"))
     with pytest.raises(ValidationError, match=r"^model: 'sd3' is not valid; valid: a model of family sd1, sd2, sdxl"):
         lora.train_lora(pipe, _data(), tmp_path)
+    from sdlab.finetune.run import METHODS, default_config, train_and_save
+
+    for method in METHODS:  # through the entry the CLI and the panel use (its memory estimate reads a UNet SD 3 lacks)
+        with pytest.raises(ValidationError, match=r"^model: 'sd3' is not valid"):
+            train_and_save(method, pipe, _data(), tmp_path / method, default_config(method, steps=1, batch=1), "sks")
 
 
 @pytest.mark.parametrize("name", ["sd1", "sd2", "sdxl"])

@@ -54,6 +54,8 @@ def register(methods) -> None:
         p.add_argument("--checkpoint-minutes", type=float, default=2.0,
                        help="write a resumable checkpoint this often (default 2; 0: after every step); a rerun resumes from it")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--force", action="store_true", help="train even when the estimate says the run will not fit in memory "
+                       "or will not end today on this CPU")
         if method == "embedding":
             p.add_argument("--init-word", help="start the vector at this word's (default: the concept's class word, else 'a')")
             p.add_argument("--num-vectors", type=int, default=1)
@@ -225,7 +227,7 @@ def cmd_finetune(args) -> int:
     init = getattr(args, "init_word", None) or (concept.init_word if concept else "a")
     trained = train_and_save(method, pipe, data, out, cfg, token, init, class_data, getattr(args, "format", "pt"),
                              {"name": f"{info.name}-{method}", "defaults": info.defaults, "preview": info.preview},
-                             progress=not args.quiet, preserve_data=preserve_data)
+                             progress=not args.quiet, preserve_data=preserve_data, force=args.force)
     print(f"{method}: {trained.path} ({cfg.steps} steps, {trained.info.get('seconds', 0.0) / 60:.1f} min)")
     print("use: " + trained.usage())
     return 0

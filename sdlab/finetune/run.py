@@ -80,17 +80,24 @@ def keeping_sets(pipe, data: Dataset, trigger: str, class_word: str, class_promp
 def train_and_save(method: str, pipe, data: Dataset, out: str | Path, cfg: TrainConfig, token: str = "concept",
                    init_word: str = "a", class_data: Dataset | None = None, file_format: str = "pt",
                    meta: dict | None = None, callback: Callback | None = None, progress: bool = False,
-                   preserve_data: Dataset | None = None) -> Trained:
+                   preserve_data: Dataset | None = None, force: bool = False) -> Trained:
     """Train ``method`` on ``data`` (resumable from ``out``) and write its file into ``out``:
     ``<token>.safetensors`` (embedding; a LoRA in diffusers' format, the only ``.safetensors`` in ``out``, so plain
     ``pipe.load_lora_weights(out)`` finds it and A1111's ``<lora:<token>:1>`` names it), ``pipeline/`` (DreamBooth, with
     ``meta`` as its ``sdlab.json``), ``<token>.pt|.safetensors`` (hypernetwork).
     ``class_data``: the class images of prior preservation (DreamBooth, and a LoRA with ``prior_weight > 0``);
-    ``preserve_data``: the items of output preservation (the same two, with ``preserve_weight > 0``: :mod:`.preserve`)."""
+    ``preserve_data``: the items of output preservation (the same two, with ``preserve_weight > 0``: :mod:`.preserve`).
+    A run that would not fit in memory, or not end today on the CPU, is refused before its first step
+    (:func:`.budget.check_training`) unless ``force``."""
     validate_params({"method": method}, {"method": [Options(METHODS)]})
     from .embedding import check_token_text
 
     check_token_text(token)  # before any training: the result file is named after it
+    from .budget import check_training, items_per_step
+
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    latent_hw = (data.images.shape[1] // factor, data.images.shape[2] // factor)
+    check_training(method, pipe, cfg, latent_hw, items_per_step(cfg, class_data, preserve_data), force)
     out = Path(out)
     if method == "embedding":
         from .embedding import train_embedding
