@@ -3,8 +3,8 @@
 A training step holds a copy of the model being trained, each trained weight's gradient and Adam's two moments,
 and the forward pass's activations for the backward one. The activations grow with the items per step (the
 subject's images, the class images, output preservation's items); the trained weights with a LoRA's rank. Either
-can ask for more memory than the machine has: ``--rank 100000`` on the shapes world wants tens of GB of adapters,
-``--batch 100000`` hundreds of GB of activations. Such a run is refused in one line with the estimate, naming
+can ask for more memory than the machine has (a rank of a million on the shapes world, a batch of a hundred
+thousand). Such a run is refused in one line with the estimate, naming
 whichever of the two asks for more, before any adapter or copy is made; ``force=True`` (CLI ``--force``) tries anyway.
 
 Activations are counted as :func:`sdlab.cost.unet_cost` counts a generation's working set, times
