@@ -63,10 +63,10 @@ def check_training(method: str, pipe, cfg, latent_hw: tuple[int, int], items: in
     trained = weights if method == "dreambooth" else adapters
     config, (h, w) = dict(unet.config), latent_hw
     _, alive = unet_cost(config, h, w)
-    half = getattr(cfg, "mixed_precision", "no") in ("fp16", "bf16")
+    device = str(unet.device)
+    half = getattr(cfg, "mixed_precision", "no") in ("fp16", "bf16") and device.startswith("cuda")  # autocast is CUDA's here
     activations = TRAINING_ACTIVATIONS * alive * (2 if half else 4) * items
     memory = weights + ADAM_COPIES * trained + activations
-    device = str(unet.device)
     name, value = ("rank", cfg.rank) if ADAM_COPIES * adapters > activations else ("batch", cfg.batch)
     check_budget(name, value, memory_bytes=memory, device=device, force=force)
     seconds = training_seconds(config, h, w, items, cfg.steps) if device == "cpu" else None
