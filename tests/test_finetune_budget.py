@@ -60,3 +60,19 @@ def test_the_estimate_grows_with_what_a_step_holds(monkeypatch):
     with pytest.raises(SdlabError, match="^batch: 8 is not valid; valid: work that fits in memory"):
         check_training("lora", pipe, LoraConfig(), (16, 16), 8)
     assert check_training("lora", pipe, LoraConfig(), (16, 16), 8, force=True)["estimated_peak_bytes"] == small
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_off_cuda_is_refused_before_any_step(precision, tmp_path):
+    """Autocast runs on CUDA only: on the CPU the run would be fp32 under an fp16 label, so it is refused, nothing written."""
+    from sdlab.errors import ValidationError
+    from sdlab.finetune.common import Dataset
+    from sdlab.finetune.lora import LoraConfig, train_lora
+    from sdlab.mini import concepts
+    from sdlab.models import load_pipeline
+
+    images, table = concepts.make_set("star", 2)
+    with pytest.raises(ValidationError, match=f"^mixed_precision: '{precision}' is not valid; valid: no on cpu"):
+        train_lora(load_pipeline("shapes-world"), Dataset(images, table["TEXT"].tolist()), tmp_path / "run",
+                   LoraConfig(steps=1, batch=1, mixed_precision=precision))
+    assert not (tmp_path / "run").exists()

@@ -33,6 +33,7 @@ def folders(tmp_path):
     (["lora", "--concept", "star", "--token", "star", "--rank", "0"], "rank: 0 is not valid; valid: a whole number >= 1"),
     (["embedding", "--concept", "star", "--token", "<star>"], "token: '<star>' is not valid; valid: one word without spaces or the characters"),
     (["lora", "--concept", "star", "--token", "my/star"], "token: 'my/star' is not valid; valid: one word without spaces or the characters"),
+    (["lora", "--concept", "star", "--mixed-precision", "fp16", "--device", "cpu"], "mixed_precision: 'fp16' is not valid; valid: no on cpu"),
     (["lora", "--concept", "moon", "--token", "moon"], "--concept: 'moon' is not valid; valid: one of star, sun, ruby, outlined"),
     (["lora", "--images", "{good}"], "--token: None is not valid; valid: a trigger word (one word without spaces) when training on --images"),
     (["dreambooth", "--images", "{good}", "--token", "sks"], "--class-word: None is not valid"),

@@ -42,7 +42,7 @@ def register(methods) -> None:
         p.add_argument("--lr-scheduler", default="constant", help="constant (default) or cosine (toward 0 by the last step)")
         p.add_argument("--batch", type=int, help="images per step")
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--mixed-precision", default="no", help="no, fp16 or bf16 (CUDA)")
+        p.add_argument("--mixed-precision", default="no", help="no, fp16 or bf16 (CUDA only: refused on the CPU, where it would train in fp32)")
         p.add_argument("--gradient-checkpointing", action="store_true")
         p.add_argument("--mask-weight", type=float, default=0.0,
                        help="with --concept: the shape's latent cells weigh 1 + this in the loss (default 0; the benchmark uses 12)")
@@ -138,6 +138,11 @@ def cmd_finetune(args) -> int:
 
     method = args.finetune_method
     cfg = _config(args)
+    if cfg.mixed_precision != "no":  # CUDA's autocast: refused on the device this run would get, before the model loads
+        from ..finetune.common import check_precision
+        from ..models import resolve_device
+
+        check_precision(cfg.mixed_precision, resolve_device(args.device))
     validate_params({"--n-images": args.n_images}, {"--n-images": [Interval(int, 1, 500)]})
     if args.token is not None and (not args.token.strip() or any(c.isspace() for c in args.token)):
         raise invalid("--token", args.token, "one word without spaces")

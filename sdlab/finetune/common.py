@@ -263,6 +263,13 @@ def diffusion_loss(unet, scheduler, weights: torch.Tensor, z0: torch.Tensor, sta
     return per_sample.mean() if reduce else per_sample
 
 
+def check_precision(mixed_precision: str, device) -> None:
+    """fp16/bf16 are CUDA's autocast here; asked for on another device they would train in fp32 without a word."""
+    kind = torch.device(device).type
+    if mixed_precision != "no" and kind != "cuda":
+        raise invalid("mixed_precision", mixed_precision, f"no on {kind} (fp16 and bf16 train with CUDA's autocast)")
+
+
 def autocast(cfg: TrainConfig, device) -> torch.autocast:
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision)
     enabled = dtype is not None and torch.device(device).type == "cuda"
@@ -280,6 +287,7 @@ def train_loop(
     optimiser step (textual inversion puts the frozen embedding rows back there). Returns
     ``{"steps", "seconds", "loss", "caption_dropout"}`` (seconds summed over resumed runs; loss: the last 20 steps' mean).
     """
+    check_precision(cfg.mixed_precision, params[0].device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
